@@ -1,0 +1,265 @@
+//! The HTTP/1.1 + JSON API, served on the Unix socket. One handler for every
+//! listener, so a TCP+mTLS front end reuses it unchanged.
+
+use super::{parse_spec, ApiError, HostInfo, MAX_BODY};
+use crate::supervisor::{parse_signal, Supervisor};
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub type Body = BoxBody<Bytes, Infallible>;
+
+fn full(status: u16, content_type: &str, data: impl Into<Bytes>) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(data.into()).boxed())
+        .expect("valid response")
+}
+
+fn json<T: serde::Serialize>(status: u16, v: &T) -> Response<Body> {
+    let mut data = serde_json::to_vec(v).expect("serializes");
+    data.push(b'\n');
+    full(status, "application/json", data)
+}
+
+fn error(e: &ApiError) -> Response<Body> {
+    json(e.status, &e.body())
+}
+
+/// An NDJSON body fed by a channel of lines.
+fn ndjson(rx: tokio::sync::mpsc::Receiver<String>) -> Response<Body> {
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        let line = rx.recv().await?;
+        let mut b = line.into_bytes();
+        b.push(b'\n');
+        Some((Ok::<_, Infallible>(Frame::data(Bytes::from(b))), rx))
+    });
+    Response::builder()
+        .status(200)
+        .header("content-type", "application/x-ndjson")
+        .body(BodyExt::boxed(StreamBody::new(stream)))
+        .expect("valid response")
+}
+
+fn query(req: &Request<Incoming>, key: &str) -> Option<String> {
+    req.uri().query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == key).then(|| v.to_string())
+    })
+}
+
+fn query_bool(req: &Request<Incoming>, key: &str) -> Result<bool, ApiError> {
+    match query(req, key).as_deref() {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") | Some("") => Ok(true),
+        Some(v) => Err(ApiError::bad(key, format!("{v:?} is not true or false"))),
+    }
+}
+
+fn query_num(req: &Request<Incoming>, key: &str) -> Result<Option<u64>, ApiError> {
+    query(req, key)
+        .map(|v| v.parse::<u64>().map_err(|_| ApiError::bad(key, format!("{v:?} is not a non-negative integer"))))
+        .transpose()
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
+    let too_large = || ApiError::new(413, "too_large", format!("request body is larger than {MAX_BODY} bytes"));
+    if let Some(len) = req.headers().get("content-length").and_then(|v| v.to_str().ok()?.parse::<usize>().ok()) {
+        if len > MAX_BODY {
+            return Err(too_large());
+        }
+    }
+    match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large()),
+        Err(e) => Err(ApiError::bad("body", format!("cannot read the body: {e}"))),
+    }
+}
+
+/// Handles one request; never fails (errors become JSON responses).
+pub async fn handle(sup: Arc<Supervisor>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let res = route(&sup, req).await;
+    let resp = res.unwrap_or_else(|e| error(&e));
+    tracing::debug!(%method, %path, status = resp.status().as_u16(), "api");
+    Ok(resp)
+}
+
+async fn route(sup: &Arc<Supervisor>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let segs: Vec<&str> = path.split('/').skip(1).collect();
+    let m = req.method().clone();
+    match (&m, segs.as_slice()) {
+        (&Method::GET, ["healthz"]) => Ok(json(200, &serde_json::json!({"status": "ok"}))),
+        (&Method::GET, ["metrics"]) => Ok(full(200, "text/plain; version=0.0.4", metrics(sup))),
+        (&Method::GET, ["v1", "host"]) => Ok(json(200, &host(sup))),
+        (&Method::GET, ["v1", "events"]) => {
+            let mut sub = sup.subscribe();
+            let (tx, rx) = tokio::sync::mpsc::channel(256);
+            tokio::spawn(async move {
+                loop {
+                    match sub.recv().await {
+                        Ok(ev) => {
+                            if tx.send(serde_json::to_string(&ev).expect("serializes")).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            tracing::warn!(missed = n, "an events client is too slow; events were skipped");
+                        }
+                        Err(_) => return,
+                    }
+                }
+            });
+            Ok(ndjson(rx))
+        }
+        (&Method::GET, ["v1", "containers"]) => Ok(json(200, &sup.list())),
+        (&Method::POST, ["v1", "containers"]) => {
+            let body = read_body(req).await?;
+            let spec = parse_spec(&body)?;
+            Ok(json(201, &sup.create(spec).await?))
+        }
+        (_, ["v1", "containers", name, rest @ ..]) => {
+            let name = name.to_string();
+            match (&m, rest) {
+                (&Method::GET, []) => Ok(json(200, &sup.inspect(&name)?)),
+                (&Method::DELETE, []) => {
+                    sup.remove(&name, query_bool(&req, "force")?).await?;
+                    Ok(Response::builder().status(204).body(Full::new(Bytes::new()).boxed()).expect("valid"))
+                }
+                (&Method::POST, ["start"]) => Ok(json(200, &sup.start(&name).await?)),
+                (&Method::POST, ["stop"]) => {
+                    let t = query_num(&req, "timeout")?.unwrap_or(10);
+                    Ok(json(200, &sup.stop(&name, Duration::from_secs(t)).await?))
+                }
+                (&Method::POST, ["restart"]) => {
+                    let t = query_num(&req, "timeout")?.unwrap_or(10);
+                    Ok(json(200, &sup.restart(&name, Duration::from_secs(t)).await?))
+                }
+                (&Method::POST, ["kill"]) => {
+                    let sig = parse_signal(&query(&req, "signal").unwrap_or_else(|| "KILL".into()))?;
+                    Ok(json(200, &sup.kill(&name, sig).await?))
+                }
+                (&Method::GET, ["wait"]) => Ok(json(200, &sup.wait(&name).await?)),
+                (&Method::GET, ["stats"]) => Ok(json(200, &sup.stats(&name)?)),
+                (&Method::GET, ["logs"]) => {
+                    let follow = query_bool(&req, "follow")?;
+                    let tail = query_num(&req, "tail")?.map(|t| t as usize);
+                    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+                    sup.logs(&name, tail, follow, tx)?;
+                    Ok(ndjson(rx))
+                }
+                _ => Err(ApiError::not_found(format!("no route {m} {path}"))),
+            }
+        }
+        _ => Err(ApiError::not_found(format!("no route {m} {path}"))),
+    }
+    .map(|mut r: Response<Body>| {
+        if r.status() == StatusCode::NO_CONTENT {
+            r.headers_mut().remove("content-type");
+        }
+        r
+    })
+}
+
+fn host(sup: &Supervisor) -> HostInfo {
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("MemTotal:").map(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())).flatten())
+        .unwrap_or(0);
+    HostInfo {
+        hostname: nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default(),
+        agent_version: crate::VERSION.into(),
+        kernel: nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default(),
+        cgroup_mode: sup.mode().as_str().into(),
+        cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        memory_bytes: mem * 1024,
+        containers: sup.counts(),
+    }
+}
+
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Prometheus text exposition; per-container series carry container, app, version.
+fn metrics(sup: &Supervisor) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let c = sup.counts();
+    let _ = writeln!(o, "# HELP hydra_agent_info Agent version and cgroup mode.\n# TYPE hydra_agent_info gauge");
+    let _ = writeln!(o, "hydra_agent_info{{version=\"{}\",cgroup_mode=\"{}\"}} 1", crate::VERSION, sup.mode().as_str());
+    let _ = writeln!(o, "# HELP hydra_containers Containers by state.\n# TYPE hydra_containers gauge");
+    for (s, n) in [("running", c.running), ("exited", c.exited), ("created", c.created)] {
+        let _ = writeln!(o, "hydra_containers{{state=\"{s}\"}} {n}");
+    }
+    let all = sup.all_stats();
+    let series: [(&str, &str, &str, fn(&crate::cgroup::Stats, &super::ContainerInfo) -> f64); 6] = [
+        ("hydra_container_cpu_usage_seconds_total", "counter", "CPU time used.", |s, _| s.cpu.usage_usec as f64 / 1e6),
+        ("hydra_container_cpu_throttled_periods_total", "counter", "CFS periods throttled.", |s, _| s.cpu.nr_throttled as f64),
+        ("hydra_container_memory_bytes", "gauge", "Memory in use.", |s, _| s.memory.current as f64),
+        ("hydra_container_oom_kills_total", "counter", "OOM kills in the cgroup.", |s, _| s.memory.oom_kill as f64),
+        ("hydra_container_pids", "gauge", "Processes and threads.", |s, _| s.pids.current as f64),
+        ("hydra_container_restarts_total", "counter", "Restarts by policy.", |_, i| i.restart_count as f64),
+    ];
+    for (name, kind, help, f) in series {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (info, st) in &all {
+            let _ = writeln!(
+                o,
+                "{name}{{container=\"{}\",app=\"{}\",version=\"{}\"}} {}",
+                esc(&info.name),
+                esc(info.app.as_deref().unwrap_or("")),
+                esc(info.version.as_deref().unwrap_or("")),
+                f(st, info)
+            );
+        }
+    }
+    o
+}
+
+/// Serves the API on a Unix socket (mode 0660) until `shutdown` fires.
+pub async fn serve_unix(
+    sup: Arc<Supervisor>,
+    path: &std::path::Path,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    // A socket left by a killed agent: nobody listens on it any more.
+    if std::os::unix::net::UnixStream::connect(path).is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    let listener = tokio::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    loop {
+        tokio::select! {
+            acc = listener.accept() => {
+                let (stream, _) = match acc {
+                    Ok(s) => s,
+                    Err(e) => { tracing::warn!(error = %e, "accept"); continue; }
+                };
+                let sup = sup.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| handle(sup.clone(), req));
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection");
+                    }
+                });
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    let _ = std::fs::remove_file(path);
+    Ok(())
+}

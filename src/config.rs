@@ -1,0 +1,270 @@
+//! The agent's TOML configuration: every key optional, unknown keys rejected,
+//! validation a pure function whose error names the key.
+
+use crate::units::Size;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub agent: AgentConfig,
+    pub api: ApiConfig,
+    pub cgroup: CgroupConfig,
+    pub network: NetworkConfig,
+    pub logs: LogsConfig,
+    pub collector: CollectorConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// tracing filter, e.g. `info` or `hydra_agent=debug`; reloaded on SIGHUP.
+    pub log_level: String,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig { log_level: "info".into() }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Unix socket path; default `/run/hydra-agent/agent.sock` (under `--root`).
+    pub socket: Option<PathBuf>,
+    pub tcp: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CgroupConfig {
+    /// Containers' cgroups live in `<agent's own cgroup>/<parent>/<name>`.
+    pub parent: String,
+}
+
+impl Default for CgroupConfig {
+    fn default() -> Self {
+        CgroupConfig { parent: "hydra".into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    pub bridge: String,
+    pub subnet: String,
+    pub port_range: String,
+    pub allowlist: Vec<String>,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            bridge: "docker0".into(),
+            subnet: "172.17.0.0/16".into(),
+            port_range: "20000-29999".into(),
+            allowlist: vec!["10.0.0.0/8".into()],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsConfig {
+    /// Where container logs go; default `<state>/containers/<name>/logs`.
+    pub dir: Option<PathBuf>,
+    pub max_file_size: Size,
+    pub max_files: u32,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        LogsConfig { dir: None, max_file_size: Size(10 << 20), max_files: 3 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectorConfig {
+    pub relp: Option<String>,
+    pub syslog: Option<String>,
+    pub syslog_tls: bool,
+    pub remote_write: Option<String>,
+    pub stats_interval_s: u64,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        CollectorConfig {
+            relp: None,
+            syslog: None,
+            syslog_tls: false,
+            remote_write: None,
+            stats_interval_s: 10,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.into(), message },
+            other => other,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            message: e.message().to_string()
+                + &e.span().map(|s| format!(" (at byte {})", s.start)).unwrap_or_default(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks values serde cannot: ranges, formats, relations between keys.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let inv = |key, message: String| Err(ConfigError::Invalid { key, message });
+        if self.cgroup.parent.is_empty()
+            || self.cgroup.parent.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            return inv("cgroup.parent", format!("{:?} must be a relative path without '.' or '..' components", self.cgroup.parent));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.agent.log_level).is_err() {
+            return inv("agent.log_level", format!("{:?} is not a valid log filter", self.agent.log_level));
+        }
+        if self.logs.max_files == 0 {
+            return inv("logs.max_files", "must be at least 1".into());
+        }
+        if self.logs.max_file_size.0 < 4096 {
+            return inv("logs.max_file_size", "must be at least 4096 bytes".into());
+        }
+        if parse_port_range(&self.network.port_range).is_none() {
+            return inv("network.port_range", format!("{:?} is not START-END with 1 <= START <= END <= 65535", self.network.port_range));
+        }
+        if !is_cidr(&self.network.subnet) {
+            return inv("network.subnet", format!("{:?} is not an IPv4 CIDR", self.network.subnet));
+        }
+        if let Some(bad) = self.network.allowlist.iter().find(|c| !is_cidr(c)) {
+            return inv("network.allowlist", format!("{bad:?} is not an IPv4 CIDR"));
+        }
+        if self.network.bridge.is_empty() || self.network.bridge.len() > 15 {
+            return inv("network.bridge", "must be 1 to 15 characters".into());
+        }
+        if self.collector.stats_interval_s == 0 {
+            return inv("collector.stats_interval_s", "must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+pub fn parse_port_range(s: &str) -> Option<(u16, u16)> {
+    let (a, b) = s.split_once('-')?;
+    let (a, b): (u16, u16) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+    (a >= 1 && a <= b).then_some((a, b))
+}
+
+fn is_cidr(s: &str) -> bool {
+    match s.split_once('/') {
+        Some((ip, len)) => {
+            ip.parse::<std::net::Ipv4Addr>().is_ok() && len.parse::<u8>().is_ok_and(|l| l <= 32)
+        }
+        None => false,
+    }
+}
+
+/// Every path the agent writes, derived from `--root` (default `/`).
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub state: PathBuf,
+    pub run: PathBuf,
+    pub socket: PathBuf,
+}
+
+impl Paths {
+    /// `root` relocates every default path; explicit config paths are used as written.
+    pub fn new(root: Option<&Path>, cfg: &Config, socket_flag: Option<&Path>) -> Paths {
+        let under = |p: &str| match root {
+            Some(r) => r.join(p.trim_start_matches('/')),
+            None => PathBuf::from(p),
+        };
+        let run = under("/run/hydra-agent");
+        let socket = socket_flag
+            .map(Path::to_path_buf)
+            .or_else(|| cfg.api.socket.clone())
+            .unwrap_or_else(|| run.join("agent.sock"));
+        Paths { state: under("/var/lib/hydra-agent"), run, socket }
+    }
+
+    pub fn containers(&self) -> PathBuf {
+        self.state.join("containers")
+    }
+    pub fn layers(&self) -> PathBuf {
+        self.state.join("layers")
+    }
+    pub fn quarantine(&self) -> PathBuf {
+        self.state.join("quarantine")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.logs.max_file_size.0, 10 << 20);
+        assert_eq!(c.network.bridge, "docker0");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = Config::parse("[logs]\nmax_filez = 3\n").unwrap_err().to_string();
+        assert!(e.contains("max_filez"), "{e}");
+        let e = Config::parse("colour = 1\n").unwrap_err().to_string();
+        assert!(e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        for (text, key) in [
+            ("[network]\nport_range = \"30-20\"", "network.port_range"),
+            ("[network]\nsubnet = \"300.0.0.0/8\"", "network.subnet"),
+            ("[cgroup]\nparent = \"../x\"", "cgroup.parent"),
+            ("[logs]\nmax_files = 0", "logs.max_files"),
+        ] {
+            let e = Config::parse(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        let e = Config::parse("[logs]\nmax_file_size = \"10Qi\"").unwrap_err().to_string();
+        assert!(e.contains("10Qi"), "{e}");
+    }
+
+    #[test]
+    fn root_relocates() {
+        let p = Paths::new(Some(Path::new("/tmp/r")), &Config::default(), None);
+        assert_eq!(p.socket, Path::new("/tmp/r/run/hydra-agent/agent.sock"));
+        assert_eq!(p.state, Path::new("/tmp/r/var/lib/hydra-agent"));
+    }
+}

@@ -1,0 +1,96 @@
+//! The daemon: config, logging, the supervisor, the API listener, signals.
+//! SIGTERM/SIGINT stop the agent and leave containers running; SIGHUP reloads
+//! the config file and says what changed.
+
+use crate::config::{Config, Paths};
+use crate::supervisor::Supervisor;
+use std::path::PathBuf;
+use tracing_subscriber::{reload, EnvFilter};
+
+#[derive(clap::Parser, Debug, Clone)]
+#[command(name = "hydra-agent", version, about = "Per-host node agent: runs containers with cgroup limits")]
+pub struct Args {
+    /// Config file (TOML); built-in defaults when absent.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Relocates every path the agent writes (state, run dir, socket, logs).
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// Unix socket of the API.
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+}
+
+const DEFAULT_CONFIG: &str = "/etc/hydra-agent/agent.toml";
+
+/// Loads the config: `--config`, else the default file if present, else defaults.
+pub fn load_config(args: &Args) -> Result<Config, crate::config::ConfigError> {
+    match &args.config {
+        Some(p) => Config::load(p),
+        None if args.root.is_none() && std::path::Path::new(DEFAULT_CONFIG).exists() => Config::load(DEFAULT_CONFIG.as_ref()),
+        None => Ok(Config::default()),
+    }
+}
+
+pub async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
+    let (filter, handle) = reload::Layer::new(EnvFilter::new(&cfg.agent.log_level));
+    use tracing_subscriber::prelude::*;
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false))
+        .init();
+
+    let paths = Paths::new(args.root.as_deref(), &cfg, args.socket.as_deref());
+    std::fs::create_dir_all(&paths.run)?;
+    let t0 = std::time::Instant::now();
+    let sup = Supervisor::new(&cfg, paths.clone())?;
+    let n = sup.adopt().await;
+    tracing::info!(
+        version = crate::VERSION,
+        cgroup_mode = sup.mode().as_str(),
+        socket = %paths.socket.display(),
+        state = %paths.state.display(),
+        adopted = n,
+        adopt_ms = t0.elapsed().as_millis() as u64,
+        "hydra-agent ready"
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let sock = paths.socket.clone();
+    let sup2 = sup.clone();
+    let server = tokio::spawn(async move { crate::api::server::serve_unix(sup2, &sock, stop_rx).await });
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut current = cfg;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                match load_config(&args) {
+                    Ok(new) => {
+                        let mut changed = sup.reload(&new);
+                        if new.agent.log_level != current.agent.log_level {
+                            if handle.reload(EnvFilter::new(&new.agent.log_level)).is_ok() {
+                                changed.push(format!("agent.log_level = {:?}", new.agent.log_level));
+                            }
+                        }
+                        let mut needs_restart = Vec::new();
+                        if new.api != current.api { needs_restart.push("api"); }
+                        if new.cgroup != current.cgroup { needs_restart.push("cgroup"); }
+                        if new.network != current.network { needs_restart.push("network (not in use yet)"); }
+                        if new.collector != current.collector { needs_restart.push("collector (not in use yet)"); }
+                        tracing::info!(reloaded = ?changed, not_reloaded_need_restart = ?needs_restart, "SIGHUP: configuration reloaded");
+                        current = new;
+                    }
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: the new configuration is invalid; keeping the old one"),
+                }
+            }
+        }
+    }
+    tracing::info!("shutting down; containers keep running");
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    Ok(())
+}

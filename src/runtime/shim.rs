@@ -1,0 +1,211 @@
+//! The per-container shim: a small single-threaded process (no tokio) that
+//! outlives the agent. It clones the container's init, puts it in its cgroup,
+//! reports readiness, copies stdout/stderr into the log files and writes the
+//! exit status file when the container ends.
+
+use super::{init, ExitRecord, Launch, Ready};
+use crate::telemetry::logs::{LineSplitter, LogWriter};
+use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sched::CloneFlags;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{dup2, pipe2, setsid, ForkResult};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
+
+/// Entry point for `hydra-agent __shim PLAN`; never returns.
+pub fn main(plan: &Path) -> ! {
+    let code = match run(plan) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("hydra shim {}: {e}", plan.display());
+            let _ = report(&Ready::Failed { field: "runtime".into(), message: e });
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
+fn report(r: &Ready) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(r).expect("serializes");
+    line.push(b'\n');
+    std::io::stdout().write_all(&line)?;
+    std::io::stdout().flush()
+}
+
+/// Start time (clock ticks after boot) of `pid`, to recognise it later.
+pub fn start_time(pid: i32) -> Option<u64> {
+    procfs::process::Process::new(pid).ok()?.stat().ok().map(|s| s.starttime)
+}
+
+fn run(plan: &Path) -> Result<(), String> {
+    let launch: Launch = serde_json::from_slice(&fs::read(plan).map_err(|e| format!("read plan: {e}"))?)
+        .map_err(|e| format!("parse plan: {e}"))?;
+    // Detach: the first process exits at once, the shim is reparented to init
+    // (or the service manager) and no longer depends on the agent.
+    match super::sys::fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Parent { .. } => std::process::exit(0),
+        ForkResult::Child => {}
+    }
+    setsid().map_err(|e| format!("setsid: {e}"))?;
+    let devnull = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+    let shim_log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&launch.shim_log)
+        .map_err(|e| format!("open {}: {e}", launch.shim_log.display()))?;
+    dup2(devnull.as_raw_fd(), 0).map_err(|e| format!("dup2: {e}"))?;
+    dup2(shim_log.as_raw_fd(), 2).map_err(|e| format!("dup2: {e}"))?;
+    drop(shim_log);
+    super::sys::ignore_signals(&[Signal::SIGHUP, Signal::SIGINT, Signal::SIGPIPE]);
+    super::sys::close_fds_except(&[devnull.as_raw_fd()]);
+
+    let cloexec = OFlag::O_CLOEXEC;
+    let (out_r, out_w) = pipe2(cloexec).map_err(|e| format!("pipe: {e}"))?;
+    let (err_r, err_w) = pipe2(cloexec).map_err(|e| format!("pipe: {e}"))?;
+    let (sync_r, sync_w) = pipe2(cloexec).map_err(|e| format!("pipe: {e}"))?;
+    let (fail_r, fail_w) = pipe2(cloexec).map_err(|e| format!("pipe: {e}"))?;
+
+    let flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWNET;
+    let (o, e, sr, fw, dn) = (
+        out_w.as_raw_fd(),
+        err_w.as_raw_fd(),
+        sync_r.as_raw_fd(),
+        fail_w.as_raw_fd(),
+        devnull.as_raw_fd(),
+    );
+    let launch_c = launch.clone();
+    let child = super::sys::clone_into_namespaces(flags, &mut || {
+        // In the child: stdio to the pipes, wait until we are in the cgroup.
+        if dup2(dn, 0).is_err() || dup2(o, 1).is_err() || dup2(e, 2).is_err() {
+            return 126;
+        }
+        let mut b = [0u8; 1];
+        if nix::unistd::read(sr, &mut b) != Ok(1) {
+            return 126;
+        }
+        let err = init::run(&launch_c);
+        let msg = serde_json::to_vec(&err).unwrap_or_default();
+        let _ = super::sys::write_raw(fw, &msg);
+        127
+    })
+    .map_err(|e| format!("clone: {e}"))?;
+    drop((out_w, err_w, sync_r, fail_w));
+
+    for f in &launch.cgroup_procs {
+        if let Err(e) = fs::write(f, child.as_raw().to_string()) {
+            let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+            let _ = waitpid(child, None);
+            report(&Ready::Failed {
+                field: "limits".into(),
+                message: format!("cannot move the container into {}: {e}", f.display()),
+            })
+            .ok();
+            return Ok(());
+        }
+    }
+    File::from(sync_w).write_all(b"g").map_err(|e| format!("release child: {e}"))?;
+    let mut failure = Vec::new();
+    File::from(fail_r).read_to_end(&mut failure).map_err(|e| format!("read child status: {e}"))?;
+    if !failure.is_empty() {
+        let _ = waitpid(child, None);
+        let e: init::InitError = serde_json::from_slice(&failure).unwrap_or(init::InitError {
+            field: "runtime".into(),
+            message: String::from_utf8_lossy(&failure).into_owned(),
+        });
+        report(&Ready::Failed { field: e.field, message: e.message }).ok();
+        return Ok(());
+    }
+    let me = std::process::id() as i32;
+    report(&Ready::Ok {
+        pid: child.as_raw(),
+        pid_start: start_time(child.as_raw()).unwrap_or(0),
+        shim_pid: me,
+        shim_start: start_time(me).unwrap_or(0),
+    })
+    .map_err(|e| format!("report: {e}"))?;
+    dup2(devnull.as_raw_fd(), 1).map_err(|e| format!("dup2: {e}"))?;
+
+    if let Err(e) = copy_logs(&launch, out_r, err_r) {
+        eprintln!("hydra shim {}: logs: {e}", launch.name);
+    }
+    let (exit_code, signal) = loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, c)) => break (Some(c), None),
+            Ok(WaitStatus::Signaled(_, s, _)) => break (None, Some(s as i32)),
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(format!("waitpid: {e}")),
+        }
+    };
+    let rec = ExitRecord {
+        exit_code,
+        signal,
+        finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+    };
+    crate::store::write_atomic(&launch.exit_file, &serde_json::to_vec(&rec).expect("serializes"))
+        .map_err(|e| e.to_string())
+}
+
+/// Copies both pipes into the log until both reach end of file.
+fn copy_logs(l: &Launch, out: OwnedFd, err: OwnedFd) -> std::io::Result<()> {
+    let mut w = LogWriter::open(&l.log_dir, l.log_max_size, l.log_max_files)?;
+    let mut streams = [(Some(File::from(out)), "stdout", LineSplitter::default()), (Some(File::from(err)), "stderr", LineSplitter::default())];
+    let mut buf = vec![0u8; 64 * 1024];
+    while streams.iter().any(|s| s.0.is_some()) {
+        let mut ready = [false; 2];
+        {
+            let mut fds: Vec<PollFd> = Vec::new();
+            let mut idx = Vec::new();
+            for (i, s) in streams.iter().enumerate() {
+                if let Some(f) = &s.0 {
+                    fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
+                    idx.push(i);
+                }
+            }
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            for (k, fd) in fds.iter().enumerate() {
+                if fd.revents().is_some_and(|r| !r.is_empty()) {
+                    ready[idx[k]] = true;
+                }
+            }
+        }
+        for (i, s) in streams.iter_mut().enumerate() {
+            if !ready[i] {
+                continue;
+            }
+            let Some(f) = s.0.as_mut() else { continue };
+            let n = match f.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => 0,
+            };
+            let name = s.1;
+            let mut res = Ok(());
+            let mut emit = |line: &[u8], partial: bool| {
+                if res.is_ok() {
+                    res = w.write(name, line, partial);
+                }
+            };
+            if n == 0 {
+                s.2.finish(&mut emit);
+                s.0 = None;
+            } else {
+                s.2.feed(&buf[..n], &mut emit);
+            }
+            res?;
+        }
+    }
+    Ok(())
+}

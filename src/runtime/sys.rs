@@ -1,0 +1,113 @@
+//! The only `unsafe` in the crate: thin wrappers over syscalls that nix does
+//! not cover safely. Each block says why it holds.
+
+use nix::sched::CloneFlags;
+use nix::unistd::Pid;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+/// Forks. Only for single-threaded processes (the shim), where the child may
+/// run any code.
+pub fn fork_single_threaded() -> nix::Result<nix::unistd::ForkResult> {
+    // SAFETY: the shim calls this before it has started any thread, so the
+    // child inherits no lock held by another thread.
+    unsafe { nix::unistd::fork() }
+}
+
+/// Clones a child into new namespaces; it runs `f` and exits with its result.
+pub fn clone_into_namespaces(flags: CloneFlags, f: &mut dyn FnMut() -> isize) -> nix::Result<Pid> {
+    let mut stack = vec![0u8; 1 << 20];
+    // SAFETY: the caller (the shim) is single-threaded, so the child, which
+    // gets a copy of the address space (no CLONE_VM), sees consistent memory;
+    // the stack outlives the call because the child has its own copy of it.
+    unsafe { nix::sched::clone(Box::new(f), &mut stack, flags, Some(libc::SIGCHLD)) }
+}
+
+/// `pidfd_open(2)`: a handle on a process that does not go stale on pid reuse.
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall with integer arguments; the result is checked.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd to us and nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `pidfd_send_signal(2)`.
+pub fn pidfd_send_signal(fd: &OwnedFd, sig: i32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: valid pidfd, null siginfo (allowed), flags 0.
+    let r = unsafe {
+        libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), sig, std::ptr::null::<libc::siginfo_t>(), 0)
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sets the loopback interface up in the current network namespace.
+pub fn loopback_up() -> io::Result<()> {
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    req.ifr_name[0] = b'l' as libc::c_char;
+    req.ifr_name[1] = b'o' as libc::c_char;
+    // SAFETY: SIOCGIFFLAGS reads into the ifreq we own, sized as the kernel expects.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel filled ifru_flags for SIOCGIFFLAGS; union access of a c_short.
+    unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    // SAFETY: as above, SIOCSIFFLAGS reads the ifreq we own.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Leaves the process with only fds 0-2 open... plus `keep`; every other is closed.
+pub fn close_fds_except(keep: &[RawFd]) {
+    let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in fds {
+        if fd > 2 && !keep.contains(&fd) {
+            let _ = nix::unistd::close(fd);
+        }
+    }
+}
+
+/// Ignores `sigs` (SIG_IGN).
+pub fn ignore_signals(sigs: &[nix::sys::signal::Signal]) {
+    for s in sigs {
+        // SAFETY: SIG_IGN installs no handler code, so nothing can run in signal context.
+        let _ = unsafe { nix::sys::signal::signal(*s, nix::sys::signal::SigHandler::SigIgn) };
+    }
+}
+
+/// Writes to a raw fd the caller knows is open (used in a cloned child that
+/// holds fds only by number).
+pub fn write_raw(fd: RawFd, data: &[u8]) -> nix::Result<usize> {
+    // SAFETY: the caller guarantees `fd` stays open for the duration of the call.
+    let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    nix::unistd::write(b, data)
+}
+
+/// Registers a pidfd with tokio so its exit can be awaited (readable on exit).
+pub fn async_pidfd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: the AsyncFd owns the OwnedFd, so the fd stays open and is not
+    // reused while it is registered; it is deregistered before being closed.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+}

@@ -1,0 +1,659 @@
+//! The container lifecycle: create, start, stop, kill, remove, wait; watching
+//! shims for exits, the restart policy, health checks, and re-adopting every
+//! container when the agent starts again.
+//!
+//! Locks: the registry and records are std mutexes, never held across an
+//! `.await`; each container's lifecycle operations are serialised by its own
+//! tokio mutex. Blocking work (cgroupfs, image unpacking, starting shims)
+//! runs in `spawn_blocking`.
+
+mod health;
+mod process;
+
+use crate::api::{ApiError, ContainerInfo, ContainerSpec, Event, ExitStatus, HealthInfo, RestartPolicy};
+use crate::cgroup::{self, ContainerCgroup, Layout};
+use crate::config::{Config, LogsConfig, Paths};
+use crate::image;
+use crate::runtime::{self, ExitRecord, Launch, Ready};
+use crate::store::{ContainerRecord, State, Store};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::{broadcast, watch};
+
+pub use process::parse_signal;
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// One container the agent manages.
+pub struct Entry {
+    rec: Mutex<ContainerRecord>,
+    /// Serialises start/stop/remove of this container.
+    op: tokio::sync::Mutex<()>,
+    /// Bumped on every exit; waiters watch it.
+    exits: watch::Sender<u64>,
+    health: Mutex<HealthInfo>,
+}
+
+impl Entry {
+    fn new(rec: ContainerRecord) -> Arc<Entry> {
+        let health = HealthInfo {
+            status: if rec.spec.health.is_some() { "starting" } else { "none" }.into(),
+            failures: 0,
+        };
+        Arc::new(Entry {
+            rec: Mutex::new(rec),
+            op: tokio::sync::Mutex::new(()),
+            exits: watch::channel(0).0,
+            health: Mutex::new(health),
+        })
+    }
+    fn rec(&self) -> ContainerRecord {
+        self.rec.lock().unwrap().clone()
+    }
+    fn state(&self) -> State {
+        self.rec.lock().unwrap().state
+    }
+}
+
+#[derive(Default)]
+struct Registry {
+    entries: BTreeMap<String, Arc<Entry>>,
+    /// Names reserved by a create in progress.
+    creating: BTreeSet<String>,
+}
+
+pub struct Supervisor {
+    paths: Paths,
+    layout: Layout,
+    parent: String,
+    store: Store,
+    exe: PathBuf,
+    logs: RwLock<LogsConfig>,
+    registry: Mutex<Registry>,
+    events: broadcast::Sender<Event>,
+}
+
+impl Supervisor {
+    /// Detects cgroups, prepares the agent's subtree and the state dir.
+    pub fn new(cfg: &Config, paths: Paths) -> anyhow::Result<Arc<Supervisor>> {
+        let layout = cgroup::detect()?;
+        layout.prepare(&cfg.cgroup.parent)?;
+        let store = Store::new(&paths)?;
+        std::fs::create_dir_all(paths.layers())?;
+        let exe = std::env::current_exe()?;
+        Ok(Arc::new(Supervisor {
+            paths,
+            layout,
+            parent: cfg.cgroup.parent.clone(),
+            store,
+            exe,
+            logs: RwLock::new(cfg.logs.clone()),
+            registry: Mutex::new(Registry::default()),
+            events: broadcast::channel(1024).0,
+        }))
+    }
+
+    pub fn mode(&self) -> cgroup::Mode {
+        self.layout.mode
+    }
+
+    /// Applies what can change without a restart; returns what changed.
+    pub fn reload(&self, cfg: &Config) -> Vec<String> {
+        let mut changed = Vec::new();
+        let mut logs = self.logs.write().unwrap();
+        if *logs != cfg.logs {
+            *logs = cfg.logs.clone();
+            changed.push("logs (applies to containers started from now on)".into());
+        }
+        changed
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    fn emit(&self, container: &str, action: &str, exit_code: Option<i32>, signal: Option<i32>) {
+        let _ = self.events.send(Event { ts: now(), container: container.into(), action: action.into(), exit_code, signal });
+    }
+
+    fn cgroup_of(&self, rec: &ContainerRecord) -> ContainerCgroup {
+        self.layout.container(&rec.cgroup_parent, &rec.spec.name)
+    }
+
+    fn entry(&self, name: &str) -> Result<Arc<Entry>, ApiError> {
+        self.registry
+            .lock()
+            .unwrap()
+            .entries
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(format!("no container named {name:?}")))
+    }
+
+    fn info(&self, e: &Entry) -> ContainerInfo {
+        let r = e.rec();
+        let cg = self.cgroup_of(&r);
+        ContainerInfo {
+            name: r.spec.name.clone(),
+            app: r.spec.app.clone(),
+            version: r.spec.version.clone(),
+            image: r.spec.image.clone(),
+            state: r.state.as_str().into(),
+            pid: r.pid,
+            exit_code: r.exit_code,
+            signal: r.signal,
+            oom_killed: r.oom_killed,
+            created_at: r.created_at.clone(),
+            started_at: r.started_at.clone(),
+            finished_at: r.finished_at.clone(),
+            restart_count: r.restart_count,
+            command: r.process.argv.clone(),
+            limits: r.limits.clone(),
+            cgroup: cg.display_path(),
+            ip: None,
+            ports: Vec::new(),
+            health: e.health.lock().unwrap().clone(),
+            selinux_label: None,
+        }
+    }
+
+    pub fn list(&self) -> Vec<ContainerInfo> {
+        let entries: Vec<Arc<Entry>> = self.registry.lock().unwrap().entries.values().cloned().collect();
+        entries.iter().map(|e| self.info(e)).collect()
+    }
+
+    pub fn inspect(&self, name: &str) -> Result<ContainerInfo, ApiError> {
+        let e = self.entry(name)?;
+        Ok(self.info(&e))
+    }
+
+    pub fn counts(&self) -> crate::api::ContainerCounts {
+        let mut c = crate::api::ContainerCounts::default();
+        for e in self.registry.lock().unwrap().entries.values() {
+            c.total += 1;
+            match e.state() {
+                State::Running => c.running += 1,
+                State::Exited => c.exited += 1,
+                State::Created => c.created += 1,
+            }
+        }
+        c
+    }
+
+    pub fn stats(&self, name: &str) -> Result<cgroup::Stats, ApiError> {
+        let e = self.entry(name)?;
+        Ok(self.cgroup_of(&e.rec()).stats())
+    }
+
+    /// `(info, stats)` of every container, for /metrics.
+    pub fn all_stats(&self) -> Vec<(ContainerInfo, cgroup::Stats)> {
+        let entries: Vec<Arc<Entry>> = self.registry.lock().unwrap().entries.values().cloned().collect();
+        entries.iter().map(|e| (self.info(e), self.cgroup_of(&e.rec()).stats())).collect()
+    }
+
+    /// Creates and starts a container. On any failure nothing is left behind.
+    pub async fn create(self: &Arc<Self>, spec: ContainerSpec) -> Result<ContainerInfo, ApiError> {
+        let name = spec.name.clone();
+        {
+            let mut reg = self.registry.lock().unwrap();
+            if reg.entries.contains_key(&name) || !reg.creating.insert(name.clone()) {
+                return Err(ApiError::conflict(format!("a container named {name:?} already exists")));
+            }
+        }
+        let me = self.clone();
+        let res = tokio::task::spawn_blocking(move || me.create_blocking(spec))
+            .await
+            .unwrap_or_else(|e| Err(ApiError::internal(format!("create panicked: {e}"))));
+        let mut reg = self.registry.lock().unwrap();
+        reg.creating.remove(&name);
+        let entry = Entry::new(res?);
+        reg.entries.insert(name.clone(), entry.clone());
+        drop(reg);
+        self.emit(&name, "create", None, None);
+        self.emit(&name, "start", None, None);
+        self.watch(entry.clone());
+        Ok(self.info(&entry))
+    }
+
+    fn create_blocking(&self, spec: ContainerSpec) -> Result<ContainerRecord, ApiError> {
+        let img = image::resolve(&spec.image, &self.paths.layers()).map_err(|e| match e {
+            image::ImageError::Store { .. } => ApiError::internal(e.to_string()),
+            _ => ApiError::unprocessable("image", e.to_string()),
+        })?;
+        let process = process::merge(&spec, &img.defaults)?;
+        let dir = self.store.dir(&spec.name);
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut rec = ContainerRecord {
+            process,
+            layers: img.layers,
+            state: State::Created,
+            pid: None,
+            pid_start: None,
+            shim_pid: None,
+            shim_start: None,
+            exit_code: None,
+            signal: None,
+            oom_killed: false,
+            oom_base: 0,
+            created_at: now(),
+            started_at: None,
+            finished_at: None,
+            restart_count: 0,
+            stop_requested: false,
+            cgroup_parent: self.parent.clone(),
+            limits: Default::default(),
+            spec,
+        };
+        let cg = self.cgroup_of(&rec);
+        let res = (|| {
+            for sub in ["upper", "work", "rootfs"] {
+                std::fs::create_dir_all(dir.join(sub)).map_err(|e| ApiError::internal(format!("create {}: {e}", dir.join(sub).display())))?;
+            }
+            cg.create().map_err(|e| ApiError::internal(e.to_string()))?;
+            let io_dev = match &rec.spec.limits.io {
+                Some(_) => Some(
+                    cgroup::block_device_of(&self.paths.state, std::path::Path::new("/sys"))
+                        .map_err(|m| ApiError::unprocessable("limits.io", format!("io limits apply to the disk holding the state dir, but {m}")))?,
+                ),
+                None => None,
+            };
+            let writes = cgroup::plan(cg.mode, &rec.spec.limits, io_dev);
+            cg.apply(&writes).map_err(|e| ApiError::unprocessable("limits", e.to_string()))?;
+            rec.limits = cg.read_limits();
+            self.store.save(&rec).map_err(|e| ApiError::internal(e.to_string()))?;
+            self.start_run(&mut rec)
+        })();
+        if let Err(e) = res {
+            self.teardown(&cg, &rec.spec.name);
+            return Err(e);
+        }
+        Ok(rec)
+    }
+
+    /// Removes the cgroup and the state of a container, collecting errors.
+    fn teardown(&self, cg: &ContainerCgroup, name: &str) {
+        if let Err(e) = cg.remove() {
+            tracing::error!(container = name, error = %e, "teardown: cgroup");
+        }
+        if let Err(e) = self.store.remove(name) {
+            tracing::error!(container = name, error = %e, "teardown: state");
+        }
+        if let Some(d) = &self.logs.read().unwrap().dir {
+            let _ = std::fs::remove_dir_all(d.join(name));
+        }
+    }
+
+    fn log_dir(&self, name: &str) -> PathBuf {
+        match &self.logs.read().unwrap().dir {
+            Some(d) => d.join(name),
+            None => self.store.dir(name).join("logs"),
+        }
+    }
+
+    /// Starts one run of the container (blocking): shim, record, persisted.
+    fn start_run(&self, rec: &mut ContainerRecord) -> Result<(), ApiError> {
+        let dir = self.store.dir(&rec.spec.name);
+        let cg = self.cgroup_of(rec);
+        let logs = self.logs.read().unwrap().clone();
+        let launch = Launch {
+            name: rec.spec.name.clone(),
+            hostname: rec.spec.name.clone(),
+            lower: rec.layers.clone(),
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+            rootfs: dir.join("rootfs"),
+            process: rec.process.clone(),
+            cgroup_procs: cg.procs_files(),
+            cgroup_v2: cg.mode == cgroup::Mode::V2,
+            log_dir: self.log_dir(&rec.spec.name),
+            log_max_size: logs.max_file_size.0,
+            log_max_files: logs.max_files,
+            exit_file: dir.join("exit.json"),
+            shim_log: dir.join("shim.log"),
+        };
+        let plan = dir.join("launch.json");
+        crate::store::write_atomic(&plan, &serde_json::to_vec_pretty(&launch).expect("serializes"))
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let _ = std::fs::remove_file(&launch.exit_file);
+        rec.oom_base = cg.oom_kills();
+        match runtime::start(&self.exe, &plan) {
+            Ok(Ready::Ok { pid, pid_start, shim_pid, shim_start }) => {
+                rec.state = State::Running;
+                rec.pid = Some(pid);
+                rec.pid_start = Some(pid_start);
+                rec.shim_pid = Some(shim_pid);
+                rec.shim_start = Some(shim_start);
+                rec.started_at = Some(now());
+                rec.exit_code = None;
+                rec.signal = None;
+                rec.oom_killed = false;
+                rec.finished_at = None;
+                rec.stop_requested = false;
+                self.store.save(rec).map_err(|e| ApiError::internal(e.to_string()))
+            }
+            Ok(Ready::Failed { .. }) => unreachable!("runtime::start maps failures to errors"),
+            Err(runtime::RuntimeError::Failed { field, message }) => {
+                Err(if field == "runtime" || field == "limits" {
+                    ApiError::internal(message)
+                } else {
+                    ApiError::unprocessable(field, message)
+                })
+            }
+            Err(e) => Err(ApiError::internal(e.to_string())),
+        }
+    }
+
+    /// Watches the shim of a running container; on its exit records the status.
+    fn watch(self: &Arc<Self>, e: Arc<Entry>) {
+        let r = e.rec();
+        let (Some(shim), State::Running) = (r.shim_pid, r.state) else { return };
+        let me = self.clone();
+        let r2 = r.clone();
+        tokio::spawn(async move {
+            let r = r2;
+            match runtime::sys::pidfd_open(shim) {
+                Ok(fd) if crate::runtime::shim::start_time(shim) == r.shim_start => {
+                    match runtime::sys::async_pidfd(fd) {
+                        Ok(afd) => {
+                            let _ = afd.readable().await;
+                        }
+                        Err(err) => tracing::error!(container = %r.spec.name, error = %err, "cannot watch the shim"),
+                    }
+                }
+                _ => {}
+            }
+            me.on_exit(e).await;
+        });
+        if r.spec.health.is_some() {
+            self.health_loop(r.spec.name.clone());
+        }
+    }
+
+    async fn on_exit(self: &Arc<Self>, e: Arc<Entry>) {
+        let me = self.clone();
+        let e2 = e.clone();
+        let rec = tokio::task::spawn_blocking(move || me.record_exit(&e2)).await.expect("record_exit");
+        let name = rec.spec.name.clone();
+        if rec.oom_killed {
+            self.emit(&name, "oom", None, None);
+        }
+        self.emit(&name, "die", rec.exit_code, rec.signal);
+        e.exits.send_modify(|n| *n += 1);
+        let restart = !rec.stop_requested
+            && match rec.spec.restart.policy {
+                RestartPolicy::No => false,
+                RestartPolicy::Always => true,
+                RestartPolicy::OnFailure => {
+                    rec.exit_code != Some(0) && rec.spec.restart.max_retries.is_none_or(|m| rec.restart_count < m)
+                }
+            };
+        if restart {
+            let delay = Duration::from_millis(100u64 << rec.restart_count.min(7));
+            let me = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _guard = e.op.lock().await;
+                let still = { let r = e.rec.lock().unwrap(); r.state == State::Exited && !r.stop_requested };
+                if !still || me.entry(&name).is_err() {
+                    return;
+                }
+                let me2 = me.clone();
+                let e2 = e.clone();
+                let res = tokio::task::spawn_blocking(move || {
+                    let mut r = e2.rec();
+                    r.restart_count += 1;
+                    let res = me2.start_run(&mut r);
+                    *e2.rec.lock().unwrap() = r;
+                    res
+                })
+                .await
+                .expect("start_run");
+                match res {
+                    Ok(()) => {
+                        me.emit(&name, "restart", None, None);
+                        me.watch(e.clone());
+                    }
+                    Err(err) => tracing::error!(container = %name, error = %err, "restart failed"),
+                }
+            });
+        }
+    }
+
+    /// Reads the shim's exit file and the OOM counter into the record.
+    fn record_exit(&self, e: &Entry) -> ContainerRecord {
+        let mut r = e.rec.lock().unwrap();
+        let dir = self.store.dir(&r.spec.name);
+        let cg = self.cgroup_of(&r);
+        match std::fs::read(dir.join("exit.json")).ok().and_then(|b| serde_json::from_slice::<ExitRecord>(&b).ok()) {
+            Some(x) => {
+                r.exit_code = x.exit_code;
+                r.signal = x.signal;
+                r.finished_at = Some(x.finished_at);
+            }
+            None => {
+                tracing::error!(container = %r.spec.name, "the container's shim ended without an exit status; killing what is left of the container");
+                let _ = cg.kill_all(Duration::from_secs(5));
+                r.exit_code = None;
+                r.signal = None;
+                r.finished_at = Some(now());
+            }
+        }
+        r.oom_killed = cg.oom_kills() > r.oom_base;
+        r.state = State::Exited;
+        r.pid = None;
+        r.pid_start = None;
+        r.shim_pid = None;
+        r.shim_start = None;
+        if let Err(err) = self.store.save(&r) {
+            tracing::error!(container = %r.spec.name, error = %err, "cannot persist the exit");
+        }
+        r.clone()
+    }
+
+    /// Re-adopts every container in the state dir and cleans what a crash left.
+    pub async fn adopt(self: &Arc<Self>) -> usize {
+        let me = self.clone();
+        let (recs, orphans) = tokio::task::spawn_blocking(move || me.store.load_all()).await.expect("load");
+        for name in &orphans {
+            let cg = self.layout.container(&self.parent, name);
+            self.teardown(&cg, name);
+            tracing::warn!(container = %name, "removed the remains of a container without a usable record");
+        }
+        let known: BTreeSet<String> = recs.iter().map(|r| r.spec.name.clone()).collect();
+        for child in self.layout.children(&self.parent) {
+            if !known.contains(&child) {
+                let cg = self.layout.container(&self.parent, &child);
+                if let Err(e) = cg.remove() {
+                    tracing::error!(cgroup = %child, error = %e, "cannot remove a stray cgroup");
+                } else {
+                    tracing::warn!(cgroup = %child, "removed a cgroup left by an interrupted create");
+                }
+            }
+        }
+        let n = recs.len();
+        for rec in recs {
+            let name = rec.spec.name.clone();
+            let running = rec.state == State::Running;
+            let alive = running
+                && rec.shim_pid.is_some_and(|p| crate::runtime::shim::start_time(p) == rec.shim_start && rec.shim_start.is_some());
+            let e = Entry::new(rec);
+            self.registry.lock().unwrap().entries.insert(name.clone(), e.clone());
+            if alive {
+                self.watch(e);
+            } else if running {
+                // Exited while the agent was down: the shim left the status.
+                let me = self.clone();
+                tokio::spawn(async move { me.on_exit(e).await });
+            }
+        }
+        n
+    }
+
+    /// Starts a created or exited container again.
+    pub async fn start(self: &Arc<Self>, name: &str) -> Result<ContainerInfo, ApiError> {
+        let e = self.entry(name)?;
+        let _g = e.op.lock().await;
+        if e.state() == State::Running {
+            return Err(ApiError::conflict(format!("container {name:?} is already running")));
+        }
+        let me = self.clone();
+        let e2 = e.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut r = e2.rec();
+            let res = me.start_run(&mut r);
+            *e2.rec.lock().unwrap() = r;
+            res
+        })
+        .await
+        .expect("start_run")?;
+        self.emit(name, "start", None, None);
+        self.watch(e.clone());
+        Ok(self.info(&e))
+    }
+
+    fn signal(&self, e: &Entry, sig: i32) -> Result<(), ApiError> {
+        let r = e.rec();
+        let (Some(pid), State::Running) = (r.pid, r.state) else {
+            return Err(ApiError::conflict(format!("container {:?} is not running", r.spec.name)));
+        };
+        let fd = match runtime::sys::pidfd_open(pid) {
+            Ok(fd) => fd,
+            Err(_) => return Ok(()), // already gone; the exit is on its way
+        };
+        if crate::runtime::shim::start_time(pid) != r.pid_start {
+            return Ok(());
+        }
+        runtime::sys::pidfd_send_signal(&fd, sig).map_err(|err| ApiError::internal(format!("signal: {err}")))
+    }
+
+    async fn wait_exit(&self, e: &Entry, timeout: Duration) -> bool {
+        let mut rx = e.exits.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if e.state() != State::Running {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+                return e.state() != State::Running;
+            }
+        }
+    }
+
+    fn mark_stop_requested(&self, e: &Entry) {
+        let mut r = e.rec.lock().unwrap();
+        r.stop_requested = true;
+        let _ = self.store.save(&r);
+    }
+
+    /// SIGTERM, then SIGKILL after `timeout`.
+    pub async fn stop(self: &Arc<Self>, name: &str, timeout: Duration) -> Result<ContainerInfo, ApiError> {
+        let e = self.entry(name)?;
+        let _g = e.op.lock().await;
+        if e.state() == State::Running {
+            self.mark_stop_requested(&e);
+            self.emit(name, "stop", None, None);
+            self.signal(&e, libc::SIGTERM)?;
+            if !self.wait_exit(&e, timeout).await {
+                self.signal(&e, libc::SIGKILL)?;
+                if !self.wait_exit(&e, Duration::from_secs(10)).await {
+                    return Err(ApiError::internal(format!("container {name:?} did not exit after SIGKILL")));
+                }
+            }
+        }
+        Ok(self.info(&e))
+    }
+
+    pub async fn kill(self: &Arc<Self>, name: &str, sig: i32) -> Result<ContainerInfo, ApiError> {
+        let e = self.entry(name)?;
+        self.mark_stop_requested(&e);
+        self.signal(&e, sig)?;
+        self.emit(name, "kill", None, Some(sig));
+        Ok(self.info(&e))
+    }
+
+    pub async fn restart(self: &Arc<Self>, name: &str, timeout: Duration) -> Result<ContainerInfo, ApiError> {
+        self.stop(name, timeout).await?;
+        self.start(name).await
+    }
+
+    /// Removes a container; a running one only with `force` (SIGKILL first).
+    pub async fn remove(self: &Arc<Self>, name: &str, force: bool) -> Result<(), ApiError> {
+        let e = self.entry(name)?;
+        let _g = e.op.lock().await;
+        if e.state() == State::Running {
+            if !force {
+                return Err(ApiError::conflict(format!("container {name:?} is running; stop it or use force=true")));
+            }
+            self.mark_stop_requested(&e);
+            self.signal(&e, libc::SIGKILL)?;
+            if !self.wait_exit(&e, Duration::from_secs(10)).await {
+                return Err(ApiError::internal(format!("container {name:?} did not exit after SIGKILL")));
+            }
+        }
+        let rec = e.rec();
+        let cg = self.cgroup_of(&rec);
+        let me = self.clone();
+        let n = name.to_string();
+        tokio::task::spawn_blocking(move || me.teardown(&cg, &n)).await.expect("teardown");
+        self.registry.lock().unwrap().entries.remove(name);
+        self.emit(name, "destroy", None, None);
+        Ok(())
+    }
+
+    /// Blocks until the container is not running; its exit status.
+    pub async fn wait(&self, name: &str) -> Result<ExitStatus, ApiError> {
+        let e = self.entry(name)?;
+        while !self.wait_exit(&e, Duration::from_secs(3600)).await {}
+        let r = e.rec();
+        Ok(ExitStatus { name: r.spec.name, exit_code: r.exit_code, signal: r.signal, oom_killed: r.oom_killed, finished_at: r.finished_at })
+    }
+
+    /// Streams log records (JSON lines) into `tx` from a blocking thread.
+    pub fn logs(self: &Arc<Self>, name: &str, tail: Option<usize>, follow: bool, tx: tokio::sync::mpsc::Sender<String>) -> Result<(), ApiError> {
+        let e = self.entry(name)?;
+        let dir = self.log_dir(name);
+        tokio::task::spawn_blocking(move || {
+            let keep = || e.state() == State::Running;
+            let mut out = |l: String| tx.blocking_send(l).is_ok();
+            if let Err(err) = crate::telemetry::logs::read(&dir, tail, follow, &keep, &mut out) {
+                tracing::warn!(dir = %dir.display(), error = %err, "log read");
+            }
+        });
+        Ok(())
+    }
+
+    fn health_loop(self: &Arc<Self>, name: String) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let Ok(e) = me.entry(&name) else { return };
+            let r = e.rec();
+            let (Some(h), Some(pid)) = (r.spec.health.clone(), r.pid) else { return };
+            *e.health.lock().unwrap() = HealthInfo { status: "starting".into(), failures: 0 };
+            loop {
+                tokio::time::sleep(Duration::from_secs(h.interval_s)).await;
+                if e.rec().pid != Some(pid) {
+                    return;
+                }
+                let (port, path, t) = (h.port, h.http_path.clone(), Duration::from_secs(h.timeout_s));
+                let res = tokio::task::spawn_blocking(move || health::probe(pid, port, &path, t)).await.unwrap_or(Err("probe failed".into()));
+                let mut hs = e.health.lock().unwrap();
+                match res {
+                    Ok(()) => *hs = HealthInfo { status: "healthy".into(), failures: 0 },
+                    Err(why) => {
+                        hs.failures += 1;
+                        if hs.failures >= h.retries && hs.status != "unhealthy" {
+                            hs.status = "unhealthy".into();
+                            tracing::warn!(container = %name, reason = %why, "container is unhealthy");
+                            drop(hs);
+                            me.emit(&name, "health_status: unhealthy", None, None);
+                        }
+                    }
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,4 @@
+//! Container output: the per-container log files (written by the shim, read
+//! by the API).
+
+pub mod logs;

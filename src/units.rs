@@ -1,0 +1,132 @@
+//! Validated value types shared by the config and the API: byte sizes and names.
+
+use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+
+/// A byte count, written as an integer or as a string with a `Ki`/`Mi`/`Gi`/`Ti`
+/// suffix (`"64Mi"`). Parsing rejects negatives, fractions and overflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Size(pub u64);
+
+impl Size {
+    pub fn bytes(self) -> u64 {
+        self.0
+    }
+}
+
+/// Parses `"128Mi"`, `"1Gi"`, `"4096"`; the error says what is wrong.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Err("empty size".into());
+    }
+    let (num, mult): (&str, u64) = if let Some(n) = t.strip_suffix("Ki") {
+        (n, 1 << 10)
+    } else if let Some(n) = t.strip_suffix("Mi") {
+        (n, 1 << 20)
+    } else if let Some(n) = t.strip_suffix("Gi") {
+        (n, 1 << 30)
+    } else if let Some(n) = t.strip_suffix("Ti") {
+        (n, 1 << 40)
+    } else {
+        (t, 1)
+    };
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "{s:?} is not a size: use a whole number of bytes or a number with Ki, Mi, Gi or Ti"
+        ));
+    }
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is too large"))?;
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Size;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size in bytes or a string like \"64Mi\"")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Size, E> {
+                Ok(Size(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Size, E> {
+                u64::try_from(v)
+                    .map(Size)
+                    .map_err(|_| E::custom(format!("{v} is negative: sizes must be positive")))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Size, E> {
+                Err(E::custom(format!("{v} is not a whole number of bytes")))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Size, E> {
+                parse_size(v).map(Size).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Serialize for Size {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+/// Container names: `[a-z0-9][a-z0-9_.-]{0,62}`. Safe as a path component and
+/// a cgroup name (no `/`, never `.` or `..`).
+pub fn validate_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("name is empty".into());
+    }
+    if name.len() > 63 {
+        return Err(format!("name is {} characters long; at most 63 are allowed", name.len()));
+    }
+    let b = name.as_bytes();
+    if !(b[0].is_ascii_lowercase() || b[0].is_ascii_digit()) {
+        return Err(format!("name {name:?} must start with a lowercase letter or digit"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-')))
+    {
+        return Err(format!(
+            "name {name:?} has {c:?}: only a-z, 0-9, '_', '.' and '-' are allowed"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64Mi"), Ok(64 << 20));
+        assert_eq!(parse_size("1Gi"), Ok(1 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("1.5Gi").is_err());
+        assert!(parse_size("Mi").is_err());
+        assert!(parse_size("99999999999999999999").is_err());
+        assert!(parse_size("17179869184Gi").is_err());
+        let s: Size = serde_json::from_str("\"10Mi\"").unwrap();
+        assert_eq!(s.0, 10 << 20);
+        assert!(serde_json::from_str::<Size>("-5").is_err());
+        assert!(serde_json::from_str::<Size>("1.5").is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert!(validate_name("app1-v2-0").is_ok());
+        assert!(validate_name("a").is_ok());
+        assert!(validate_name(&"a".repeat(63)).is_ok());
+        assert!(validate_name(&"a".repeat(64)).is_err());
+        assert!(validate_name("").is_err());
+        assert!(validate_name("../x").is_err());
+        assert!(validate_name("Upper").is_err());
+        assert!(validate_name(".x").is_err());
+        assert!(validate_name("a/b").is_err());
+    }
+}
