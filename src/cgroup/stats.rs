@@ -38,6 +38,8 @@ pub struct MemoryStats {
 pub struct PidsStats {
     pub current: u64,
     pub max: Option<u64>,
+    /// Forks refused because of `max` (pids.events "max").
+    pub limit_hits: u64,
 }
 
 fn ticks_to_usec(ticks: u64) -> u64 {
@@ -70,6 +72,7 @@ pub(super) fn read(cg: &ContainerCgroup) -> Stats {
             s.pids = PidsStats {
                 current: read_value(&f("", "pids.current")).unwrap_or(0),
                 max: read_value(&f("", "pids.max")),
+                limit_hits: read_keyed(&f("", "pids.events"), "max").unwrap_or(0),
             };
             if let Ok(io) = fs::read_to_string(f("", "io.stat")) {
                 for line in io.lines() {
@@ -117,6 +120,7 @@ pub(super) fn read(cg: &ContainerCgroup) -> Stats {
             s.pids = PidsStats {
                 current: read_value(&f("pids", "pids.current")).unwrap_or(0),
                 max: read_value(&f("pids", "pids.max")),
+                limit_hits: read_keyed(&f("pids", "pids.events"), "max").unwrap_or(0),
             };
             if let Ok(io) = fs::read_to_string(f("blkio", "blkio.throttle.io_service_bytes")) {
                 for line in io.lines() {

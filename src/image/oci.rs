@@ -47,8 +47,7 @@ pub(super) fn resolve(reference: &str, dir: &Path, tag: Option<&str>, store: &Pa
     }
     let manifest = ImageManifest::from_reader(&read_blob(dir, &desc).map_err(bad)?[..])
         .map_err(|e| bad(format!("manifest: {e}")))?;
-    let config = ImageConfiguration::from_reader(&read_blob(dir, manifest.config()).map_err(bad)?[..])
-        .map_err(|e| bad(format!("config: {e}")))?;
+    let config = parse_config(&read_blob(dir, manifest.config()).map_err(bad)?).map_err(|e| bad(format!("config: {e}")))?;
     let diff_ids = config.rootfs().diff_ids();
     if diff_ids.len() != manifest.layers().len() {
         return Err(bad(format!(
@@ -71,6 +70,15 @@ pub(super) fn resolve(reference: &str, dir: &Path, tag: Option<&str>, store: &Pa
         defaults.user = c.user().clone().filter(|u| !u.is_empty());
     }
     Ok(Image { layers, defaults })
+}
+
+/// oci-spec 0.7 requires `history`, which the image spec makes optional.
+fn parse_config(data: &[u8]) -> Result<ImageConfiguration, String> {
+    let mut v: serde_json::Value = serde_json::from_slice(data).map_err(|e| e.to_string())?;
+    if let Some(o) = v.as_object_mut() {
+        o.entry("history").or_insert_with(|| serde_json::json!([]));
+    }
+    serde_json::from_value(v).map_err(|e| e.to_string())
 }
 
 fn pick<'a>(manifests: &'a [Descriptor], tag: Option<&str>) -> Option<&'a Descriptor> {

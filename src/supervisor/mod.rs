@@ -7,7 +7,7 @@
 //! tokio mutex. Blocking work (cgroupfs, image unpacking, starting shims)
 //! runs in `spawn_blocking`.
 
-mod health;
+pub mod health;
 mod process;
 
 use crate::api::{ApiError, ContainerInfo, ContainerSpec, Event, ExitStatus, HealthInfo, RestartPolicy};

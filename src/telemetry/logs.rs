@@ -133,6 +133,40 @@ fn files_oldest_first(dir: &Path) -> Vec<PathBuf> {
     rotated.into_iter().map(|(_, p)| p).collect()
 }
 
+fn numbered(dir: &Path, i: u32) -> PathBuf {
+    if i == 0 {
+        dir.join(FILE)
+    } else {
+        dir.join(format!("{FILE}.{i}"))
+    }
+}
+
+/// Index of the file holding inode `ino` (0 is the current file).
+fn index_of(dir: &Path, ino: u64) -> Option<u32> {
+    (0..1024).take_while(|i| *i == 0 || numbered(dir, *i).exists() || numbered(dir, i + 1).exists())
+        .find(|i| fs::metadata(numbered(dir, *i)).is_ok_and(|m| m.ino() == ino))
+}
+
+/// After the file with inode `ino` was rotated away: the file written right
+/// after it (one index newer), or the oldest one left if it was dropped.
+fn next_file(dir: &Path, ino: u64) -> Option<File> {
+    for _ in 0..100 {
+        let Some(k) = index_of(dir, ino) else {
+            // Dropped by the size cap: continue from the oldest file left.
+            return files_oldest_first(dir).first().and_then(|p| File::open(p).ok()).or_else(|| File::open(dir.join(FILE)).ok());
+        };
+        if k == 0 {
+            return File::open(dir.join(FILE)).ok();
+        }
+        let f = File::open(numbered(dir, k - 1)).ok();
+        // A rotation between the two looks shifts every name: try again.
+        if index_of(dir, ino) == Some(k) {
+            return f;
+        }
+    }
+    File::open(dir.join(FILE)).ok()
+}
+
 /// Follows a container's log: the last `tail` records, then (if `follow`) new
 /// ones across rotations until `keep_going` says stop and the file is drained.
 /// Each record is passed to `out` as a JSON line; `out` returning false stops.
@@ -200,7 +234,10 @@ pub fn read(
             (Err(_), _) => false,
         };
         if rotated {
-            current = File::open(&current_path).ok();
+            current = match current.as_ref() {
+                Some(f) => next_file(dir, f.metadata()?.ino()),
+                None => File::open(&current_path).ok(),
+            };
             if let Some(f) = current.as_mut() {
                 f.seek(SeekFrom::Start(0))?;
             }

@@ -1,0 +1,258 @@
+//! Harness for root integration tests: each test runs its own agent under a
+//! temp `--root` and a unique cgroup parent, and cleans up (containers,
+//! shims, cgroups, files) even when the test fails, then checks for leaks.
+#![allow(dead_code)]
+
+use hydra_agent::api::client::{Client, ClientError};
+use hydra_agent::api::{ContainerInfo, ExitStatus};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Skips the test (with a printed reason) when not root. CI is root.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("SKIPPED: this test needs root (namespaces, cgroups, overlayfs)");
+            return;
+        }
+    };
+}
+
+static N: AtomicU32 = AtomicU32::new(0);
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Builds the test images once (scripts/build-images) if they are missing.
+pub fn images() -> (String, String) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    let dir = repo().join("build/images");
+    ONCE.call_once(|| {
+        if !dir.join("demo/index.json").exists() || !dir.join("busybox/bin/busybox").exists() {
+            let st = Command::new(repo().join("scripts/build-images")).status().expect("run scripts/build-images");
+            assert!(st.success(), "scripts/build-images failed");
+        }
+    });
+    (
+        format!("rootfs:{}", dir.join("busybox").display()),
+        format!("oci-layout:{}:latest", dir.join("demo").display()),
+    )
+}
+
+pub fn busybox() -> String {
+    images().0
+}
+pub fn demo() -> String {
+    images().1
+}
+
+pub struct Agent {
+    pub root: tempfile::TempDir,
+    pub parent: String,
+    pub config: PathBuf,
+    pub child: Option<Child>,
+    pub client: Client,
+}
+
+impl Agent {
+    /// Starts an agent with `extra` appended to its config file.
+    pub async fn start(extra: &str) -> Agent {
+        let root = tempfile::Builder::new().prefix("hydra-test-").tempdir().expect("tempdir");
+        let parent = format!("hydra-test-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
+        let config = root.path().join("agent.toml");
+        std::fs::write(&config, format!("[cgroup]\nparent = \"{parent}\"\n{extra}\n")).unwrap();
+        let socket = root.path().join("run/hydra-agent/agent.sock");
+        let mut a = Agent { client: Client::new(&socket), root, parent, config, child: None };
+        a.spawn().await;
+        a
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.root.path().join("run/hydra-agent/agent.sock")
+    }
+    pub fn state(&self) -> PathBuf {
+        self.root.path().join("var/lib/hydra-agent")
+    }
+
+    /// (Re)starts the agent process and waits until it answers.
+    pub async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.root.path().join("agent.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_hydra-agent"))
+            .arg("--root")
+            .arg(self.root.path())
+            .arg("--config")
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn agent");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok((200, _)) = self.client.raw("GET", "/healthz", None).await {
+                return;
+            }
+            if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("agent exited during start ({st}); log:\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "agent did not come up; log:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.root.path().join("agent.log")).unwrap_or_default()
+    }
+
+    pub fn agent_pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    /// SIGKILLs the agent (containers must not notice).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait: a clean stop.
+    pub fn term(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running agent");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::SIGTERM).unwrap();
+        c.wait().unwrap()
+    }
+
+    pub async fn run(&self, spec: serde_json::Value) -> Result<ContainerInfo, ClientError> {
+        self.client.call("POST", "/v1/containers", Some(serde_json::to_vec(&spec).unwrap())).await
+    }
+
+    pub async fn inspect(&self, name: &str) -> ContainerInfo {
+        self.client.call("GET", &format!("/v1/containers/{name}"), None).await.expect("inspect")
+    }
+
+    pub async fn wait(&self, name: &str) -> ExitStatus {
+        tokio::time::timeout(Duration::from_secs(60), self.client.call("GET", &format!("/v1/containers/{name}/wait"), None))
+            .await
+            .expect("wait timed out")
+            .expect("wait")
+    }
+
+    pub async fn logs(&self, name: &str) -> Vec<hydra_agent::telemetry::logs::Record> {
+        let mut out = Vec::new();
+        self.client
+            .stream(&format!("/v1/containers/{name}/logs"), |l| {
+                out.push(serde_json::from_str(l).expect("log record"));
+                true
+            })
+            .await
+            .expect("logs");
+        out
+    }
+
+    pub async fn stats(&self, name: &str) -> hydra_agent::cgroup::Stats {
+        self.client.call("GET", &format!("/v1/containers/{name}/stats"), None).await.expect("stats")
+    }
+
+    pub fn layout() -> hydra_agent::cgroup::Layout {
+        hydra_agent::cgroup::detect().expect("cgroups")
+    }
+
+    /// What a rejected request must not change: cgroups, mounts, processes
+    /// and files under the agent's root.
+    pub fn snapshot(&self) -> Snapshot {
+        let layout = Self::layout();
+        let mut files: Vec<String> = walk(&self.state());
+        files.sort();
+        Snapshot {
+            cgroups: layout.children(&self.parent),
+            mounts: std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().filter(|l| l.contains("hydra")).map(String::from).collect(),
+            processes: processes_mentioning(self.root.path()),
+            files,
+        }
+    }
+}
+
+#[derive(Debug, PartialEq)]
+pub struct Snapshot {
+    pub cgroups: Vec<String>,
+    pub mounts: Vec<String>,
+    pub processes: Vec<i32>,
+    pub files: Vec<String>,
+}
+
+fn walk(d: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(d) {
+        for e in rd.flatten() {
+            let p = e.path();
+            // the layer store only grows (content-addressed, shared)
+            if p.ends_with("layers") {
+                continue;
+            }
+            out.push(p.display().to_string());
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                out.extend(walk(&p));
+            }
+        }
+    }
+    out
+}
+
+/// Pids whose command line mentions `path` (the shims carry their plan path).
+pub fn processes_mentioning(path: &Path) -> Vec<i32> {
+    let needle = path.display().to_string();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            if String::from_utf8_lossy(&cmd).contains(&needle) && !String::from_utf8_lossy(&cmd).contains("--root") {
+                out.push(pid);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill9();
+        let layout = Self::layout();
+        let mut errors = Vec::new();
+        for name in layout.children(&self.parent) {
+            if let Err(e) = layout.container(&self.parent, &name).remove() {
+                errors.push(e.to_string());
+            }
+        }
+        // Shims end by themselves once their container is gone.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !processes_mentioning(self.root.path()).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for pid in processes_mentioning(self.root.path()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+            errors.push(format!("leaked shim {pid}"));
+        }
+        layout.remove_parent(&self.parent);
+        let left = layout.children(&self.parent);
+        if !std::thread::panicking() {
+            assert!(errors.is_empty(), "cleanup: {errors:?}");
+            assert!(left.is_empty(), "cgroups left: {left:?}");
+        }
+    }
+}
+
+/// Polls `f` until it is true or `secs` pass.
+pub async fn eventually(secs: u64, what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
