@@ -188,6 +188,9 @@ pub fn parse_spec(body: &[u8]) -> Result<ContainerSpec, ApiError> {
     let spec: ContainerSpec = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::bad("body", format!("malformed JSON: {inner}"));
+        }
         let field = if path == "." || path.is_empty() {
             unknown_field_name(&inner.to_string()).unwrap_or_else(|| "body".into())
         } else {
