@@ -92,5 +92,8 @@ pub async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
     tracing::info!("shutting down; containers keep running");
     let _ = stop_tx.send(true);
     let _ = server.await;
+    if sup.counts().total == 0 {
+        sup.remove_empty_parent();
+    }
     Ok(())
 }

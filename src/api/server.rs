@@ -4,7 +4,7 @@
 use super::{parse_spec, ApiError, HostInfo, MAX_BODY};
 use crate::supervisor::{parse_signal, Supervisor};
 use bytes::Bytes;
-use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited, StreamBody};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use std::convert::Infallible;
@@ -12,6 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub type Body = BoxBody<Bytes, Infallible>;
+
+/// Past this much, an oversized body is not even drained: the connection is closed.
+const DRAIN_LIMIT: usize = 64 << 20;
 
 fn full(status: u16, content_type: &str, data: impl Into<Bytes>) -> Response<Body> {
     Response::builder()
@@ -69,16 +72,26 @@ fn query_num(req: &Request<Incoming>, key: &str) -> Result<Option<u64>, ApiError
 
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
     let too_large = || ApiError::new(413, "too_large", format!("request body is larger than {MAX_BODY} bytes"));
-    if let Some(len) = req.headers().get("content-length").and_then(|v| v.to_str().ok()?.parse::<usize>().ok()) {
-        if len > MAX_BODY {
-            return Err(too_large());
+    let mut body = req.into_body();
+    let mut data = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::bad("body", format!("cannot read the body: {e}")))?;
+        if let Ok(chunk) = frame.into_data() {
+            seen += chunk.len();
+            if seen <= MAX_BODY {
+                data.extend_from_slice(&chunk);
+            } else if seen > DRAIN_LIMIT {
+                break;
+            }
         }
     }
-    match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large()),
-        Err(e) => Err(ApiError::bad("body", format!("cannot read the body: {e}"))),
+    // A moderately oversized body is read to its end (and dropped) so the
+    // client is not cut off mid-write and gets to read the 413.
+    if seen > MAX_BODY {
+        return Err(too_large());
     }
+    Ok(Bytes::from(data))
 }
 
 /// Handles one request; never fails (errors become JSON responses).

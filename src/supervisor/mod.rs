@@ -97,6 +97,11 @@ impl Supervisor {
         }))
     }
 
+    /// On a clean stop with no containers, the agent's cgroup subtree goes too.
+    pub fn remove_empty_parent(&self) {
+        self.layout.remove_parent(&self.parent);
+    }
+
     pub fn mode(&self) -> cgroup::Mode {
         self.layout.mode
     }
