@@ -1,0 +1,138 @@
+//! Benchmarks driven by `scripts/bench` (not a timed test):
+//!   start  AGENT_SOCKET RUNC_BUNDLE ROOTFS_IMAGE N  -> full cycle and create+start, hydra vs runc
+//!   memory AGENT_SOCKET AGENT_PID IMAGE N           -> agent RSS idle, PSS of agent + shims at N containers
+//! Prints a Markdown table.
+
+use hydra_agent::api::client::Client;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn kb(pid: i32, file: &str, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key).map(|v| v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0)))
+        .unwrap_or(0)
+}
+
+async fn start(sock: &str, bundle: &str, image: &str, n: usize) {
+    let c = Client::new(sock);
+    let (mut full, mut create) = (Vec::new(), Vec::new());
+    for i in 0..n + 5 {
+        let name = format!("bench-{i}");
+        let spec = serde_json::to_vec(&serde_json::json!({"name": name, "image": image, "command": ["/bin/true"]})).unwrap();
+        let t0 = Instant::now();
+        let (st, body) = c.raw("POST", "/v1/containers", Some(spec)).await.unwrap();
+        assert_eq!(st, 201, "{}", String::from_utf8_lossy(&body));
+        let t1 = Instant::now();
+        let (st, _) = c.raw("GET", &format!("/v1/containers/{name}/wait"), None).await.unwrap();
+        assert_eq!(st, 200);
+        let (st, _) = c.raw("DELETE", &format!("/v1/containers/{name}"), None).await.unwrap();
+        assert_eq!(st, 204);
+        if i >= 5 {
+            create.push(ms(t1 - t0));
+            full.push(ms(t0.elapsed()));
+        }
+    }
+    let (mut rfull, mut rcreate) = (Vec::new(), Vec::new());
+    for i in 0..n + 5 {
+        let id = format!("hydra-bench-runc-{i}");
+        let t0 = Instant::now();
+        let st = Command::new("runc").args(["run", "--bundle", bundle, &id]).stdin(Stdio::null()).stdout(Stdio::null()).status().unwrap();
+        assert!(st.success(), "runc run");
+        let full_t = t0.elapsed();
+        // create+start alone: detached run returns once the process has started
+        let t0 = Instant::now();
+        let st = Command::new("runc")
+            .args(["run", "--detach", "--bundle", bundle, &id])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "runc run --detach");
+        let create_t = t0.elapsed();
+        let _ = Command::new("runc").args(["delete", "--force", &id]).status();
+        if i >= 5 {
+            rfull.push(ms(full_t));
+            rcreate.push(ms(create_t));
+        }
+    }
+    let row = |name: &str, v: &mut Vec<f64>, r: &mut Vec<f64>| {
+        let (p50, p99, rp50, rp99) = (pct(v, 0.5), pct(v, 0.99), pct(r, 0.5), pct(r, 0.99));
+        println!("| {name} | {p50:.1} | {p99:.1} | {rp50:.1} | {rp99:.1} | {:.2} |", p50 / rp50);
+    };
+    println!("| {n} cycles, busybox /bin/true | hydra p50 ms | hydra p99 ms | runc p50 ms | runc p99 ms | hydra/runc p50 |");
+    println!("|---|---|---|---|---|---|");
+    row("full cycle (create, start, run to exit, remove)", &mut full, &mut rfull);
+    row("create+start (until the process has exec'd)", &mut create, &mut rcreate);
+}
+
+async fn memory(sock: &str, agent_pid: i32, image: &str, n: usize) {
+    let c = Client::new(sock);
+    let idle_rss = kb(agent_pid, "status", "VmRSS:");
+    let idle_pss = kb(agent_pid, "smaps_rollup", "Pss:");
+    for i in 0..n {
+        let spec = serde_json::to_vec(&serde_json::json!({"name": format!("mem-{i}"), "image": image, "command": ["sleep", "3600"]})).unwrap();
+        let (st, body) = c.raw("POST", "/v1/containers", Some(spec)).await.unwrap();
+        assert_eq!(st, 201, "{}", String::from_utf8_lossy(&body));
+    }
+    let list: Vec<hydra_agent::api::ContainerInfo> = c.call("GET", "/v1/containers", None).await.unwrap();
+    let shims: Vec<i32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default().contains("__shim"))
+        .collect();
+    let agent_pss = kb(agent_pid, "smaps_rollup", "Pss:");
+    let shim_pss: u64 = shims.iter().map(|p| kb(*p, "smaps_rollup", "Pss:")).sum();
+    let shim_rss: u64 = shims.iter().map(|p| kb(*p, "status", "VmRSS:")).sum();
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!("| agent RSS, idle | {:.1} MiB |", idle_rss as f64 / 1024.0);
+    println!("| agent PSS, idle | {:.1} MiB |", idle_pss as f64 / 1024.0);
+    println!("| containers running | {} ({} shims) |", list.iter().filter(|c| c.state == "running").count(), shims.len());
+    println!("| agent PSS at {n} containers | {:.1} MiB |", agent_pss as f64 / 1024.0);
+    println!("| shims PSS total / per container | {:.1} MiB / {:.0} KiB |", shim_pss as f64 / 1024.0, shim_pss as f64 / n as f64);
+    println!("| shims RSS per container (shared pages counted in each) | {:.0} KiB |", shim_rss as f64 / n as f64);
+    println!(
+        "| (agent + shims PSS - idle agent PSS) per container | {:.0} KiB |",
+        (agent_pss + shim_pss).saturating_sub(idle_pss) as f64 / n as f64
+    );
+}
+
+async fn adopt(sock: &str, n: usize) {
+    // the agent was just restarted: time until it lists every container as running
+    let c = Client::new(sock);
+    let t0 = Instant::now();
+    loop {
+        if let Ok(list) = c.call::<Vec<hydra_agent::api::ContainerInfo>>("GET", "/v1/containers", None).await {
+            if list.iter().filter(|c| c.state == "running").count() >= n {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    println!("| re-adopt {n} running containers after SIGKILL (first answer listing all) | {:.0} ms after the socket answered |", ms(t0.elapsed()));
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let a: Vec<String> = std::env::args().collect();
+    match a.get(1).map(String::as_str) {
+        Some("start") => start(&a[2], &a[3], &a[4], a[5].parse().unwrap()).await,
+        Some("memory") => memory(&a[2], a[3].parse().unwrap(), &a[4], a[5].parse().unwrap()).await,
+        Some("adopt") => adopt(&a[2], a[3].parse().unwrap()).await,
+        _ => eprintln!("usage: see scripts/bench"),
+    }
+}
