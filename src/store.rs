@@ -93,9 +93,19 @@ impl Store {
         self.containers.join(name)
     }
 
+    /// Persists a record durably (fsync of file and directory): used when a
+    /// container comes into existence, so a power loss cannot forget it.
     pub fn save(&self, rec: &ContainerRecord) -> Result<(), StoreError> {
         let data = serde_json::to_vec_pretty(rec).expect("records serialize");
-        write_atomic(&self.dir(&rec.spec.name).join(RECORD), &data)
+        write_atomic(&self.dir(&rec.spec.name).join(RECORD), &data, true)
+    }
+
+    /// Persists runtime state (pids, exit status) atomically but without
+    /// fsync: it survives any crash of the agent, and after a power loss every
+    /// process it describes is gone anyway, so waiting for the disk buys nothing.
+    pub fn save_runtime(&self, rec: &ContainerRecord) -> Result<(), StoreError> {
+        let data = serde_json::to_vec_pretty(rec).expect("records serialize");
+        write_atomic(&self.dir(&rec.spec.name).join(RECORD), &data, false)
     }
 
     /// Loads every record; corrupt ones are quarantined and logged.
@@ -143,17 +153,22 @@ impl Store {
     }
 }
 
-/// Writes `data` to `path` so a reader sees the old or the new content, never half.
-pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StoreError> {
+/// Writes `data` to `path` so a reader sees the old or the new content, never
+/// half (temp file, rename); `durable` adds fsync of the file and directory.
+pub fn write_atomic(path: &Path, data: &[u8], durable: bool) -> Result<(), StoreError> {
     let err = |action, source| StoreError::Io { action, path: path.to_path_buf(), source };
     let dir = path.parent().expect("record paths have a parent");
     fs::create_dir_all(dir).map_err(|e| err("create the directory of", e))?;
     let tmp = dir.join(format!(".{}.tmp", path.file_name().unwrap().to_string_lossy()));
     let mut f = File::create(&tmp).map_err(|e| err("create", e))?;
     f.write_all(data).map_err(|e| err("write", e))?;
-    f.sync_all().map_err(|e| err("fsync", e))?;
+    if durable {
+        f.sync_all().map_err(|e| err("fsync", e))?;
+    }
     fs::rename(&tmp, path).map_err(|e| err("rename into", e))?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| err("fsync the directory of", e))?;
+    if durable {
+        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| err("fsync the directory of", e))?;
+    }
     Ok(())
 }
 

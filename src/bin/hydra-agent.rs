@@ -8,7 +8,7 @@ use hydra_agent::runtime::{shim, SHIM_ARG};
 fn main() {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if argv.len() == 3 && argv[1] == SHIM_ARG {
-        shim::main(std::path::Path::new(&argv[2]));
+        shim::main(&argv[2].to_string_lossy());
     }
     let args = Args::parse();
     let cfg = match daemon::load_config(&args) {

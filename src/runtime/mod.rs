@@ -69,17 +69,22 @@ pub enum RuntimeError {
 
 /// Starts a shim for `plan` and blocks until the container has exec'd.
 /// Call from a blocking thread: the fork happens in `Command`, which execs
-/// the shim at once.
-pub fn start(exe: &Path, plan_file: &Path) -> Result<Ready, RuntimeError> {
+/// the shim at once. The plan goes through the shim's stdin (no file to write).
+pub fn start(exe: &Path, plan: &Launch) -> Result<Ready, RuntimeError> {
     let mut child = Command::new(exe)
         .arg(SHIM_ARG)
-        .arg(plan_file)
-        .stdin(Stdio::null())
+        .arg(&plan.name)
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .process_group(0)
         .spawn()
         .map_err(|source| RuntimeError::Spawn { exe: exe.to_path_buf(), source })?;
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("piped");
+        let _ = stdin.write_all(&serde_json::to_vec(plan).expect("plans serialize"));
+    }
     let mut line = String::new();
     let res = BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line);
     // The first shim process only forks the real one and exits; reap it.

@@ -14,14 +14,13 @@ use nix::unistd::{dup2, pipe2, setsid, ForkResult};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::Path;
 
-/// Entry point for `hydra-agent __shim PLAN`; never returns.
-pub fn main(plan: &Path) -> ! {
-    let code = match run(plan) {
+/// Entry point for `hydra-agent __shim NAME` (the plan arrives on stdin); never returns.
+pub fn main(name: &str) -> ! {
+    let code = match run() {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("hydra shim {}: {e}", plan.display());
+            eprintln!("hydra shim {name}: {e}");
             let _ = report(&Ready::Failed { field: "runtime".into(), message: e });
             1
         }
@@ -41,9 +40,10 @@ pub fn start_time(pid: i32) -> Option<u64> {
     procfs::process::Process::new(pid).ok()?.stat().ok().map(|s| s.starttime)
 }
 
-fn run(plan: &Path) -> Result<(), String> {
-    let launch: Launch = serde_json::from_slice(&fs::read(plan).map_err(|e| format!("read plan: {e}"))?)
-        .map_err(|e| format!("parse plan: {e}"))?;
+fn run() -> Result<(), String> {
+    let mut plan = Vec::new();
+    std::io::stdin().read_to_end(&mut plan).map_err(|e| format!("read plan: {e}"))?;
+    let launch: Launch = serde_json::from_slice(&plan).map_err(|e| format!("parse plan: {e}"))?;
     // Detach: the first process exits at once, the shim is reparented to init
     // (or the service manager) and no longer depends on the agent.
     match super::sys::fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
@@ -150,7 +150,8 @@ fn run(plan: &Path) -> Result<(), String> {
         signal,
         finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
     };
-    crate::store::write_atomic(&launch.exit_file, &serde_json::to_vec(&rec).expect("serializes"))
+    // Not fsynced: after a power loss the exit of a process is moot.
+    crate::store::write_atomic(&launch.exit_file, &serde_json::to_vec(&rec).expect("serializes"), false)
         .map_err(|e| e.to_string())
 }
 

@@ -269,8 +269,10 @@ impl Supervisor {
             let writes = cgroup::plan(cg.mode, &rec.spec.limits, io_dev);
             cg.apply(&writes).map_err(|e| ApiError::unprocessable("limits", e.to_string()))?;
             rec.limits = cg.read_limits();
-            self.store.save(&rec).map_err(|e| ApiError::internal(e.to_string()))?;
-            self.start_run(&mut rec)
+            // A crash before the record below leaves a directory without a
+            // record and maybe a cgroup: both are swept at the next start.
+            self.start_run(&mut rec)?;
+            self.store.save(&rec).map_err(|e| ApiError::internal(e.to_string()))
         })();
         if let Err(e) = res {
             self.teardown(&cg, &rec.spec.name);
@@ -299,7 +301,7 @@ impl Supervisor {
         }
     }
 
-    /// Starts one run of the container (blocking): shim, record, persisted.
+    /// Starts one run of the container (blocking); the caller persists the record.
     fn start_run(&self, rec: &mut ContainerRecord) -> Result<(), ApiError> {
         let dir = self.store.dir(&rec.spec.name);
         let cg = self.cgroup_of(rec);
@@ -320,12 +322,9 @@ impl Supervisor {
             exit_file: dir.join("exit.json"),
             shim_log: dir.join("shim.log"),
         };
-        let plan = dir.join("launch.json");
-        crate::store::write_atomic(&plan, &serde_json::to_vec_pretty(&launch).expect("serializes"))
-            .map_err(|e| ApiError::internal(e.to_string()))?;
         let _ = std::fs::remove_file(&launch.exit_file);
         rec.oom_base = cg.oom_kills();
-        match runtime::start(&self.exe, &plan) {
+        match runtime::start(&self.exe, &launch) {
             Ok(Ready::Ok { pid, pid_start, shim_pid, shim_start }) => {
                 rec.state = State::Running;
                 rec.pid = Some(pid);
@@ -338,7 +337,7 @@ impl Supervisor {
                 rec.oom_killed = false;
                 rec.finished_at = None;
                 rec.stop_requested = false;
-                self.store.save(rec).map_err(|e| ApiError::internal(e.to_string()))
+                Ok(())
             }
             Ok(Ready::Failed { .. }) => unreachable!("runtime::start maps failures to errors"),
             Err(runtime::RuntimeError::Failed { field, message }) => {
@@ -411,7 +410,7 @@ impl Supervisor {
                 let res = tokio::task::spawn_blocking(move || {
                     let mut r = e2.rec();
                     r.restart_count += 1;
-                    let res = me2.start_run(&mut r);
+                    let res = me2.start_run(&mut r).and_then(|()| me2.store.save_runtime(&r).map_err(|e| ApiError::internal(e.to_string())));
                     *e2.rec.lock().unwrap() = r;
                     res
                 })
@@ -453,7 +452,7 @@ impl Supervisor {
         r.pid_start = None;
         r.shim_pid = None;
         r.shim_start = None;
-        if let Err(err) = self.store.save(&r) {
+        if let Err(err) = self.store.save_runtime(&r) {
             tracing::error!(container = %r.spec.name, error = %err, "cannot persist the exit");
         }
         r.clone()
@@ -509,7 +508,7 @@ impl Supervisor {
         let e2 = e.clone();
         tokio::task::spawn_blocking(move || {
             let mut r = e2.rec();
-            let res = me.start_run(&mut r);
+            let res = me.start_run(&mut r).and_then(|()| me.store.save_runtime(&r).map_err(|e| ApiError::internal(e.to_string())));
             *e2.rec.lock().unwrap() = r;
             res
         })
@@ -551,7 +550,7 @@ impl Supervisor {
     fn mark_stop_requested(&self, e: &Entry) {
         let mut r = e.rec.lock().unwrap();
         r.stop_requested = true;
-        let _ = self.store.save(&r);
+        let _ = self.store.save_runtime(&r);
     }
 
     /// SIGTERM, then SIGKILL after `timeout`.
