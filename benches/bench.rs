@@ -92,7 +92,7 @@ async fn memory(sock: &str, agent_pid: i32, image: &str, n: usize) {
         .unwrap()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|p| std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default().contains("__shim"))
+        .filter(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default().trim() == "hydra-shim")
         .collect();
     let agent_pss = kb(agent_pid, "smaps_rollup", "Pss:");
     let shim_pss: u64 = shims.iter().map(|p| kb(*p, "smaps_rollup", "Pss:")).sum();

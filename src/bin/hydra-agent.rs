@@ -1,14 +1,15 @@
-//! The hydra-agent daemon. Also the per-container shim when invoked as
-//! `hydra-agent __shim PLAN` (dispatched before any runtime or thread starts).
+//! The hydra-agent daemon. Also the launcher of per-container shims when
+//! invoked as `hydra-agent __launcher TAG` (dispatched before any runtime or
+//! thread starts, so it may fork).
 
 use clap::Parser;
 use hydra_agent::daemon::{self, Args};
-use hydra_agent::runtime::{shim, SHIM_ARG};
+use hydra_agent::runtime::{shim, LAUNCHER_ARG};
 
 fn main() {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if argv.len() == 3 && argv[1] == SHIM_ARG {
-        shim::main(&argv[2].to_string_lossy());
+    if argv.len() == 3 && argv[1] == LAUNCHER_ARG {
+        shim::launcher_main();
     }
     let args = Args::parse();
     let cfg = match daemon::load_config(&args) {

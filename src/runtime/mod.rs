@@ -1,6 +1,7 @@
-//! Starting container processes. The agent writes a [`Launch`] plan and
-//! re-executes its own binary as `hydra-agent __shim PLAN`; the shim (no tokio,
-//! plain syscalls) detaches, clones the container's init into new namespaces,
+//! Starting container processes. The agent re-executes its own binary once as
+//! `hydra-agent __launcher` (no tokio, single-threaded) and sends it a
+//! [`Launch`] plan per container; the launcher forks a detached shim that
+//! clones the container's init into new namespaces,
 //! owns its pipes and log files, and records its exit status in a file. So the
 //! agent can die at any moment without its containers noticing.
 
@@ -9,13 +10,13 @@ pub mod shim;
 pub mod sys;
 
 use serde::{Deserialize, Serialize};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
-/// The argument that makes the binary act as a shim.
-pub const SHIM_ARG: &str = "__shim";
+/// The argument that makes the binary act as the launcher of shims.
+pub const LAUNCHER_ARG: &str = "__launcher";
 
 /// Everything a shim needs to start one run of a container.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,36 +68,80 @@ pub enum RuntimeError {
     Failed { field: String, message: String },
 }
 
-/// Starts a shim for `plan` and blocks until the container has exec'd.
-/// Call from a blocking thread: the fork happens in `Command`, which execs
-/// the shim at once. The plan goes through the shim's stdin (no file to write).
-pub fn start(exe: &Path, plan: &Launch) -> Result<Ready, RuntimeError> {
-    let mut child = Command::new(exe)
-        .arg(SHIM_ARG)
-        .arg(&plan.name)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .process_group(0)
-        .spawn()
-        .map_err(|source| RuntimeError::Spawn { exe: exe.to_path_buf(), source })?;
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().expect("piped");
-        let _ = stdin.write_all(&serde_json::to_vec(plan).expect("plans serialize"));
+/// The agent's handle on its launcher helper (see [`shim::launcher_main`]).
+/// Requests are serialised; a dead launcher is restarted on the next request.
+pub struct Launcher {
+    exe: PathBuf,
+    arg: PathBuf,
+    proc: std::sync::Mutex<Option<LauncherProc>>,
+}
+
+struct LauncherProc {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Launcher {
+    /// `tag` goes on the helper's (and so the shims') command line, so ps
+    /// tells which agent they belong to.
+    pub fn new(exe: &Path, tag: &Path) -> Launcher {
+        Launcher { exe: exe.to_path_buf(), arg: tag.to_path_buf(), proc: std::sync::Mutex::new(None) }
     }
-    let mut line = String::new();
-    let res = BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line);
-    // The first shim process only forks the real one and exits; reap it.
-    let status = child.wait();
-    match res {
-        Ok(n) if n > 0 => serde_json::from_str::<Ready>(&line).map_err(|e| RuntimeError::NoReport {
-            detail: format!("unreadable report {line:?}: {e}"),
-        }),
-        _ => Err(RuntimeError::NoReport { detail: format!("{status:?}") }),
+
+    fn spawn(&self) -> Result<LauncherProc, RuntimeError> {
+        let mut child = Command::new(&self.exe)
+            .arg(LAUNCHER_ARG)
+            .arg(&self.arg)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .process_group(0)
+            .spawn()
+            .map_err(|source| RuntimeError::Spawn { exe: self.exe.clone(), source })?;
+        let stdin = child.stdin.take().expect("piped");
+        let stdout = BufReader::new(child.stdout.take().expect("piped"));
+        Ok(LauncherProc { child, stdin, stdout })
     }
-    .and_then(|r| match r {
-        Ready::Failed { field, message } => Err(RuntimeError::Failed { field, message }),
-        ok => Ok(ok),
-    })
+
+    /// Starts a shim for `plan` and blocks until the container has exec'd.
+    /// Call from a blocking thread.
+    pub fn start(&self, plan: &Launch) -> Result<Ready, RuntimeError> {
+        let data = serde_json::to_vec(plan).expect("plans serialize");
+        let mut guard = self.proc.lock().unwrap();
+        let mut last = String::new();
+        for _attempt in 0..2 {
+            if guard.is_none() {
+                *guard = Some(self.spawn()?);
+            }
+            let p = guard.as_mut().expect("spawned");
+            let mut line = String::new();
+            let sent = p
+                .stdin
+                .write_all(&(data.len() as u32).to_le_bytes())
+                .and_then(|()| p.stdin.write_all(&data))
+                .and_then(|()| p.stdin.flush());
+            if sent.is_ok() && p.stdout.read_line(&mut line).is_ok_and(|n| n > 0) {
+                return match serde_json::from_str::<Ready>(&line) {
+                    Ok(Ready::Failed { field, message }) => Err(RuntimeError::Failed { field, message }),
+                    Ok(ok) => Ok(ok),
+                    Err(e) => Err(RuntimeError::NoReport { detail: format!("unreadable report {line:?}: {e}") }),
+                };
+            }
+            // The launcher died: reap it and try once more with a new one.
+            let mut dead = guard.take().expect("spawned");
+            let _ = dead.child.kill();
+            last = format!("{:?}", dead.child.wait());
+        }
+        Err(RuntimeError::NoReport { detail: format!("the launcher died ({last})") })
+    }
+}
+
+impl Drop for Launcher {
+    fn drop(&mut self) {
+        if let Some(mut p) = self.proc.get_mut().ok().and_then(Option::take) {
+            drop(p.stdin);
+            let _ = p.child.wait();
+        }
+    }
 }

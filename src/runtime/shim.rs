@@ -15,24 +15,80 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
-/// Entry point for `hydra-agent __shim NAME` (the plan arrives on stdin); never returns.
-pub fn main(name: &str) -> ! {
-    let code = match run() {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("hydra shim {name}: {e}");
-            let _ = report(&Ready::Failed { field: "runtime".into(), message: e });
-            1
+/// Entry point for `hydra-agent __launcher STATE_DIR`: a single-threaded
+/// helper, exec'd once by the agent, that forks one shim per request. Forking
+/// a small process is much cheaper than exec'ing the agent binary per
+/// container. Requests on stdin: u32 length (little endian) + plan JSON;
+/// answers on stdout: one [`Ready`] JSON line each. Exits at EOF (the agent
+/// is gone); the shims it made are detached and live on.
+pub fn launcher_main() -> ! {
+    super::sys::ignore_signals(&[Signal::SIGHUP, Signal::SIGINT, Signal::SIGPIPE]);
+    let mut stdin = std::io::stdin().lock();
+    loop {
+        let mut len = [0u8; 4];
+        if stdin.read_exact(&mut len).is_err() {
+            std::process::exit(0);
         }
-    };
-    std::process::exit(code)
+        let mut plan = vec![0u8; u32::from_le_bytes(len) as usize];
+        if stdin.read_exact(&mut plan).is_err() {
+            std::process::exit(0);
+        }
+        let line = match launch_one(&plan) {
+            Ok(line) => line,
+            Err(e) => {
+                let mut l = serde_json::to_vec(&Ready::Failed { field: "runtime".into(), message: e }).expect("serializes");
+                l.push(b'\n');
+                l
+            }
+        };
+        let mut out = std::io::stdout().lock();
+        if out.write_all(&line).and_then(|()| out.flush()).is_err() {
+            std::process::exit(0);
+        }
+    }
 }
 
-fn report(r: &Ready) -> std::io::Result<()> {
+/// Forks a detached shim (double fork) and relays its one-line report.
+fn launch_one(plan: &[u8]) -> Result<Vec<u8>, String> {
+    let launch: Launch = serde_json::from_slice(plan).map_err(|e| format!("parse plan: {e}"))?;
+    let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    match super::sys::fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Child => {
+            drop(report_r);
+            // Intermediate: fork the shim and exit, so the shim is reparented
+            // to init (or the service manager) and never depends on us.
+            match super::sys::fork_single_threaded() {
+                Ok(ForkResult::Child) => {
+                    let code = match shim(&launch, File::from(report_w)) {
+                        Ok(()) => 0,
+                        Err(e) => {
+                            eprintln!("hydra shim {}: {e}", launch.name);
+                            1
+                        }
+                    };
+                    std::process::exit(code)
+                }
+                _ => std::process::exit(0),
+            }
+        }
+        ForkResult::Parent { child } => {
+            drop(report_w);
+            let _ = waitpid(child, None);
+            let mut line = Vec::new();
+            let mut r = std::io::BufReader::new(File::from(report_r));
+            std::io::BufRead::read_until(&mut r, b'\n', &mut line).map_err(|e| format!("read shim report: {e}"))?;
+            if line.is_empty() {
+                return Err(format!("the shim of {} died before reporting (see its shim.log)", launch.name));
+            }
+            Ok(line)
+        }
+    }
+}
+
+fn report(out: &mut File, r: &Ready) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(r).expect("serializes");
     line.push(b'\n');
-    std::io::stdout().write_all(&line)?;
-    std::io::stdout().flush()
+    out.write_all(&line)
 }
 
 /// Start time (clock ticks after boot) of `pid`, to recognise it later.
@@ -40,16 +96,9 @@ pub fn start_time(pid: i32) -> Option<u64> {
     procfs::process::Process::new(pid).ok()?.stat().ok().map(|s| s.starttime)
 }
 
-fn run() -> Result<(), String> {
-    let mut plan = Vec::new();
-    std::io::stdin().read_to_end(&mut plan).map_err(|e| format!("read plan: {e}"))?;
-    let launch: Launch = serde_json::from_slice(&plan).map_err(|e| format!("parse plan: {e}"))?;
-    // Detach: the first process exits at once, the shim is reparented to init
-    // (or the service manager) and no longer depends on the agent.
-    match super::sys::fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
-        ForkResult::Parent { .. } => std::process::exit(0),
-        ForkResult::Child => {}
-    }
+/// The shim proper, in the process forked for it; reports once on `out`.
+fn shim(launch: &Launch, mut out: File) -> Result<(), String> {
+    let launch = launch.clone();
     setsid().map_err(|e| format!("setsid: {e}"))?;
     let devnull = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
     let shim_log = OpenOptions::new()
@@ -58,10 +107,11 @@ fn run() -> Result<(), String> {
         .open(&launch.shim_log)
         .map_err(|e| format!("open {}: {e}", launch.shim_log.display()))?;
     dup2(devnull.as_raw_fd(), 0).map_err(|e| format!("dup2: {e}"))?;
+    dup2(devnull.as_raw_fd(), 1).map_err(|e| format!("dup2: {e}"))?;
     dup2(shim_log.as_raw_fd(), 2).map_err(|e| format!("dup2: {e}"))?;
     drop(shim_log);
-    super::sys::ignore_signals(&[Signal::SIGHUP, Signal::SIGINT, Signal::SIGPIPE]);
-    super::sys::close_fds_except(&[devnull.as_raw_fd()]);
+    super::sys::set_process_name("hydra-shim");
+    super::sys::close_fds_except(&[devnull.as_raw_fd(), out.as_raw_fd()]);
 
     let cloexec = OFlag::O_CLOEXEC;
     let (out_r, out_w) = pipe2(cloexec).map_err(|e| format!("pipe: {e}"))?;
@@ -103,7 +153,7 @@ fn run() -> Result<(), String> {
         if let Err(e) = fs::write(f, child.as_raw().to_string()) {
             let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
             let _ = waitpid(child, None);
-            report(&Ready::Failed {
+            report(&mut out, &Ready::Failed {
                 field: "limits".into(),
                 message: format!("cannot move the container into {}: {e}", f.display()),
             })
@@ -120,18 +170,18 @@ fn run() -> Result<(), String> {
             field: "runtime".into(),
             message: String::from_utf8_lossy(&failure).into_owned(),
         });
-        report(&Ready::Failed { field: e.field, message: e.message }).ok();
+        report(&mut out, &Ready::Failed { field: e.field, message: e.message }).ok();
         return Ok(());
     }
     let me = std::process::id() as i32;
-    report(&Ready::Ok {
+    report(&mut out, &Ready::Ok {
         pid: child.as_raw(),
         pid_start: start_time(child.as_raw()).unwrap_or(0),
         shim_pid: me,
         shim_start: start_time(me).unwrap_or(0),
     })
     .map_err(|e| format!("report: {e}"))?;
-    dup2(devnull.as_raw_fd(), 1).map_err(|e| format!("dup2: {e}"))?;
+    drop(out);
 
     if let Err(e) = copy_logs(&launch, out_r, err_r) {
         eprintln!("hydra shim {}: logs: {e}", launch.name);

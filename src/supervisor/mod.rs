@@ -71,7 +71,7 @@ pub struct Supervisor {
     layout: Layout,
     parent: String,
     store: Store,
-    exe: PathBuf,
+    launcher: runtime::Launcher,
     logs: RwLock<LogsConfig>,
     registry: Mutex<Registry>,
     events: broadcast::Sender<Event>,
@@ -85,12 +85,13 @@ impl Supervisor {
         let store = Store::new(&paths)?;
         std::fs::create_dir_all(paths.layers())?;
         let exe = std::env::current_exe()?;
+        let launcher = runtime::Launcher::new(&exe, &paths.state);
         Ok(Arc::new(Supervisor {
             paths,
             layout,
             parent: cfg.cgroup.parent.clone(),
             store,
-            exe,
+            launcher,
             logs: RwLock::new(cfg.logs.clone()),
             registry: Mutex::new(Registry::default()),
             events: broadcast::channel(1024).0,
@@ -324,7 +325,7 @@ impl Supervisor {
         };
         let _ = std::fs::remove_file(&launch.exit_file);
         rec.oom_base = cg.oom_kills();
-        match runtime::start(&self.exe, &launch) {
+        match self.launcher.start(&launch) {
             Ok(Ready::Ok { pid, pid_start, shim_pid, shim_start }) => {
                 rec.state = State::Running;
                 rec.pid = Some(pid);
