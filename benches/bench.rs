@@ -21,7 +21,10 @@ fn kb(pid: i32, file: &str, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/{file}"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix(key).map(|v| v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0)))
+        .find_map(|l| {
+            l.strip_prefix(key)
+                .map(|v| v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0))
+        })
         .unwrap_or(0)
 }
 
@@ -30,14 +33,23 @@ async fn start(sock: &str, bundle: &str, image: &str, n: usize) {
     let (mut full, mut create) = (Vec::new(), Vec::new());
     for i in 0..n + 5 {
         let name = format!("bench-{i}");
-        let spec = serde_json::to_vec(&serde_json::json!({"name": name, "image": image, "command": ["/bin/true"]})).unwrap();
+        let spec = serde_json::to_vec(
+            &serde_json::json!({"name": name, "image": image, "command": ["/bin/true"]}),
+        )
+        .unwrap();
         let t0 = Instant::now();
         let (st, body) = c.raw("POST", "/v1/containers", Some(spec)).await.unwrap();
         assert_eq!(st, 201, "{}", String::from_utf8_lossy(&body));
         let t1 = Instant::now();
-        let (st, _) = c.raw("GET", &format!("/v1/containers/{name}/wait"), None).await.unwrap();
+        let (st, _) = c
+            .raw("GET", &format!("/v1/containers/{name}/wait"), None)
+            .await
+            .unwrap();
         assert_eq!(st, 200);
-        let (st, _) = c.raw("DELETE", &format!("/v1/containers/{name}"), None).await.unwrap();
+        let (st, _) = c
+            .raw("DELETE", &format!("/v1/containers/{name}"), None)
+            .await
+            .unwrap();
         assert_eq!(st, 204);
         if i >= 5 {
             create.push(ms(t1 - t0));
@@ -48,7 +60,12 @@ async fn start(sock: &str, bundle: &str, image: &str, n: usize) {
     for i in 0..n + 5 {
         let id = format!("hydra-bench-runc-{i}");
         let t0 = Instant::now();
-        let st = Command::new("runc").args(["run", "--bundle", bundle, &id]).stdin(Stdio::null()).stdout(Stdio::null()).status().unwrap();
+        let st = Command::new("runc")
+            .args(["run", "--bundle", bundle, &id])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
         assert!(st.success(), "runc run");
         let full_t = t0.elapsed();
         // create+start alone: detached run returns once the process has started
@@ -62,7 +79,9 @@ async fn start(sock: &str, bundle: &str, image: &str, n: usize) {
             .unwrap();
         assert!(st.success(), "runc run --detach");
         let create_t = t0.elapsed();
-        let _ = Command::new("runc").args(["delete", "--force", &id]).status();
+        let _ = Command::new("runc")
+            .args(["delete", "--force", &id])
+            .status();
         if i >= 5 {
             rfull.push(ms(full_t));
             rcreate.push(ms(create_t));
@@ -70,12 +89,23 @@ async fn start(sock: &str, bundle: &str, image: &str, n: usize) {
     }
     let row = |name: &str, v: &mut Vec<f64>, r: &mut Vec<f64>| {
         let (p50, p99, rp50, rp99) = (pct(v, 0.5), pct(v, 0.99), pct(r, 0.5), pct(r, 0.99));
-        println!("| {name} | {p50:.1} | {p99:.1} | {rp50:.1} | {rp99:.1} | {:.2} |", p50 / rp50);
+        println!(
+            "| {name} | {p50:.1} | {p99:.1} | {rp50:.1} | {rp99:.1} | {:.2} |",
+            p50 / rp50
+        );
     };
     println!("| {n} cycles, busybox /bin/true | hydra p50 ms | hydra p99 ms | runc p50 ms | runc p99 ms | hydra/runc p50 |");
     println!("|---|---|---|---|---|---|");
-    row("full cycle (create, start, run to exit, remove)", &mut full, &mut rfull);
-    row("create+start (until the process has exec'd)", &mut create, &mut rcreate);
+    row(
+        "full cycle (create, start, run to exit, remove)",
+        &mut full,
+        &mut rfull,
+    );
+    row(
+        "create+start (until the process has exec'd)",
+        &mut create,
+        &mut rcreate,
+    );
 }
 
 async fn memory(sock: &str, agent_pid: i32, image: &str, n: usize) {
@@ -87,12 +117,18 @@ async fn memory(sock: &str, agent_pid: i32, image: &str, n: usize) {
         let (st, body) = c.raw("POST", "/v1/containers", Some(spec)).await.unwrap();
         assert_eq!(st, 201, "{}", String::from_utf8_lossy(&body));
     }
-    let list: Vec<hydra_agent::api::ContainerInfo> = c.call("GET", "/v1/containers", None).await.unwrap();
+    let list: Vec<hydra_agent::api::ContainerInfo> =
+        c.call("GET", "/v1/containers", None).await.unwrap();
     let shims: Vec<i32> = std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default().trim() == "hydra-shim")
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .unwrap_or_default()
+                .trim()
+                == "hydra-shim"
+        })
         .collect();
     let agent_pss = kb(agent_pid, "smaps_rollup", "Pss:");
     let shim_pss: u64 = shims.iter().map(|p| kb(*p, "smaps_rollup", "Pss:")).sum();
@@ -101,10 +137,24 @@ async fn memory(sock: &str, agent_pid: i32, image: &str, n: usize) {
     println!("|---|---|");
     println!("| agent RSS, idle | {:.1} MiB |", idle_rss as f64 / 1024.0);
     println!("| agent PSS, idle | {:.1} MiB |", idle_pss as f64 / 1024.0);
-    println!("| containers running | {} ({} shims) |", list.iter().filter(|c| c.state == "running").count(), shims.len());
-    println!("| agent PSS at {n} containers | {:.1} MiB |", agent_pss as f64 / 1024.0);
-    println!("| shims PSS total / per container | {:.1} MiB / {:.0} KiB |", shim_pss as f64 / 1024.0, shim_pss as f64 / n as f64);
-    println!("| shims RSS per container (shared pages counted in each) | {:.0} KiB |", shim_rss as f64 / n as f64);
+    println!(
+        "| containers running | {} ({} shims) |",
+        list.iter().filter(|c| c.state == "running").count(),
+        shims.len()
+    );
+    println!(
+        "| agent PSS at {n} containers | {:.1} MiB |",
+        agent_pss as f64 / 1024.0
+    );
+    println!(
+        "| shims PSS total / per container | {:.1} MiB / {:.0} KiB |",
+        shim_pss as f64 / 1024.0,
+        shim_pss as f64 / n as f64
+    );
+    println!(
+        "| shims RSS per container (shared pages counted in each) | {:.0} KiB |",
+        shim_rss as f64 / n as f64
+    );
     println!(
         "| (agent + shims PSS - idle agent PSS) per container | {:.0} KiB |",
         (agent_pss + shim_pss).saturating_sub(idle_pss) as f64 / n as f64
@@ -116,7 +166,10 @@ async fn adopt(sock: &str, n: usize) {
     let c = Client::new(sock);
     let t0 = Instant::now();
     loop {
-        if let Ok(list) = c.call::<Vec<hydra_agent::api::ContainerInfo>>("GET", "/v1/containers", None).await {
+        if let Ok(list) = c
+            .call::<Vec<hydra_agent::api::ContainerInfo>>("GET", "/v1/containers", None)
+            .await
+        {
             if list.iter().filter(|c| c.state == "running").count() >= n {
                 break;
             }

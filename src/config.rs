@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config key {key}: {message}")]
@@ -35,7 +38,9 @@ pub struct AgentConfig {
 
 impl Default for AgentConfig {
     fn default() -> Self {
-        AgentConfig { log_level: "info".into() }
+        AgentConfig {
+            log_level: "info".into(),
+        }
     }
 }
 
@@ -59,7 +64,9 @@ pub struct CgroupConfig {
 
 impl Default for CgroupConfig {
     fn default() -> Self {
-        CgroupConfig { parent: "hydra".into() }
+        CgroupConfig {
+            parent: "hydra".into(),
+        }
     }
 }
 
@@ -94,7 +101,11 @@ pub struct LogsConfig {
 
 impl Default for LogsConfig {
     fn default() -> Self {
-        LogsConfig { dir: None, max_file_size: Size(10 << 20), max_files: 3 }
+        LogsConfig {
+            dir: None,
+            max_file_size: Size(10 << 20),
+            max_files: 3,
+        }
     }
 }
 
@@ -123,10 +134,15 @@ impl Default for CollectorConfig {
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
         Config::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.into(), message },
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.into(),
+                message,
+            },
             other => other,
         })
     }
@@ -135,7 +151,9 @@ impl Config {
         let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: PathBuf::new(),
             message: e.message().to_string()
-                + &e.span().map(|s| format!(" (at byte {})", s.start)).unwrap_or_default(),
+                + &e.span()
+                    .map(|s| format!(" (at byte {})", s.start))
+                    .unwrap_or_default(),
         })?;
         cfg.validate()?;
         Ok(cfg)
@@ -145,12 +163,25 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let inv = |key, message: String| Err(ConfigError::Invalid { key, message });
         if self.cgroup.parent.is_empty()
-            || self.cgroup.parent.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+            || self
+                .cgroup
+                .parent
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..")
         {
-            return inv("cgroup.parent", format!("{:?} must be a relative path without '.' or '..' components", self.cgroup.parent));
+            return inv(
+                "cgroup.parent",
+                format!(
+                    "{:?} must be a relative path without '.' or '..' components",
+                    self.cgroup.parent
+                ),
+            );
         }
         if tracing_subscriber::EnvFilter::try_new(&self.agent.log_level).is_err() {
-            return inv("agent.log_level", format!("{:?} is not a valid log filter", self.agent.log_level));
+            return inv(
+                "agent.log_level",
+                format!("{:?} is not a valid log filter", self.agent.log_level),
+            );
         }
         if self.logs.max_files == 0 {
             return inv("logs.max_files", "must be at least 1".into());
@@ -159,10 +190,19 @@ impl Config {
             return inv("logs.max_file_size", "must be at least 4096 bytes".into());
         }
         if parse_port_range(&self.network.port_range).is_none() {
-            return inv("network.port_range", format!("{:?} is not START-END with 1 <= START <= END <= 65535", self.network.port_range));
+            return inv(
+                "network.port_range",
+                format!(
+                    "{:?} is not START-END with 1 <= START <= END <= 65535",
+                    self.network.port_range
+                ),
+            );
         }
         if !is_cidr(&self.network.subnet) {
-            return inv("network.subnet", format!("{:?} is not an IPv4 CIDR", self.network.subnet));
+            return inv(
+                "network.subnet",
+                format!("{:?} is not an IPv4 CIDR", self.network.subnet),
+            );
         }
         if let Some(bad) = self.network.allowlist.iter().find(|c| !is_cidr(c)) {
             return inv("network.allowlist", format!("{bad:?} is not an IPv4 CIDR"));
@@ -212,7 +252,11 @@ impl Paths {
             .map(Path::to_path_buf)
             .or_else(|| cfg.api.socket.clone())
             .unwrap_or_else(|| run.join("agent.sock"));
-        Paths { state: under("/var/lib/hydra-agent"), run, socket }
+        Paths {
+            state: under("/var/lib/hydra-agent"),
+            run,
+            socket,
+        }
     }
 
     pub fn containers(&self) -> PathBuf {
@@ -240,7 +284,9 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let e = Config::parse("[logs]\nmax_filez = 3\n").unwrap_err().to_string();
+        let e = Config::parse("[logs]\nmax_filez = 3\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("max_filez"), "{e}");
         let e = Config::parse("colour = 1\n").unwrap_err().to_string();
         assert!(e.contains("colour"), "{e}");
@@ -257,7 +303,9 @@ mod tests {
             let e = Config::parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text}: {e}");
         }
-        let e = Config::parse("[logs]\nmax_file_size = \"10Qi\"").unwrap_err().to_string();
+        let e = Config::parse("[logs]\nmax_file_size = \"10Qi\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("10Qi"), "{e}");
     }
 

@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use tracing_subscriber::{reload, EnvFilter};
 
 #[derive(clap::Parser, Debug, Clone)]
-#[command(name = "hydra-agent", version, about = "Per-host node agent: runs containers with cgroup limits")]
+#[command(
+    name = "hydra-agent",
+    version,
+    about = "Per-host node agent: runs containers with cgroup limits"
+)]
 pub struct Args {
     /// Config file (TOML); built-in defaults when absent.
     #[arg(long)]
@@ -27,7 +31,9 @@ const DEFAULT_CONFIG: &str = "/etc/hydra-agent/agent.toml";
 pub fn load_config(args: &Args) -> Result<Config, crate::config::ConfigError> {
     match &args.config {
         Some(p) => Config::load(p),
-        None if args.root.is_none() && std::path::Path::new(DEFAULT_CONFIG).exists() => Config::load(DEFAULT_CONFIG.as_ref()),
+        None if args.root.is_none() && std::path::Path::new(DEFAULT_CONFIG).exists() => {
+            Config::load(DEFAULT_CONFIG.as_ref())
+        }
         None => Ok(Config::default()),
     }
 }
@@ -37,7 +43,11 @@ pub async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
     use tracing_subscriber::prelude::*;
     tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false),
+        )
         .init();
 
     let paths = Paths::new(args.root.as_deref(), &cfg, args.socket.as_deref());
@@ -58,7 +68,8 @@ pub async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let sock = paths.socket.clone();
     let sup2 = sup.clone();
-    let server = tokio::spawn(async move { crate::api::server::serve_unix(sup2, &sock, stop_rx).await });
+    let server =
+        tokio::spawn(async move { crate::api::server::serve_unix(sup2, &sock, stop_rx).await });
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
@@ -71,11 +82,10 @@ pub async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
                 match load_config(&args) {
                     Ok(new) => {
                         let mut changed = sup.reload(&new);
-                        if new.agent.log_level != current.agent.log_level {
-                            if handle.reload(EnvFilter::new(&new.agent.log_level)).is_ok() {
+                        if new.agent.log_level != current.agent.log_level
+                            && handle.reload(EnvFilter::new(&new.agent.log_level)).is_ok() {
                                 changed.push(format!("agent.log_level = {:?}", new.agent.log_level));
                             }
-                        }
                         let mut needs_restart = Vec::new();
                         if new.api != current.api { needs_restart.push("api"); }
                         if new.cgroup != current.cgroup { needs_restart.push("cgroup"); }

@@ -13,7 +13,11 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("state: cannot {action} {path}: {source}")]
-    Io { action: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,9 +86,16 @@ pub struct Store {
 
 impl Store {
     pub fn new(paths: &Paths) -> Result<Store, StoreError> {
-        let s = Store { containers: paths.containers(), quarantine: paths.quarantine() };
+        let s = Store {
+            containers: paths.containers(),
+            quarantine: paths.quarantine(),
+        };
         for d in [&s.containers, &s.quarantine] {
-            fs::create_dir_all(d).map_err(|source| StoreError::Io { action: "create", path: d.clone(), source })?;
+            fs::create_dir_all(d).map_err(|source| StoreError::Io {
+                action: "create",
+                path: d.clone(),
+                source,
+            })?;
         }
         Ok(s)
     }
@@ -113,7 +124,9 @@ impl Store {
     pub fn load_all(&self) -> (Vec<ContainerRecord>, Vec<String>) {
         let mut recs = Vec::new();
         let mut orphans = Vec::new();
-        let Ok(rd) = fs::read_dir(&self.containers) else { return (recs, orphans) };
+        let Ok(rd) = fs::read_dir(&self.containers) else {
+            return (recs, orphans);
+        };
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let path = e.path().join(RECORD);
@@ -123,7 +136,9 @@ impl Store {
                     Ok(_) | Err(_) => {
                         let why = serde_json::from_slice::<ContainerRecord>(&bytes)
                             .err()
-                            .map_or("name does not match its directory".to_string(), |e| e.to_string());
+                            .map_or("name does not match its directory".to_string(), |e| {
+                                e.to_string()
+                            });
                         let dest = self.quarantine.join(format!(
                             "{name}-{}.json",
                             chrono::Utc::now().format("%Y%m%dT%H%M%S%.f")
@@ -135,7 +150,9 @@ impl Store {
                     }
                 },
                 Err(e) if e.kind() == io::ErrorKind::NotFound => orphans.push(name),
-                Err(e) => tracing::error!(record = %path.display(), error = %e, "cannot read container record"),
+                Err(e) => {
+                    tracing::error!(record = %path.display(), error = %e, "cannot read container record")
+                }
             }
         }
         recs.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
@@ -148,7 +165,11 @@ impl Store {
         match fs::remove_dir_all(&d) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(StoreError::Io { action: "remove", path: d, source }),
+            Err(source) => Err(StoreError::Io {
+                action: "remove",
+                path: d,
+                source,
+            }),
         }
     }
 }
@@ -156,10 +177,17 @@ impl Store {
 /// Writes `data` to `path` so a reader sees the old or the new content, never
 /// half (temp file, rename); `durable` adds fsync of the file and directory.
 pub fn write_atomic(path: &Path, data: &[u8], durable: bool) -> Result<(), StoreError> {
-    let err = |action, source| StoreError::Io { action, path: path.to_path_buf(), source };
+    let err = |action, source| StoreError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    };
     let dir = path.parent().expect("record paths have a parent");
     fs::create_dir_all(dir).map_err(|e| err("create the directory of", e))?;
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().unwrap().to_string_lossy()));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().unwrap().to_string_lossy()
+    ));
     let mut f = File::create(&tmp).map_err(|e| err("create", e))?;
     f.write_all(data).map_err(|e| err("write", e))?;
     if durable {
@@ -167,7 +195,9 @@ pub fn write_atomic(path: &Path, data: &[u8], durable: bool) -> Result<(), Store
     }
     fs::rename(&tmp, path).map_err(|e| err("rename into", e))?;
     if durable {
-        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| err("fsync the directory of", e))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| err("fsync the directory of", e))?;
     }
     Ok(())
 }
@@ -179,7 +209,10 @@ mod tests {
 
     fn rec(name: &str) -> ContainerRecord {
         ContainerRecord {
-            spec: crate::api::parse_spec(format!(r#"{{"name":"{name}","image":"rootfs:/x"}}"#).as_bytes()).unwrap(),
+            spec: crate::api::parse_spec(
+                format!(r#"{{"name":"{name}","image":"rootfs:/x"}}"#).as_bytes(),
+            )
+            .unwrap(),
             process: ProcessConfig::default(),
             layers: vec![],
             state: State::Running,
@@ -211,12 +244,23 @@ mod tests {
         // truncate one record: it must be quarantined, not crash the load
         let bad = st.dir("bad").join(RECORD);
         let len = fs::metadata(&bad).unwrap().len();
-        fs::OpenOptions::new().write(true).open(&bad).unwrap().set_len(len / 2).unwrap();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&bad)
+            .unwrap()
+            .set_len(len / 2)
+            .unwrap();
         fs::create_dir_all(st.dir("halfmade")).unwrap();
         let (recs, orphans) = st.load_all();
         assert_eq!(recs.len(), 1);
         assert_eq!(recs[0], rec("good"));
-        assert_eq!(orphans, vec!["bad".to_string(), "halfmade".to_string()].into_iter().filter(|o| orphans.contains(o)).collect::<Vec<_>>());
+        assert_eq!(
+            orphans,
+            vec!["bad".to_string(), "halfmade".to_string()]
+                .into_iter()
+                .filter(|o| orphans.contains(o))
+                .collect::<Vec<_>>()
+        );
         assert!(orphans.contains(&"bad".to_string()) && orphans.contains(&"halfmade".to_string()));
         assert_eq!(fs::read_dir(paths.quarantine()).unwrap().count(), 1);
         assert!(!bad.exists());

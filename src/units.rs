@@ -37,7 +37,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         ));
     }
     let n: u64 = num.parse().map_err(|_| format!("{s:?} is too large"))?;
-    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 impl<'de> Deserialize<'de> for Size {
@@ -80,11 +81,16 @@ pub fn validate_name(name: &str) -> Result<(), String> {
         return Err("name is empty".into());
     }
     if name.len() > 63 {
-        return Err(format!("name is {} characters long; at most 63 are allowed", name.len()));
+        return Err(format!(
+            "name is {} characters long; at most 63 are allowed",
+            name.len()
+        ));
     }
     let b = name.as_bytes();
     if !(b[0].is_ascii_lowercase() || b[0].is_ascii_digit()) {
-        return Err(format!("name {name:?} must start with a lowercase letter or digit"));
+        return Err(format!(
+            "name {name:?} must start with a lowercase letter or digit"
+        ));
     }
     if let Some(c) = name
         .chars()

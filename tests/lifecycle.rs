@@ -5,9 +5,18 @@ use common::*;
 use serde_json::json;
 use std::time::Duration;
 
-fn read_cg(layout: &hydra_agent::cgroup::Layout, parent: &str, name: &str, ctl: &str, file: &str) -> String {
+fn read_cg(
+    layout: &hydra_agent::cgroup::Layout,
+    parent: &str,
+    name: &str,
+    ctl: &str,
+    file: &str,
+) -> String {
     let cg = layout.container(parent, name);
-    std::fs::read_to_string(cg.dir(ctl).expect("controller").join(file)).expect("cgroup file").trim().to_string()
+    std::fs::read_to_string(cg.dir(ctl).expect("controller").join(file))
+        .expect("cgroup file")
+        .trim()
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -15,8 +24,10 @@ async fn lifecycle_limits_and_heartbeat() {
     require_root!();
     let a = Agent::start("").await;
     let info = a
-        .run(json!({"name": "app1-v2-0", "app": "app1", "version": "v2", "image": demo(),
-                    "limits": {"memory": "64Mi", "cpus": 0.5, "pids": 64, "cpu_weight": 200}}))
+        .run(
+            json!({"name": "app1-v2-0", "app": "app1", "version": "v2", "image": demo(),
+                    "limits": {"memory": "64Mi", "cpus": 0.5, "pids": 64, "cpu_weight": 200}}),
+        )
         .await
         .expect("create");
     assert_eq!(info.state, "running");
@@ -28,20 +39,53 @@ async fn lifecycle_limits_and_heartbeat() {
     assert_eq!(info.limits.cpus, Some(0.5));
     match l.mode {
         hydra_agent::cgroup::Mode::V2 => {
-            assert_eq!(read_cg(&l, &a.parent, "app1-v2-0", "memory", "memory.max"), (64u64 << 20).to_string());
-            assert_eq!(read_cg(&l, &a.parent, "app1-v2-0", "cpu", "cpu.max"), "50000 100000");
-            assert_eq!(read_cg(&l, &a.parent, "app1-v2-0", "cpu", "cpu.weight"), "200");
-            assert_eq!(read_cg(&l, &a.parent, "app1-v2-0", "memory", "memory.oom.group"), "1");
+            assert_eq!(
+                read_cg(&l, &a.parent, "app1-v2-0", "memory", "memory.max"),
+                (64u64 << 20).to_string()
+            );
+            assert_eq!(
+                read_cg(&l, &a.parent, "app1-v2-0", "cpu", "cpu.max"),
+                "50000 100000"
+            );
+            assert_eq!(
+                read_cg(&l, &a.parent, "app1-v2-0", "cpu", "cpu.weight"),
+                "200"
+            );
+            assert_eq!(
+                read_cg(&l, &a.parent, "app1-v2-0", "memory", "memory.oom.group"),
+                "1"
+            );
         }
         hydra_agent::cgroup::Mode::Hybrid => {
-            assert_eq!(read_cg(&l, &a.parent, "app1-v2-0", "memory", "memory.limit_in_bytes"), (64u64 << 20).to_string());
-            assert_eq!(read_cg(&l, &a.parent, "app1-v2-0", "cpu", "cpu.cfs_quota_us"), "50000");
-            assert_eq!(info.limits.cpu_shares, Some(hydra_agent::cgroup::shares_from_weight(200)));
+            assert_eq!(
+                read_cg(
+                    &l,
+                    &a.parent,
+                    "app1-v2-0",
+                    "memory",
+                    "memory.limit_in_bytes"
+                ),
+                (64u64 << 20).to_string()
+            );
+            assert_eq!(
+                read_cg(&l, &a.parent, "app1-v2-0", "cpu", "cpu.cfs_quota_us"),
+                "50000"
+            );
+            assert_eq!(
+                info.limits.cpu_shares,
+                Some(hydra_agent::cgroup::shares_from_weight(200))
+            );
         }
     }
-    assert_eq!(read_cg(&l, &a.parent, "app1-v2-0", "pids", "pids.max"), "64");
+    assert_eq!(
+        read_cg(&l, &a.parent, "app1-v2-0", "pids", "pids.max"),
+        "64"
+    );
     let procs = read_cg(&l, &a.parent, "app1-v2-0", "memory", "cgroup.procs");
-    assert!(procs.lines().any(|p| p == pid.to_string()), "container pid in its cgroup: {procs}");
+    assert!(
+        procs.lines().any(|p| p == pid.to_string()),
+        "container pid in its cgroup: {procs}"
+    );
     // namespaces: not the host's
     for ns in ["mnt", "pid", "net", "uts", "ipc", "cgroup"] {
         let mine = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
@@ -50,12 +94,16 @@ async fn lifecycle_limits_and_heartbeat() {
     }
     // the app answers its heartbeat inside its network namespace
     eventually(10, "heartbeat", async || {
-        hydra_agent::supervisor::health::probe(pid, 8080, "/heartbeat", Duration::from_secs(1)).is_ok()
+        hydra_agent::supervisor::health::probe(pid, 8080, "/heartbeat", Duration::from_secs(1))
+            .is_ok()
     })
     .await;
     // the image's env and hostname reached the process
     let env = String::from_utf8(std::fs::read(format!("/proc/{pid}/environ")).unwrap()).unwrap();
-    assert!(env.contains("PORT=8080") && env.contains("HOSTNAME=app1-v2-0"), "{env}");
+    assert!(
+        env.contains("PORT=8080") && env.contains("HOSTNAME=app1-v2-0"),
+        "{env}"
+    );
     // the agent's own filesystem is not visible inside
     let root = std::fs::read_link(format!("/proc/{pid}/root")).unwrap();
     assert_eq!(root, std::path::Path::new("/"));
@@ -63,24 +111,47 @@ async fn lifecycle_limits_and_heartbeat() {
     assert!(std::path::Path::new(&format!("/proc/{pid}/root/dev/null")).exists());
 
     // list, stop (SIGTERM is ignored by the app as pid 1, so SIGKILL after 1 s)
-    let list: Vec<hydra_agent::api::ContainerInfo> = a.client.call("GET", "/v1/containers", None).await.unwrap();
+    let list: Vec<hydra_agent::api::ContainerInfo> =
+        a.client.call("GET", "/v1/containers", None).await.unwrap();
     assert_eq!(list.len(), 1);
-    let stopped: hydra_agent::api::ContainerInfo =
-        a.client.call("POST", "/v1/containers/app1-v2-0/stop?timeout=1", None).await.unwrap();
+    let stopped: hydra_agent::api::ContainerInfo = a
+        .client
+        .call("POST", "/v1/containers/app1-v2-0/stop?timeout=1", None)
+        .await
+        .unwrap();
     assert_eq!(stopped.state, "exited");
     assert_eq!(stopped.signal, Some(9));
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
     // start again, then remove with force
-    let again: hydra_agent::api::ContainerInfo = a.client.call("POST", "/v1/containers/app1-v2-0/start", None).await.unwrap();
+    let again: hydra_agent::api::ContainerInfo = a
+        .client
+        .call("POST", "/v1/containers/app1-v2-0/start", None)
+        .await
+        .unwrap();
     assert_eq!(again.state, "running");
     assert_ne!(again.pid, Some(pid));
-    let (st, _) = a.client.raw("DELETE", "/v1/containers/app1-v2-0", None).await.unwrap();
+    let (st, _) = a
+        .client
+        .raw("DELETE", "/v1/containers/app1-v2-0", None)
+        .await
+        .unwrap();
     assert_eq!(st, 409, "a running container is not removed without force");
-    let (st, _) = a.client.raw("DELETE", "/v1/containers/app1-v2-0?force=true", None).await.unwrap();
+    let (st, _) = a
+        .client
+        .raw("DELETE", "/v1/containers/app1-v2-0?force=true", None)
+        .await
+        .unwrap();
     assert_eq!(st, 204);
     assert!(l.children(&a.parent).is_empty(), "cgroup removed");
-    assert!(!a.state().join("containers/app1-v2-0").exists(), "state removed");
-    let (st, _) = a.client.raw("GET", "/v1/containers/app1-v2-0", None).await.unwrap();
+    assert!(
+        !a.state().join("containers/app1-v2-0").exists(),
+        "state removed"
+    );
+    let (st, _) = a
+        .client
+        .raw("GET", "/v1/containers/app1-v2-0", None)
+        .await
+        .unwrap();
     assert_eq!(st, 404);
 }
 
@@ -115,10 +186,18 @@ async fn fork_bomb_stops_at_pids() {
     let st = a.wait("bomb").await;
     assert_ne!(st.exit_code, Some(0));
     let logs = a.logs("bomb").await;
-    assert!(logs.iter().any(|r| r.stream == "stderr" && r.line.contains("can't fork")), "{logs:?}");
+    assert!(
+        logs.iter()
+            .any(|r| r.stream == "stderr" && r.line.contains("can't fork")),
+        "{logs:?}"
+    );
     assert!(!logs.iter().any(|r| r.line == "unreachable"));
     let s = a.stats("bomb").await;
-    assert!(s.pids.limit_hits >= 1, "pids.events max counted: {:?}", s.pids);
+    assert!(
+        s.pids.limit_hits >= 1,
+        "pids.events max counted: {:?}",
+        s.pids
+    );
     assert_eq!(s.pids.max, Some(16));
     // the agent stays responsive
     let (st, _) = a.client.raw("GET", "/v1/host", None).await.unwrap();
@@ -139,8 +218,15 @@ async fn busy_loop_held_near_half_a_cpu() {
     let s1 = a.stats("spin").await;
     let cpus = (s1.cpu.usage_usec - s0.cpu.usage_usec) as f64 / t0.elapsed().as_micros() as f64;
     assert!(cpus < 0.6, "a busy loop under cpus=0.5 used {cpus:.2} CPUs");
-    assert!(cpus > 0.3, "a busy loop under cpus=0.5 used only {cpus:.2} CPUs");
-    assert!(s1.cpu.nr_throttled > s0.cpu.nr_throttled, "throttled: {:?}", s1.cpu);
+    assert!(
+        cpus > 0.3,
+        "a busy loop under cpus=0.5 used only {cpus:.2} CPUs"
+    );
+    assert!(
+        s1.cpu.nr_throttled > s0.cpu.nr_throttled,
+        "throttled: {:?}",
+        s1.cpu
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -154,14 +240,26 @@ async fn survives_agent_sigkill_without_losing_output() {
     let pid = a.inspect("counter").await.pid.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     a.kill9();
-    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "the container survives the agent");
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the container survives the agent"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     a.spawn().await;
     let info = a.inspect("counter").await;
-    assert!(info.state == "running" || info.exit_code == Some(3), "{info:?}");
+    assert!(
+        info.state == "running" || info.exit_code == Some(3),
+        "{info:?}"
+    );
     let st = a.wait("counter").await;
     assert_eq!(st.exit_code, Some(3));
-    let nums: Vec<u32> = a.logs("counter").await.iter().filter(|r| r.stream == "stdout").map(|r| r.line.parse().unwrap()).collect();
+    let nums: Vec<u32> = a
+        .logs("counter")
+        .await
+        .iter()
+        .filter(|r| r.stream == "stdout")
+        .map(|r| r.line.parse().unwrap())
+        .collect();
     assert_eq!(nums, (0..300).collect::<Vec<_>>(), "every number, in order");
 }
 
@@ -170,23 +268,34 @@ async fn exit_while_agent_is_down_is_recorded() {
     require_root!();
     let mut a = Agent::start("").await;
     a.run(json!({"name": "brief", "image": busybox(), "command": ["sh", "-c", "sleep 0.5; echo bye; exit 7"]})).await.unwrap();
-    a.run(json!({"name": "stays", "image": busybox(), "command": ["sleep", "300"]})).await.unwrap();
+    a.run(json!({"name": "stays", "image": busybox(), "command": ["sleep", "300"]}))
+        .await
+        .unwrap();
     let stays_pid = a.inspect("stays").await.pid.unwrap();
     a.kill9();
     let root = a.root.path().to_path_buf();
     // wait (poll) until the short container's shim has written its status and gone
     eventually(20, "the brief container's exit file", async || {
-        root.join("var/lib/hydra-agent/containers/brief/exit.json").exists()
+        root.join("var/lib/hydra-agent/containers/brief/exit.json")
+            .exists()
     })
     .await;
     a.spawn().await;
     let st = a.wait("brief").await;
     assert_eq!(st.exit_code, Some(7));
     let info = a.inspect("stays").await;
-    assert_eq!((info.state.as_str(), info.pid), ("running", Some(stays_pid)), "re-adopted, untouched");
+    assert_eq!(
+        (info.state.as_str(), info.pid),
+        ("running", Some(stays_pid)),
+        "re-adopted, untouched"
+    );
     assert!(a.logs("brief").await.iter().any(|r| r.line == "bye"));
     // the re-adopted container is still managed: stop works
-    let st: hydra_agent::api::ContainerInfo = a.client.call("POST", "/v1/containers/stays/stop?timeout=1", None).await.unwrap();
+    let st: hydra_agent::api::ContainerInfo = a
+        .client
+        .call("POST", "/v1/containers/stays/stop?timeout=1", None)
+        .await
+        .unwrap();
     assert_eq!(st.state, "exited");
 }
 
@@ -194,7 +303,9 @@ async fn exit_while_agent_is_down_is_recorded() {
 async fn sigterm_leaves_containers_running() {
     require_root!();
     let mut a = Agent::start("").await;
-    a.run(json!({"name": "bg", "image": busybox(), "command": ["sleep", "300"]})).await.unwrap();
+    a.run(json!({"name": "bg", "image": busybox(), "command": ["sleep", "300"]}))
+        .await
+        .unwrap();
     let pid = a.inspect("bg").await.pid.unwrap();
     let st = a.term();
     assert!(st.success(), "clean exit on SIGTERM: {st}");
@@ -208,10 +319,12 @@ async fn sigterm_leaves_containers_running() {
 async fn restart_policy_on_failure_with_max_retries() {
     require_root!();
     let a = Agent::start("").await;
-    a.run(json!({"name": "flaky", "image": busybox(), "command": ["sh", "-c", "echo try; exit 1"],
-                 "restart": {"policy": "on-failure", "max_retries": 2}}))
-        .await
-        .unwrap();
+    a.run(
+        json!({"name": "flaky", "image": busybox(), "command": ["sh", "-c", "echo try; exit 1"],
+                 "restart": {"policy": "on-failure", "max_retries": 2}}),
+    )
+    .await
+    .unwrap();
     eventually(20, "two restarts then exited", async || {
         let i = a.inspect("flaky").await;
         i.restart_count == 2 && i.state == "exited"
@@ -219,8 +332,19 @@ async fn restart_policy_on_failure_with_max_retries() {
     .await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     let i = a.inspect("flaky").await;
-    assert_eq!((i.restart_count, i.exit_code), (2, Some(1)), "no third restart");
-    assert_eq!(a.logs("flaky").await.iter().filter(|r| r.line == "try").count(), 3);
+    assert_eq!(
+        (i.restart_count, i.exit_code),
+        (2, Some(1)),
+        "no third restart"
+    );
+    assert_eq!(
+        a.logs("flaky")
+            .await
+            .iter()
+            .filter(|r| r.line == "try")
+            .count(),
+        3
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -228,12 +352,20 @@ async fn health_check_reports_healthy_and_unhealthy() {
     require_root!();
     let a = Agent::start("").await;
     a.run(json!({"name": "web", "image": demo(), "health": {"http_path": "/heartbeat", "interval_s": 1, "retries": 2}})).await.unwrap();
-    a.run(json!({"name": "mute", "image": busybox(), "command": ["sleep", "300"],
-                 "health": {"http_path": "/heartbeat", "interval_s": 1, "retries": 2}}))
-        .await
-        .unwrap();
-    eventually(15, "web healthy", async || a.inspect("web").await.health.status == "healthy").await;
-    eventually(15, "mute unhealthy", async || a.inspect("mute").await.health.status == "unhealthy").await;
+    a.run(
+        json!({"name": "mute", "image": busybox(), "command": ["sleep", "300"],
+                 "health": {"http_path": "/heartbeat", "interval_s": 1, "retries": 2}}),
+    )
+    .await
+    .unwrap();
+    eventually(15, "web healthy", async || {
+        a.inspect("web").await.health.status == "healthy"
+    })
+    .await;
+    eventually(15, "mute unhealthy", async || {
+        a.inspect("mute").await.health.status == "unhealthy"
+    })
+    .await;
     assert!(a.inspect("mute").await.health.failures >= 2);
 }
 
@@ -261,14 +393,30 @@ async fn logs_rotate_and_follow_across_rotation() {
         })
         .await
         .unwrap();
-    assert_eq!(seen, (0..2000).collect::<Vec<_>>(), "followed every line across rotations, in order");
+    assert_eq!(
+        seen,
+        (0..2000).collect::<Vec<_>>(),
+        "followed every line across rotations, in order"
+    );
     assert_eq!(long, 40000, "the 40 KB line arrives whole, split in pieces");
     assert_eq!(partial, 2, "its first two 16 KiB pieces are marked partial");
-    let files = std::fs::read_dir(a.state().join("containers/chatty/logs")).unwrap().count();
+    let files = std::fs::read_dir(a.state().join("containers/chatty/logs"))
+        .unwrap()
+        .count();
     assert!(files > 3, "rotated into {files} files");
     // tail
     let mut tail = Vec::new();
-    a.client.stream("/v1/containers/chatty/logs?tail=4", |l| { tail.push(l.to_string()); true }).await.unwrap();
-    assert_eq!(tail.len(), 4, "the last line and the three pieces of the long one");
+    a.client
+        .stream("/v1/containers/chatty/logs?tail=4", |l| {
+            tail.push(l.to_string());
+            true
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        tail.len(),
+        4,
+        "the last line and the three pieces of the long one"
+    );
     assert!(tail[0].contains("line-1999"), "{}", tail[0]);
 }

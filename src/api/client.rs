@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot connect to the agent at {path}: {source}")]
-    Connect { path: PathBuf, source: std::io::Error },
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("HTTP: {0}")]
     Http(#[from] hyper::Error),
     #[error("{}{}", .body.error.message, .body.error.field.as_ref().map(|f| format!(" (field: {f})")).unwrap_or_default())]
@@ -27,14 +30,20 @@ type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
 impl Client {
     pub fn new(socket: impl AsRef<Path>) -> Client {
-        Client { socket: socket.as_ref().to_path_buf() }
+        Client {
+            socket: socket.as_ref().to_path_buf(),
+        }
     }
 
     async fn connect(&self) -> Result<Sender, ClientError> {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
-            .map_err(|source| ClientError::Connect { path: self.socket.clone(), source })?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+            .map_err(|source| ClientError::Connect {
+                path: self.socket.clone(),
+                source,
+            })?;
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -42,15 +51,24 @@ impl Client {
     }
 
     fn build(method: &str, path: &str, body: Option<Vec<u8>>) -> Request<Full<Bytes>> {
-        let mut b = Request::builder().method(method).uri(path).header("host", "hydra-agent");
+        let mut b = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "hydra-agent");
         if body.is_some() {
             b = b.header("content-type", "application/json");
         }
-        b.body(Full::new(body.map(Bytes::from).unwrap_or_default())).expect("valid request")
+        b.body(Full::new(body.map(Bytes::from).unwrap_or_default()))
+            .expect("valid request")
     }
 
     /// One request; answers `(status, body)` whatever the status.
-    pub async fn raw(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<(u16, Bytes), ClientError> {
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, Bytes), ClientError> {
         let mut s = self.connect().await?;
         let resp = s.send_request(Self::build(method, path, body)).await?;
         let status = resp.status().as_u16();
@@ -59,16 +77,32 @@ impl Client {
     }
 
     /// A request whose 2xx answer is JSON `T`; other answers become errors.
-    pub async fn call<T: serde::de::DeserializeOwned>(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<T, ClientError> {
+    pub async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, ClientError> {
         let (status, data) = self.raw(method, path, body).await?;
         check(status, &data)?;
-        let data = if data.is_empty() { Bytes::from_static(b"null") } else { data };
-        serde_json::from_slice(&data).map_err(|e| ClientError::Unexpected { status, text: format!("{e}: {}", String::from_utf8_lossy(&data)) })
+        let data = if data.is_empty() {
+            Bytes::from_static(b"null")
+        } else {
+            data
+        };
+        serde_json::from_slice(&data).map_err(|e| ClientError::Unexpected {
+            status,
+            text: format!("{e}: {}", String::from_utf8_lossy(&data)),
+        })
     }
 
     /// A streaming NDJSON request; `on_line` is called per line until it
     /// returns false or the stream ends.
-    pub async fn stream(&self, path: &str, mut on_line: impl FnMut(&str) -> bool) -> Result<(), ClientError> {
+    pub async fn stream(
+        &self,
+        path: &str,
+        mut on_line: impl FnMut(&str) -> bool,
+    ) -> Result<(), ClientError> {
         let mut s = self.connect().await?;
         let resp = s.send_request(Self::build("GET", path, None)).await?;
         let status = resp.status().as_u16();
@@ -100,6 +134,9 @@ fn check(status: u16, data: &[u8]) -> Result<(), ClientError> {
     }
     match serde_json::from_slice::<ErrorBody>(data) {
         Ok(body) => Err(ClientError::Api { status, body }),
-        Err(_) => Err(ClientError::Unexpected { status, text: String::from_utf8_lossy(data).into_owned() }),
+        Err(_) => Err(ClientError::Unexpected {
+            status,
+            text: String::from_utf8_lossy(data).into_owned(),
+        }),
     }
 }

@@ -149,10 +149,20 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), field: None }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
     }
     pub fn bad(field: impl Into<String>, message: impl Into<String>) -> Self {
-        ApiError { status: 400, code: "invalid", message: message.into(), field: Some(field.into()) }
+        ApiError {
+            status: 400,
+            code: "invalid",
+            message: message.into(),
+            field: Some(field.into()),
+        }
     }
     pub fn unprocessable(field: impl Into<String>, message: impl Into<String>) -> Self {
         ApiError {
@@ -213,7 +223,10 @@ pub fn validate_spec(s: &ContainerSpec) -> Result<(), ApiError> {
     for (field, v) in [("app", &s.app), ("version", &s.version)] {
         if let Some(v) = v {
             if v.len() > 128 || v.chars().any(|c| c.is_control()) {
-                return Err(ApiError::bad(field, format!("{field} must be at most 128 printable characters")));
+                return Err(ApiError::bad(
+                    field,
+                    format!("{field} must be at most 128 printable characters"),
+                ));
             }
         }
     }
@@ -225,12 +238,18 @@ pub fn validate_spec(s: &ContainerSpec) -> Result<(), ApiError> {
             return Err(ApiError::bad("command", "command must name a program"));
         }
         if cmd.iter().any(|a| a.contains('\0')) {
-            return Err(ApiError::bad("command", "command arguments must not contain NUL"));
+            return Err(ApiError::bad(
+                "command",
+                "command arguments must not contain NUL",
+            ));
         }
     }
     for (k, v) in &s.env {
         if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-            return Err(ApiError::bad(format!("env.{k}"), "env names must be non-empty without '=' or NUL"));
+            return Err(ApiError::bad(
+                format!("env.{k}"),
+                "env names must be non-empty without '=' or NUL",
+            ));
         }
     }
     if let Some(w) = &s.workdir {
@@ -240,7 +259,10 @@ pub fn validate_spec(s: &ContainerSpec) -> Result<(), ApiError> {
     }
     if let Some(u) = &s.user {
         if u.is_empty() || u.contains('\0') || u.split(':').count() > 2 {
-            return Err(ApiError::bad("user", "user must be UID[:GID] or NAME[:GROUP]"));
+            return Err(ApiError::bad(
+                "user",
+                "user must be UID[:GID] or NAME[:GROUP]",
+            ));
         }
     }
     let l = &s.limits;
@@ -250,7 +272,10 @@ pub fn validate_spec(s: &ContainerSpec) -> Result<(), ApiError> {
     ] {
         if let Some(v) = v {
             if v.0 < min {
-                return Err(ApiError::bad(field, format!("{} bytes is too small: at least 1Mi", v.0)));
+                return Err(ApiError::bad(
+                    field,
+                    format!("{} bytes is too small: at least 1Mi", v.0),
+                ));
             }
             if v.0 > i64::MAX as u64 / 2 {
                 return Err(ApiError::bad(field, format!("{} bytes is too large", v.0)));
@@ -259,37 +284,61 @@ pub fn validate_spec(s: &ContainerSpec) -> Result<(), ApiError> {
     }
     if let (Some(h), Some(m)) = (l.memory_high, l.memory) {
         if h > m {
-            return Err(ApiError::bad("limits.memory_high", "memory_high must not exceed memory"));
+            return Err(ApiError::bad(
+                "limits.memory_high",
+                "memory_high must not exceed memory",
+            ));
         }
     }
     if let Some(sw) = l.memory_swap {
         if l.memory.is_none() {
-            return Err(ApiError::bad("limits.memory_swap", "memory_swap needs limits.memory"));
+            return Err(ApiError::bad(
+                "limits.memory_swap",
+                "memory_swap needs limits.memory",
+            ));
         }
         if sw.0 > i64::MAX as u64 / 2 {
-            return Err(ApiError::bad("limits.memory_swap", "memory_swap is too large"));
+            return Err(ApiError::bad(
+                "limits.memory_swap",
+                "memory_swap is too large",
+            ));
         }
     }
     if let Some(c) = l.cpus {
-        if !c.is_finite() || c < 0.01 || c > 1024.0 {
-            return Err(ApiError::bad("limits.cpus", format!("{c} is out of range: 0.01 to 1024 CPUs")));
+        if !c.is_finite() || !(0.01..=1024.0).contains(&c) {
+            return Err(ApiError::bad(
+                "limits.cpus",
+                format!("{c} is out of range: 0.01 to 1024 CPUs"),
+            ));
         }
     }
     if let Some(w) = l.cpu_weight {
         if !(1..=10000).contains(&w) {
-            return Err(ApiError::bad("limits.cpu_weight", format!("{w} is out of range: 1 to 10000")));
+            return Err(ApiError::bad(
+                "limits.cpu_weight",
+                format!("{w} is out of range: 1 to 10000"),
+            ));
         }
     }
     if let Some(p) = l.pids {
         if !(1..=4_194_304).contains(&p) {
-            return Err(ApiError::bad("limits.pids", format!("{p} is out of range: 1 to 4194304")));
+            return Err(ApiError::bad(
+                "limits.pids",
+                format!("{p} is out of range: 1 to 4194304"),
+            ));
         }
     }
     if let Some(io) = &l.io {
-        for (field, v) in [("limits.io.read_bps", io.read_bps), ("limits.io.write_bps", io.write_bps)] {
+        for (field, v) in [
+            ("limits.io.read_bps", io.read_bps),
+            ("limits.io.write_bps", io.write_bps),
+        ] {
             if let Some(v) = v {
                 if v.0 == 0 || v.0 > i64::MAX as u64 {
-                    return Err(ApiError::bad(field, format!("{} is out of range: 1 byte/s or more", v.0)));
+                    return Err(ApiError::bad(
+                        field,
+                        format!("{} is out of range: 1 byte/s or more", v.0),
+                    ));
                 }
             }
         }
@@ -301,14 +350,24 @@ pub fn validate_spec(s: &ContainerSpec) -> Result<(), ApiError> {
         ));
     }
     if let Some(h) = &s.health {
-        if !h.http_path.starts_with('/') || h.http_path.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(ApiError::bad("health.http_path", "must be an absolute URL path without spaces"));
+        if !h.http_path.starts_with('/')
+            || h.http_path
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(ApiError::bad(
+                "health.http_path",
+                "must be an absolute URL path without spaces",
+            ));
         }
         if h.port == 0 {
             return Err(ApiError::bad("health.port", "must be 1 to 65535"));
         }
         if h.interval_s == 0 || h.timeout_s == 0 || h.retries == 0 {
-            return Err(ApiError::bad("health", "interval_s, timeout_s and retries must be at least 1"));
+            return Err(ApiError::bad(
+                "health",
+                "interval_s, timeout_s and retries must be at least 1",
+            ));
         }
     }
     Ok(())
@@ -406,9 +465,11 @@ mod tests {
 
     #[test]
     fn good_spec() {
-        let s = spec(r#"{"name":"app1-v2-0","image":"rootfs:/x","command":["/bin/sh"],
+        let s = spec(
+            r#"{"name":"app1-v2-0","image":"rootfs:/x","command":["/bin/sh"],
             "limits":{"memory":"128Mi","cpus":0.5,"pids":256,"io":{"read_bps":"10Mi"}},
-            "restart":{"policy":"on-failure","max_retries":5}}"#)
+            "restart":{"policy":"on-failure","max_retries":5}}"#,
+        )
         .unwrap();
         assert_eq!(s.limits.memory, Some(Size(128 << 20)));
         assert_eq!(s.restart.policy, RestartPolicy::OnFailure);
@@ -421,22 +482,52 @@ mod tests {
             (r#"{"name":"Upper","image":"a"}"#, "name"),
             (r#"{"name":"","image":"a"}"#, "name"),
             (r#"{"name":"a","image":"a","bogus":1}"#, "bogus"),
-            (r#"{"name":"a","image":"a","limits":{"memory":0}}"#, "limits.memory"),
-            (r#"{"name":"a","image":"a","limits":{"memory":-5}}"#, "limits.memory"),
-            (r#"{"name":"a","image":"a","limits":{"memory":"99999999999Gi"}}"#, "limits.memory"),
-            (r#"{"name":"a","image":"a","limits":{"pids":0}}"#, "limits.pids"),
-            (r#"{"name":"a","image":"a","limits":{"pids":-1}}"#, "limits.pids"),
-            (r#"{"name":"a","image":"a","limits":{"cpus":-0.5}}"#, "limits.cpus"),
-            (r#"{"name":"a","image":"a","limits":{"cpus":0}}"#, "limits.cpus"),
-            (r#"{"name":"a","image":"a","limits":{"cpu_weight":20000}}"#, "limits.cpu_weight"),
-            (r#"{"name":"a","image":"a","limits":{"io":{"read_bps":0}}}"#, "limits.io.read_bps"),
+            (
+                r#"{"name":"a","image":"a","limits":{"memory":0}}"#,
+                "limits.memory",
+            ),
+            (
+                r#"{"name":"a","image":"a","limits":{"memory":-5}}"#,
+                "limits.memory",
+            ),
+            (
+                r#"{"name":"a","image":"a","limits":{"memory":"99999999999Gi"}}"#,
+                "limits.memory",
+            ),
+            (
+                r#"{"name":"a","image":"a","limits":{"pids":0}}"#,
+                "limits.pids",
+            ),
+            (
+                r#"{"name":"a","image":"a","limits":{"pids":-1}}"#,
+                "limits.pids",
+            ),
+            (
+                r#"{"name":"a","image":"a","limits":{"cpus":-0.5}}"#,
+                "limits.cpus",
+            ),
+            (
+                r#"{"name":"a","image":"a","limits":{"cpus":0}}"#,
+                "limits.cpus",
+            ),
+            (
+                r#"{"name":"a","image":"a","limits":{"cpu_weight":20000}}"#,
+                "limits.cpu_weight",
+            ),
+            (
+                r#"{"name":"a","image":"a","limits":{"io":{"read_bps":0}}}"#,
+                "limits.io.read_bps",
+            ),
             (r#"{"name":"a","image":"a","limits":{"frobs":1}}"#, "frobs"),
             (r#"{"name":"a","image":"a","command":[]}"#, "command"),
             (r#"{"name":"a"}"#, "image"),
         ] {
             let e = spec(json).unwrap_err();
             assert_eq!(e.status, 400, "{json}");
-            assert!(e.field.as_deref().unwrap_or("").contains(field), "{json}: {e:?}");
+            assert!(
+                e.field.as_deref().unwrap_or("").contains(field),
+                "{json}: {e:?}"
+            );
         }
         let e = spec("{not json").unwrap_err();
         assert_eq!(e.status, 400);

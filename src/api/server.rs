@@ -66,17 +66,27 @@ fn query_bool(req: &Request<Incoming>, key: &str) -> Result<bool, ApiError> {
 
 fn query_num(req: &Request<Incoming>, key: &str) -> Result<Option<u64>, ApiError> {
     query(req, key)
-        .map(|v| v.parse::<u64>().map_err(|_| ApiError::bad(key, format!("{v:?} is not a non-negative integer"))))
+        .map(|v| {
+            v.parse::<u64>()
+                .map_err(|_| ApiError::bad(key, format!("{v:?} is not a non-negative integer")))
+        })
         .transpose()
 }
 
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
-    let too_large = || ApiError::new(413, "too_large", format!("request body is larger than {MAX_BODY} bytes"));
+    let too_large = || {
+        ApiError::new(
+            413,
+            "too_large",
+            format!("request body is larger than {MAX_BODY} bytes"),
+        )
+    };
     let mut body = req.into_body();
     let mut data = Vec::new();
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ApiError::bad("body", format!("cannot read the body: {e}")))?;
+        let frame =
+            frame.map_err(|e| ApiError::bad("body", format!("cannot read the body: {e}")))?;
         if let Ok(chunk) = frame.into_data() {
             seen += chunk.len();
             if seen <= MAX_BODY {
@@ -95,7 +105,10 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
 }
 
 /// Handles one request; never fails (errors become JSON responses).
-pub async fn handle(sup: Arc<Supervisor>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(
+    sup: Arc<Supervisor>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let res = route(&sup, req).await;
@@ -119,12 +132,19 @@ async fn route(sup: &Arc<Supervisor>, req: Request<Incoming>) -> Result<Response
                 loop {
                     match sub.recv().await {
                         Ok(ev) => {
-                            if tx.send(serde_json::to_string(&ev).expect("serializes")).await.is_err() {
+                            if tx
+                                .send(serde_json::to_string(&ev).expect("serializes"))
+                                .await
+                                .is_err()
+                            {
                                 return;
                             }
                         }
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                            tracing::warn!(missed = n, "an events client is too slow; events were skipped");
+                            tracing::warn!(
+                                missed = n,
+                                "an events client is too slow; events were skipped"
+                            );
                         }
                         Err(_) => return,
                     }
@@ -144,7 +164,10 @@ async fn route(sup: &Arc<Supervisor>, req: Request<Incoming>) -> Result<Response
                 (&Method::GET, []) => Ok(json(200, &sup.inspect(&name)?)),
                 (&Method::DELETE, []) => {
                     sup.remove(&name, query_bool(&req, "force")?).await?;
-                    Ok(Response::builder().status(204).body(Full::new(Bytes::new()).boxed()).expect("valid"))
+                    Ok(Response::builder()
+                        .status(204)
+                        .body(Full::new(Bytes::new()).boxed())
+                        .expect("valid"))
                 }
                 (&Method::POST, ["start"]) => Ok(json(200, &sup.start(&name).await?)),
                 (&Method::POST, ["stop"]) => {
@@ -153,10 +176,14 @@ async fn route(sup: &Arc<Supervisor>, req: Request<Incoming>) -> Result<Response
                 }
                 (&Method::POST, ["restart"]) => {
                     let t = query_num(&req, "timeout")?.unwrap_or(10);
-                    Ok(json(200, &sup.restart(&name, Duration::from_secs(t)).await?))
+                    Ok(json(
+                        200,
+                        &sup.restart(&name, Duration::from_secs(t)).await?,
+                    ))
                 }
                 (&Method::POST, ["kill"]) => {
-                    let sig = parse_signal(&query(&req, "signal").unwrap_or_else(|| "KILL".into()))?;
+                    let sig =
+                        parse_signal(&query(&req, "signal").unwrap_or_else(|| "KILL".into()))?;
                     Ok(json(200, &sup.kill(&name, sig).await?))
                 }
                 (&Method::GET, ["wait"]) => Ok(json(200, &sup.wait(&name).await?)),
@@ -184,42 +211,111 @@ async fn route(sup: &Arc<Supervisor>, req: Request<Incoming>) -> Result<Response
 fn host(sup: &Supervisor) -> HostInfo {
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("MemTotal:").map(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())).flatten())
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| {
+                    l.strip_prefix("MemTotal:")
+                        .map(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                })
+                .flatten()
+        })
         .unwrap_or(0);
     HostInfo {
-        hostname: nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default(),
+        hostname: nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_default(),
         agent_version: crate::VERSION.into(),
-        kernel: nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default(),
+        kernel: nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default(),
         cgroup_mode: sup.mode().as_str().into(),
-        cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        cpus: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
         memory_bytes: mem * 1024,
         containers: sup.counts(),
     }
 }
 
 fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
+
+/// name, type, help, value of one per-container series.
+type Series = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&crate::cgroup::Stats, &super::ContainerInfo) -> f64,
+);
 
 /// Prometheus text exposition; per-container series carry container, app, version.
 fn metrics(sup: &Supervisor) -> String {
     use std::fmt::Write;
     let mut o = String::new();
     let c = sup.counts();
-    let _ = writeln!(o, "# HELP hydra_agent_info Agent version and cgroup mode.\n# TYPE hydra_agent_info gauge");
-    let _ = writeln!(o, "hydra_agent_info{{version=\"{}\",cgroup_mode=\"{}\"}} 1", crate::VERSION, sup.mode().as_str());
-    let _ = writeln!(o, "# HELP hydra_containers Containers by state.\n# TYPE hydra_containers gauge");
-    for (s, n) in [("running", c.running), ("exited", c.exited), ("created", c.created)] {
+    let _ = writeln!(
+        o,
+        "# HELP hydra_agent_info Agent version and cgroup mode.\n# TYPE hydra_agent_info gauge"
+    );
+    let _ = writeln!(
+        o,
+        "hydra_agent_info{{version=\"{}\",cgroup_mode=\"{}\"}} 1",
+        crate::VERSION,
+        sup.mode().as_str()
+    );
+    let _ = writeln!(
+        o,
+        "# HELP hydra_containers Containers by state.\n# TYPE hydra_containers gauge"
+    );
+    for (s, n) in [
+        ("running", c.running),
+        ("exited", c.exited),
+        ("created", c.created),
+    ] {
         let _ = writeln!(o, "hydra_containers{{state=\"{s}\"}} {n}");
     }
     let all = sup.all_stats();
-    let series: [(&str, &str, &str, fn(&crate::cgroup::Stats, &super::ContainerInfo) -> f64); 6] = [
-        ("hydra_container_cpu_usage_seconds_total", "counter", "CPU time used.", |s, _| s.cpu.usage_usec as f64 / 1e6),
-        ("hydra_container_cpu_throttled_periods_total", "counter", "CFS periods throttled.", |s, _| s.cpu.nr_throttled as f64),
-        ("hydra_container_memory_bytes", "gauge", "Memory in use.", |s, _| s.memory.current as f64),
-        ("hydra_container_oom_kills_total", "counter", "OOM kills in the cgroup.", |s, _| s.memory.oom_kill as f64),
-        ("hydra_container_pids", "gauge", "Processes and threads.", |s, _| s.pids.current as f64),
-        ("hydra_container_restarts_total", "counter", "Restarts by policy.", |_, i| i.restart_count as f64),
+    let series: [Series; 6] = [
+        (
+            "hydra_container_cpu_usage_seconds_total",
+            "counter",
+            "CPU time used.",
+            |s, _| s.cpu.usage_usec as f64 / 1e6,
+        ),
+        (
+            "hydra_container_cpu_throttled_periods_total",
+            "counter",
+            "CFS periods throttled.",
+            |s, _| s.cpu.nr_throttled as f64,
+        ),
+        (
+            "hydra_container_memory_bytes",
+            "gauge",
+            "Memory in use.",
+            |s, _| s.memory.current as f64,
+        ),
+        (
+            "hydra_container_oom_kills_total",
+            "counter",
+            "OOM kills in the cgroup.",
+            |s, _| s.memory.oom_kill as f64,
+        ),
+        (
+            "hydra_container_pids",
+            "gauge",
+            "Processes and threads.",
+            |s, _| s.pids.current as f64,
+        ),
+        (
+            "hydra_container_restarts_total",
+            "counter",
+            "Restarts by policy.",
+            |_, i| i.restart_count as f64,
+        ),
     ];
     for (name, kind, help, f) in series {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");

@@ -4,6 +4,9 @@ use clap::Parser;
 
 fn main() {
     let cli = hydra_agent::cli::Cli::parse();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     std::process::exit(rt.block_on(hydra_agent::cli::run(cli)));
 }

@@ -19,13 +19,22 @@ pub struct Layout {
 pub fn detect() -> Result<Layout, CgroupError> {
     let me = procfs::process::Process::myself()
         .map_err(|e| CgroupError::Setup(format!("cannot read /proc/self: {e}")))?;
-    let mounts = me.mountinfo().map_err(|e| CgroupError::Setup(format!("cannot read mountinfo: {e}")))?;
-    let groups = me.cgroups().map_err(|e| CgroupError::Setup(format!("cannot read /proc/self/cgroup: {e}")))?;
+    let mounts = me
+        .mountinfo()
+        .map_err(|e| CgroupError::Setup(format!("cannot read mountinfo: {e}")))?;
+    let groups = me
+        .cgroups()
+        .map_err(|e| CgroupError::Setup(format!("cannot read /proc/self/cgroup: {e}")))?;
 
     let mut v1_own = Vec::new();
     for ctl in V1_CONTROLLERS {
-        let mount = mounts.iter().find(|m| m.fs_type == "cgroup" && m.super_options.contains_key(ctl));
-        let group = groups.0.iter().find(|g| g.hierarchy != 0 && g.controllers.iter().any(|c| c == ctl));
+        let mount = mounts
+            .iter()
+            .find(|m| m.fs_type == "cgroup" && m.super_options.contains_key(ctl));
+        let group = groups
+            .0
+            .iter()
+            .find(|g| g.hierarchy != 0 && g.controllers.iter().any(|c| c == ctl));
         if let (Some(m), Some(g)) = (mount, group) {
             v1_own.push((ctl, join_cgroup(&m.mount_point, &g.pathname, &m.root)));
         }
@@ -34,13 +43,24 @@ pub fn detect() -> Result<Layout, CgroupError> {
     let v2_group = groups.0.iter().find(|g| g.hierarchy == 0);
     if let (Some(m), Some(g)) = (v2_mount, v2_group) {
         let own = join_cgroup(&m.mount_point, &g.pathname, &m.root);
-        let ctrls = fs::read_to_string(m.mount_point.join("cgroup.controllers")).unwrap_or_default();
-        if ctrls.split_whitespace().any(|c| c == "memory") && !v1_own.iter().any(|(c, _)| *c == "memory") {
-            return Ok(Layout { mode: Mode::V2, v2_own: own, v1_own: Vec::new() });
+        let ctrls =
+            fs::read_to_string(m.mount_point.join("cgroup.controllers")).unwrap_or_default();
+        if ctrls.split_whitespace().any(|c| c == "memory")
+            && !v1_own.iter().any(|(c, _)| *c == "memory")
+        {
+            return Ok(Layout {
+                mode: Mode::V2,
+                v2_own: own,
+                v1_own: Vec::new(),
+            });
         }
     }
     if v1_own.iter().any(|(c, _)| *c == "memory") {
-        return Ok(Layout { mode: Mode::Hybrid, v2_own: PathBuf::new(), v1_own });
+        return Ok(Layout {
+            mode: Mode::Hybrid,
+            v2_own: PathBuf::new(),
+            v1_own,
+        });
     }
     Err(CgroupError::Setup(
         "no usable cgroup hierarchy: neither cgroup v2 with the memory controller nor a v1 memory hierarchy is mounted".into(),
@@ -58,9 +78,16 @@ impl Layout {
     pub fn container(&self, parent: &str, name: &str) -> ContainerCgroup {
         let dirs = match self.mode {
             Mode::V2 => vec![("", self.v2_own.join(parent).join(name))],
-            Mode::Hybrid => self.v1_own.iter().map(|(c, own)| (*c, own.join(parent).join(name))).collect(),
+            Mode::Hybrid => self
+                .v1_own
+                .iter()
+                .map(|(c, own)| (*c, own.join(parent).join(name)))
+                .collect(),
         };
-        ContainerCgroup { mode: self.mode, dirs }
+        ContainerCgroup {
+            mode: self.mode,
+            dirs,
+        }
     }
 
     /// Names of the containers' cgroups that exist under `parent`.

@@ -21,11 +21,19 @@ pub struct Write {
 }
 
 fn w(controller: &'static str, file: &'static str, value: impl ToString) -> Write {
-    Write { controller, file, value: value.to_string(), optional: false }
+    Write {
+        controller,
+        file,
+        value: value.to_string(),
+        optional: false,
+    }
 }
 
 fn opt(controller: &'static str, file: &'static str, value: impl ToString) -> Write {
-    Write { optional: true, ..w(controller, file, value) }
+    Write {
+        optional: true,
+        ..w(controller, file, value)
+    }
 }
 
 /// v2 `cpu.weight` (1..10000) to v1 `cpu.shares` (2..262144), as runc converts.
@@ -35,19 +43,40 @@ pub fn shares_from_weight(weight: u64) -> u64 {
 
 /// The writes that apply `l`; `io_dev` is the disk io limits apply to.
 pub fn plan(mode: Mode, l: &Limits, io_dev: Option<(u64, u64)>) -> Vec<Write> {
-    let quota = l.cpus.map(|c| ((c * CPU_PERIOD_US as f64).round() as u64).max(1000));
+    let quota = l
+        .cpus
+        .map(|c| ((c * CPU_PERIOD_US as f64).round() as u64).max(1000));
     let mut out = Vec::new();
     match mode {
         Mode::V2 => {
-            out.push(w("", "memory.max", l.memory.map_or("max".into(), |m| m.0.to_string())));
-            out.push(w("", "memory.high", l.memory_high.map_or("max".into(), |m| m.0.to_string())));
+            out.push(w(
+                "",
+                "memory.max",
+                l.memory.map_or("max".into(), |m| m.0.to_string()),
+            ));
+            out.push(w(
+                "",
+                "memory.high",
+                l.memory_high.map_or("max".into(), |m| m.0.to_string()),
+            ));
             if l.memory.is_some() {
                 out.push(opt("", "memory.swap.max", l.memory_swap.map_or(0, |s| s.0)));
             }
             out.push(w("", "memory.oom.group", 1));
-            out.push(w("", "cpu.max", format!("{} {CPU_PERIOD_US}", quota.map_or("max".into(), |q| q.to_string()))));
+            out.push(w(
+                "",
+                "cpu.max",
+                format!(
+                    "{} {CPU_PERIOD_US}",
+                    quota.map_or("max".into(), |q| q.to_string())
+                ),
+            ));
             out.push(w("", "cpu.weight", l.cpu_weight.unwrap_or(100)));
-            out.push(w("", "pids.max", l.pids.map_or("max".into(), |p| p.to_string())));
+            out.push(w(
+                "",
+                "pids.max",
+                l.pids.map_or("max".into(), |p| p.to_string()),
+            ));
             if let (Some(io), Some((maj, min))) = (&l.io, io_dev) {
                 let mut v = format!("{maj}:{min}");
                 if let Some(r) = io.read_bps {
@@ -63,13 +92,21 @@ pub fn plan(mode: Mode, l: &Limits, io_dev: Option<(u64, u64)>) -> Vec<Write> {
             if let Some(m) = l.memory {
                 out.push(w("memory", "memory.limit_in_bytes", m.0));
                 let swap = l.memory_swap.map_or(0, |s| s.0);
-                out.push(opt("memory", "memory.memsw.limit_in_bytes", m.0.saturating_add(swap)));
+                out.push(opt(
+                    "memory",
+                    "memory.memsw.limit_in_bytes",
+                    m.0.saturating_add(swap),
+                ));
             }
             if let Some(h) = l.memory_high {
                 out.push(w("memory", "memory.soft_limit_in_bytes", h.0));
             }
             out.push(w("cpu", "cpu.cfs_period_us", CPU_PERIOD_US));
-            out.push(w("cpu", "cpu.cfs_quota_us", quota.map_or(-1i64, |q| q as i64)));
+            out.push(w(
+                "cpu",
+                "cpu.cfs_quota_us",
+                quota.map_or(-1i64, |q| q as i64),
+            ));
             if let Some(wt) = l.cpu_weight {
                 out.push(w("cpu", "cpu.shares", shares_from_weight(wt)));
             }
@@ -78,10 +115,18 @@ pub fn plan(mode: Mode, l: &Limits, io_dev: Option<(u64, u64)>) -> Vec<Write> {
             }
             if let (Some(io), Some((maj, min))) = (&l.io, io_dev) {
                 if let Some(r) = io.read_bps {
-                    out.push(w("blkio", "blkio.throttle.read_bps_device", format!("{maj}:{min} {}", r.0)));
+                    out.push(w(
+                        "blkio",
+                        "blkio.throttle.read_bps_device",
+                        format!("{maj}:{min} {}", r.0),
+                    ));
                 }
                 if let Some(wr) = io.write_bps {
-                    out.push(w("blkio", "blkio.throttle.write_bps_device", format!("{maj}:{min} {}", wr.0)));
+                    out.push(w(
+                        "blkio",
+                        "blkio.throttle.write_bps_device",
+                        format!("{maj}:{min} {}", wr.0),
+                    ));
                 }
             }
         }
@@ -131,7 +176,10 @@ pub(super) fn read_back(cg: &ContainerCgroup) -> AppliedLimits {
                 for line in s.lines() {
                     let mut it = line.split_whitespace();
                     let Some(dev) = it.next() else { continue };
-                    let mut io = IoApplied { device: dev.into(), ..Default::default() };
+                    let mut io = IoApplied {
+                        device: dev.into(),
+                        ..Default::default()
+                    };
                     for kv in it {
                         match kv.split_once('=') {
                             Some(("rbps", v)) => io.read_bps = v.parse().ok(),
@@ -154,15 +202,26 @@ pub(super) fn read_back(cg: &ContainerCgroup) -> AppliedLimits {
             a.cpu_shares = val("cpu", "cpu.shares");
             a.pids = val("pids", "pids.max");
             let mut devs: Vec<IoApplied> = Vec::new();
-            for (f, is_read) in [("blkio.throttle.read_bps_device", true), ("blkio.throttle.write_bps_device", false)] {
-                let Some(s) = file("blkio", f).and_then(|p| fs::read_to_string(p).ok()) else { continue };
+            for (f, is_read) in [
+                ("blkio.throttle.read_bps_device", true),
+                ("blkio.throttle.write_bps_device", false),
+            ] {
+                let Some(s) = file("blkio", f).and_then(|p| fs::read_to_string(p).ok()) else {
+                    continue;
+                };
                 for line in s.lines() {
                     let mut it = line.split_whitespace();
-                    let (Some(dev), Some(v)) = (it.next(), it.next().and_then(|v| v.parse().ok())) else { continue };
+                    let (Some(dev), Some(v)) = (it.next(), it.next().and_then(|v| v.parse().ok()))
+                    else {
+                        continue;
+                    };
                     let idx = match devs.iter().position(|d| d.device == dev) {
                         Some(i) => i,
                         None => {
-                            devs.push(IoApplied { device: dev.into(), ..Default::default() });
+                            devs.push(IoApplied {
+                                device: dev.into(),
+                                ..Default::default()
+                            });
                             devs.len() - 1
                         }
                     };
@@ -197,7 +256,10 @@ mod tests {
             cpus: Some(0.5),
             cpu_weight: Some(200),
             pids: Some(64),
-            io: Some(IoLimits { read_bps: Some(Size(1 << 20)), write_bps: None }),
+            io: Some(IoLimits {
+                read_bps: Some(Size(1 << 20)),
+                write_bps: None,
+            }),
             ..Default::default()
         }
     }
@@ -228,7 +290,14 @@ mod tests {
         assert_eq!(a.cpus, Some(0.5));
         assert_eq!(a.cpu_weight, Some(200));
         assert_eq!(a.pids, Some(64));
-        assert_eq!(a.io, vec![IoApplied { device: "8:0".into(), read_bps: Some(1 << 20), write_bps: None }]);
+        assert_eq!(
+            a.io,
+            vec![IoApplied {
+                device: "8:0".into(),
+                read_bps: Some(1 << 20),
+                write_bps: None
+            }]
+        );
         // swap file absent in the fake: the optional write was skipped
         assert_eq!(a.memory_swap, None);
     }
@@ -247,7 +316,9 @@ mod tests {
     fn unlimited_by_default() {
         let p = plan(Mode::V2, &Limits::default(), None);
         assert!(p.iter().any(|w| w.file == "memory.max" && w.value == "max"));
-        assert!(p.iter().any(|w| w.file == "cpu.max" && w.value == "max 100000"));
+        assert!(p
+            .iter()
+            .any(|w| w.file == "cpu.max" && w.value == "max 100000"));
         assert_eq!(shares_from_weight(100), 2 + 99 * 262_142 / 9_999);
         assert_eq!(shares_from_weight(10000), 262_144);
     }

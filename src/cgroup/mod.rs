@@ -24,7 +24,11 @@ use std::time::{Duration, Instant};
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
     #[error("cgroup: cannot {action} {path}: {source}")]
-    Io { action: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
     #[error("cgroup: {0}")]
     Setup(String),
     #[error("cgroup {path} still has processes after {secs}s")]
@@ -32,7 +36,11 @@ pub enum CgroupError {
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CgroupError + 'a {
-    move |source| CgroupError::Io { action, path: path.to_path_buf(), source }
+    move |source| CgroupError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,18 +77,27 @@ impl ContainerCgroup {
     pub fn dir(&self, controller: &str) -> Option<&Path> {
         match self.mode {
             Mode::V2 => self.dirs.first().map(|(_, d)| d.as_path()),
-            Mode::Hybrid => self.dirs.iter().find(|(c, _)| *c == controller).map(|(_, d)| d.as_path()),
+            Mode::Hybrid => self
+                .dirs
+                .iter()
+                .find(|(c, _)| *c == controller)
+                .map(|(_, d)| d.as_path()),
         }
     }
 
     /// The path shown to users (`cgroup` in container JSON).
     pub fn display_path(&self) -> String {
-        self.dir("memory").map(|p| p.display().to_string()).unwrap_or_default()
+        self.dir("memory")
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
     }
 
     /// `cgroup.procs` files a new process must be written to.
     pub fn procs_files(&self) -> Vec<PathBuf> {
-        self.dirs.iter().map(|(_, d)| d.join("cgroup.procs")).collect()
+        self.dirs
+            .iter()
+            .map(|(_, d)| d.join("cgroup.procs"))
+            .collect()
     }
 
     pub fn exists(&self) -> bool {
@@ -102,7 +119,9 @@ impl ContainerCgroup {
     /// Applies `writes` in order; a file missing for an optional knob is skipped.
     pub fn apply(&self, writes: &[Write]) -> Result<(), CgroupError> {
         for w in writes {
-            let Some(dir) = self.dir(w.controller) else { continue };
+            let Some(dir) = self.dir(w.controller) else {
+                continue;
+            };
             let path = dir.join(w.file);
             if w.optional && !path.exists() {
                 continue;
@@ -127,7 +146,9 @@ impl ContainerCgroup {
 
     /// The kernel's count of OOM kills in this cgroup.
     pub fn oom_kills(&self) -> u64 {
-        let Some(dir) = self.dir("memory") else { return 0 };
+        let Some(dir) = self.dir("memory") else {
+            return 0;
+        };
         let file = match self.mode {
             Mode::V2 => "memory.events",
             Mode::Hybrid => "memory.oom_control",
@@ -151,7 +172,7 @@ impl ContainerCgroup {
     /// SIGKILLs every process in it and waits until it is empty.
     pub fn kill_all(&self, timeout: Duration) -> Result<(), CgroupError> {
         let deadline = Instant::now() + timeout;
-        if let Some(d) = self.dir("") .filter(|_| self.mode == Mode::V2) {
+        if let Some(d) = self.dir("").filter(|_| self.mode == Mode::V2) {
             let _ = fs::write(d.join("cgroup.kill"), "1");
         }
         loop {
@@ -160,7 +181,10 @@ impl ContainerCgroup {
                 return Ok(());
             }
             for p in &pids {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*p), nix::sys::signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(*p),
+                    nix::sys::signal::SIGKILL,
+                );
             }
             if Instant::now() > deadline {
                 return Err(CgroupError::Busy {
@@ -223,20 +247,28 @@ pub(crate) fn read_value(path: &Path) -> Option<u64> {
 /// Finds the whole-disk block device holding `path` (io.max refuses partitions).
 pub fn block_device_of(path: &Path, sys_root: &Path) -> Result<(u64, u64), String> {
     use std::os::unix::fs::MetadataExt;
-    let dev = fs::metadata(path).map_err(|e| format!("cannot stat {}: {e}", path.display()))?.dev();
+    let dev = fs::metadata(path)
+        .map_err(|e| format!("cannot stat {}: {e}", path.display()))?
+        .dev();
     let (maj, min) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
     if maj == 0 {
         return Err(format!("{} is not on a block device", path.display()));
     }
     let node = sys_root.join(format!("dev/block/{maj}:{min}"));
     if !node.exists() {
-        return Err(format!("{} is on {maj}:{min}, which is not a block device", path.display()));
+        return Err(format!(
+            "{} is on {maj}:{min}, which is not a block device",
+            path.display()
+        ));
     }
     if node.join("partition").exists() {
         let parent = fs::read_to_string(node.join("../dev"))
             .map_err(|e| format!("cannot find the disk of partition {maj}:{min}: {e}"))?;
         let (a, b) = parent.trim().split_once(':').ok_or("bad dev file")?;
-        return Ok((a.parse().map_err(|_| "bad dev")?, b.parse().map_err(|_| "bad dev")?));
+        return Ok((
+            a.parse().map_err(|_| "bad dev")?,
+            b.parse().map_err(|_| "bad dev")?,
+        ));
     }
     Ok((maj, min))
 }

@@ -9,10 +9,19 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "hydractl", version, about = "Operate a hydra-agent over its local socket")]
+#[command(
+    name = "hydractl",
+    version,
+    about = "Operate a hydra-agent over its local socket"
+)]
 pub struct Cli {
     /// Agent socket.
-    #[arg(long, env = "HYDRA_SOCKET", default_value = "/run/hydra-agent/agent.sock", global = true)]
+    #[arg(
+        long,
+        env = "HYDRA_SOCKET",
+        default_value = "/run/hydra-agent/agent.sock",
+        global = true
+    )]
     pub socket: PathBuf,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
@@ -24,7 +33,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
     /// Create and start a container.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List containers.
     Ps,
     /// Show one container.
@@ -119,7 +128,9 @@ pub struct RunArgs {
 pub fn spec_from(a: &RunArgs) -> Result<serde_json::Value, String> {
     let mut env = BTreeMap::new();
     for kv in &a.env {
-        let (k, v) = kv.split_once('=').ok_or_else(|| format!("--env {kv:?}: expected K=V"))?;
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| format!("--env {kv:?}: expected K=V"))?;
         env.insert(k.to_string(), v.to_string());
     }
     let mut limits = serde_json::Map::new();
@@ -146,13 +157,24 @@ pub fn spec_from(a: &RunArgs) -> Result<serde_json::Value, String> {
     if !env.is_empty() {
         o.insert("env".into(), serde_json::json!(env));
     }
-    for (k, v) in [("workdir", &a.workdir), ("user", &a.user), ("app", &a.app), ("version", &a.app_version)] {
+    for (k, v) in [
+        ("workdir", &a.workdir),
+        ("user", &a.user),
+        ("app", &a.app),
+        ("version", &a.app_version),
+    ] {
         if let Some(v) = v {
             o.insert(k.into(), v.clone().into());
         }
     }
     if !a.port.is_empty() {
-        o.insert("ports".into(), a.port.iter().map(|p| serde_json::json!({"container_port": p})).collect());
+        o.insert(
+            "ports".into(),
+            a.port
+                .iter()
+                .map(|p| serde_json::json!({"container_port": p}))
+                .collect(),
+        );
     }
     if let Some(r) = &a.restart {
         let mut rs = serde_json::json!({"policy": r});
@@ -175,9 +197,20 @@ fn print_json<T: serde::Serialize>(v: &T) {
 
 fn table(rows: Vec<Vec<String>>) {
     let cols = rows.iter().map(|r| r.len()).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols).map(|c| rows.iter().map(|r| r.get(c).map_or(0, |s| s.len())).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .map(|r| r.get(c).map_or(0, |s| s.len()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
     for r in rows {
-        let line: Vec<String> = r.iter().enumerate().map(|(i, s)| format!("{s:<w$}", w = widths[i])).collect();
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!("{s:<w$}", w = widths[i]))
+            .collect();
         println!("{}", line.join("  ").trim_end());
     }
 }
@@ -195,7 +228,10 @@ fn status_of(c: &ContainerInfo) -> String {
     match c.state.as_str() {
         "exited" => match (c.exit_code, c.signal) {
             (Some(code), _) => format!("exited ({code}){}", if c.oom_killed { " oom" } else { "" }),
-            (None, Some(s)) => format!("exited (signal {s}){}", if c.oom_killed { " oom" } else { "" }),
+            (None, Some(s)) => format!(
+                "exited (signal {s}){}",
+                if c.oom_killed { " oom" } else { "" }
+            ),
             _ => "exited".into(),
         },
         s => s.to_string(),
@@ -225,11 +261,21 @@ async fn dispatch(c: &Client, cli: &Cli) -> Result<i32, ClientError> {
                     return Ok(2);
                 }
             };
-            let info: ContainerInfo = c.call("POST", "/v1/containers", Some(serde_json::to_vec(&spec).expect("json"))).await?;
+            let info: ContainerInfo = c
+                .call(
+                    "POST",
+                    "/v1/containers",
+                    Some(serde_json::to_vec(&spec).expect("json")),
+                )
+                .await?;
             if json {
                 print_json(&info);
             } else {
-                println!("{} started (pid {})", info.name, info.pid.map_or("-".into(), |p| p.to_string()));
+                println!(
+                    "{} started (pid {})",
+                    info.name,
+                    info.pid.map_or("-".into(), |p| p.to_string())
+                );
             }
         }
         Cmd::Ps => {
@@ -237,7 +283,12 @@ async fn dispatch(c: &Client, cli: &Cli) -> Result<i32, ClientError> {
             if json {
                 print_json(&list);
             } else {
-                let mut rows = vec![["NAME", "APP", "VERSION", "STATUS", "PID", "MEMORY", "CPUS", "PIDS", "RESTARTS", "IMAGE"].map(String::from).to_vec()];
+                let mut rows = vec![[
+                    "NAME", "APP", "VERSION", "STATUS", "PID", "MEMORY", "CPUS", "PIDS",
+                    "RESTARTS", "IMAGE",
+                ]
+                .map(String::from)
+                .to_vec()];
                 for i in &list {
                     rows.push(vec![
                         i.name.clone(),
@@ -256,17 +307,54 @@ async fn dispatch(c: &Client, cli: &Cli) -> Result<i32, ClientError> {
             }
         }
         Cmd::Inspect { name } => {
-            let v: serde_json::Value = c.call("GET", &format!("/v1/containers/{name}"), None).await?;
+            let v: serde_json::Value = c
+                .call("GET", &format!("/v1/containers/{name}"), None)
+                .await?;
             print_json(&v);
         }
-        Cmd::Start { name } => show(c, json, "POST", &format!("/v1/containers/{name}/start")).await?,
-        Cmd::Stop { name, timeout } => show(c, json, "POST", &format!("/v1/containers/{name}/stop?timeout={timeout}")).await?,
-        Cmd::Restart { name, timeout } => show(c, json, "POST", &format!("/v1/containers/{name}/restart?timeout={timeout}")).await?,
-        Cmd::Kill { name, signal } => show(c, json, "POST", &format!("/v1/containers/{name}/kill?signal={signal}")).await?,
+        Cmd::Start { name } => {
+            show(c, json, "POST", &format!("/v1/containers/{name}/start")).await?
+        }
+        Cmd::Stop { name, timeout } => {
+            show(
+                c,
+                json,
+                "POST",
+                &format!("/v1/containers/{name}/stop?timeout={timeout}"),
+            )
+            .await?
+        }
+        Cmd::Restart { name, timeout } => {
+            show(
+                c,
+                json,
+                "POST",
+                &format!("/v1/containers/{name}/restart?timeout={timeout}"),
+            )
+            .await?
+        }
+        Cmd::Kill { name, signal } => {
+            show(
+                c,
+                json,
+                "POST",
+                &format!("/v1/containers/{name}/kill?signal={signal}"),
+            )
+            .await?
+        }
         Cmd::Rm { name, force } => {
-            let (status, data) = c.raw("DELETE", &format!("/v1/containers/{name}?force={force}"), None).await?;
+            let (status, data) = c
+                .raw(
+                    "DELETE",
+                    &format!("/v1/containers/{name}?force={force}"),
+                    None,
+                )
+                .await?;
             if status != 204 {
-                let body = serde_json::from_slice(&data).map_err(|_| ClientError::Unexpected { status, text: String::from_utf8_lossy(&data).into() })?;
+                let body = serde_json::from_slice(&data).map_err(|_| ClientError::Unexpected {
+                    status,
+                    text: String::from_utf8_lossy(&data).into(),
+                })?;
                 return Err(ClientError::Api { status, body });
             }
             if !json {
@@ -293,30 +381,53 @@ async fn dispatch(c: &Client, cli: &Cli) -> Result<i32, ClientError> {
             .await?;
         }
         Cmd::Stats { name } => {
-            let v: crate::cgroup::Stats = c.call("GET", &format!("/v1/containers/{name}/stats"), None).await?;
+            let v: crate::cgroup::Stats = c
+                .call("GET", &format!("/v1/containers/{name}/stats"), None)
+                .await?;
             if json {
                 print_json(&v);
             } else {
                 table(vec![
-                    ["CPU(s)", "THROTTLED", "MEMORY", "PEAK", "LIMIT", "PIDS", "OOM KILLS"].map(String::from).to_vec(),
+                    [
+                        "CPU(s)",
+                        "THROTTLED",
+                        "MEMORY",
+                        "PEAK",
+                        "LIMIT",
+                        "PIDS",
+                        "OOM KILLS",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
                     vec![
                         format!("{:.3}", v.cpu.usage_usec as f64 / 1e6),
                         v.cpu.nr_throttled.to_string(),
                         v.memory.current.to_string(),
                         v.memory.peak.map_or("-".into(), |p| p.to_string()),
                         fmt_bytes(v.memory.max),
-                        format!("{}/{}", v.pids.current, v.pids.max.map_or("max".into(), |m| m.to_string())),
+                        format!(
+                            "{}/{}",
+                            v.pids.current,
+                            v.pids.max.map_or("max".into(), |m| m.to_string())
+                        ),
                         v.memory.oom_kill.to_string(),
                     ],
                 ]);
             }
         }
         Cmd::Wait { name } => {
-            let st: ExitStatus = c.call("GET", &format!("/v1/containers/{name}/wait"), None).await?;
+            let st: ExitStatus = c
+                .call("GET", &format!("/v1/containers/{name}/wait"), None)
+                .await?;
             if json {
                 print_json(&st);
             } else {
-                println!("{}", st.exit_code.map_or(format!("signal {}", st.signal.unwrap_or(0)), |c| c.to_string()));
+                println!(
+                    "{}",
+                    st.exit_code
+                        .map_or(format!("signal {}", st.signal.unwrap_or(0)), |c| c
+                            .to_string())
+                );
             }
             return Ok(0);
         }
@@ -341,7 +452,13 @@ async fn dispatch(c: &Client, cli: &Cli) -> Result<i32, ClientError> {
                     vec!["memory".into(), fmt_bytes(Some(h.memory_bytes))],
                     vec![
                         "containers".into(),
-                        format!("{} ({} running, {} exited, {} created)", h.containers.total, h.containers.running, h.containers.exited, h.containers.created),
+                        format!(
+                            "{} ({} running, {} exited, {} created)",
+                            h.containers.total,
+                            h.containers.running,
+                            h.containers.exited,
+                            h.containers.created
+                        ),
                     ],
                 ]);
             }

@@ -13,7 +13,11 @@ pub enum ImageError {
     #[error("image {reference:?}: {message}")]
     NotFound { reference: String, message: String },
     #[error("image {reference:?}: cannot unpack into the layer store {path}: {source}")]
-    Store { reference: String, path: PathBuf, source: std::io::Error },
+    Store {
+        reference: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Defaults from the image config that a spec may override.
@@ -42,7 +46,10 @@ pub enum Reference {
 }
 
 pub fn parse_reference(r: &str) -> Result<Reference, ImageError> {
-    let invalid = |m: &str| ImageError::Invalid { reference: r.into(), message: m.into() };
+    let invalid = |m: &str| ImageError::Invalid {
+        reference: r.into(),
+        message: m.into(),
+    };
     if let Some(dir) = r.strip_prefix("rootfs:") {
         if !dir.starts_with('/') {
             return Err(invalid("rootfs: needs an absolute directory path"));
@@ -55,16 +62,22 @@ pub fn parse_reference(r: &str) -> Result<Reference, ImageError> {
         }
         // A trailing `:tag` is a tag only when it has no '/', so paths with ':' still work.
         return Ok(match rest.rsplit_once(':') {
-            Some((dir, tag)) if !tag.contains('/') && !tag.is_empty() => {
-                Reference::OciLayout { dir: dir.into(), tag: Some(tag.into()) }
-            }
-            _ => Reference::OciLayout { dir: rest.into(), tag: None },
+            Some((dir, tag)) if !tag.contains('/') && !tag.is_empty() => Reference::OciLayout {
+                dir: dir.into(),
+                tag: Some(tag.into()),
+            },
+            _ => Reference::OciLayout {
+                dir: rest.into(),
+                tag: None,
+            },
         });
     }
     if r.contains('/') && !r.starts_with('/') {
         return Ok(Reference::Registry(r.into()));
     }
-    Err(invalid("use rootfs:/DIR, oci-layout:/DIR[:TAG] or a registry reference host/repo:tag"))
+    Err(invalid(
+        "use rootfs:/DIR, oci-layout:/DIR[:TAG] or a registry reference host/repo:tag",
+    ))
 }
 
 /// Resolves a reference to layers on disk, unpacking into `layer_store` once.
@@ -93,16 +106,28 @@ mod tests {
 
     #[test]
     fn references() {
-        assert_eq!(parse_reference("rootfs:/srv/r").unwrap(), Reference::Rootfs("/srv/r".into()));
+        assert_eq!(
+            parse_reference("rootfs:/srv/r").unwrap(),
+            Reference::Rootfs("/srv/r".into())
+        );
         assert_eq!(
             parse_reference("oci-layout:/img:v1").unwrap(),
-            Reference::OciLayout { dir: "/img".into(), tag: Some("v1".into()) }
+            Reference::OciLayout {
+                dir: "/img".into(),
+                tag: Some("v1".into())
+            }
         );
         assert_eq!(
             parse_reference("oci-layout:/img").unwrap(),
-            Reference::OciLayout { dir: "/img".into(), tag: None }
+            Reference::OciLayout {
+                dir: "/img".into(),
+                tag: None
+            }
         );
-        assert!(matches!(parse_reference("reg:5000/a:b").unwrap(), Reference::Registry(_)));
+        assert!(matches!(
+            parse_reference("reg:5000/a:b").unwrap(),
+            Reference::Registry(_)
+        ));
         assert!(parse_reference("rootfs:rel").is_err());
         assert!(parse_reference("nothing").is_err());
     }

@@ -12,8 +12,16 @@ use std::path::{Component, Path, PathBuf};
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
-pub(super) fn resolve(reference: &str, dir: &Path, tag: Option<&str>, store: &Path) -> Result<Image, ImageError> {
-    let bad = |m: String| ImageError::Invalid { reference: reference.into(), message: m };
+pub(super) fn resolve(
+    reference: &str,
+    dir: &Path,
+    tag: Option<&str>,
+    store: &Path,
+) -> Result<Image, ImageError> {
+    let bad = |m: String| ImageError::Invalid {
+        reference: reference.into(),
+        message: m,
+    };
     let index_path = dir.join("index.json");
     if !index_path.exists() {
         return Err(ImageError::NotFound {
@@ -47,7 +55,8 @@ pub(super) fn resolve(reference: &str, dir: &Path, tag: Option<&str>, store: &Pa
     }
     let manifest = ImageManifest::from_reader(&read_blob(dir, &desc).map_err(bad)?[..])
         .map_err(|e| bad(format!("manifest: {e}")))?;
-    let config = parse_config(&read_blob(dir, manifest.config()).map_err(bad)?).map_err(|e| bad(format!("config: {e}")))?;
+    let config = parse_config(&read_blob(dir, manifest.config()).map_err(bad)?)
+        .map_err(|e| bad(format!("config: {e}")))?;
     let diff_ids = config.rootfs().diff_ids();
     if diff_ids.len() != manifest.layers().len() {
         return Err(bad(format!(
@@ -82,11 +91,18 @@ fn parse_config(data: &[u8]) -> Result<ImageConfiguration, String> {
 }
 
 fn pick<'a>(manifests: &'a [Descriptor], tag: Option<&str>) -> Option<&'a Descriptor> {
-    let name = |d: &Descriptor| d.annotations().as_ref().and_then(|a| a.get(REF_NAME)).cloned();
+    let name = |d: &Descriptor| {
+        d.annotations()
+            .as_ref()
+            .and_then(|a| a.get(REF_NAME))
+            .cloned()
+    };
     match tag {
         Some(t) => manifests.iter().find(|d| name(d).as_deref() == Some(t)),
         None if manifests.len() == 1 => manifests.first(),
-        None => manifests.iter().find(|d| name(d).as_deref() == Some("latest")),
+        None => manifests
+            .iter()
+            .find(|d| name(d).as_deref() == Some("latest")),
     }
 }
 
@@ -94,8 +110,12 @@ fn pick<'a>(manifests: &'a [Descriptor], tag: Option<&str>) -> Option<&'a Descri
 fn digest_parts(d: &Descriptor) -> Result<String, String> {
     let s = d.digest().to_string();
     match s.split_once(':') {
-        Some(("sha256", hex)) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => Ok(hex.to_string()),
-        _ => Err(format!("unsupported or malformed digest {s:?} (sha256 only)")),
+        Some(("sha256", hex)) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Ok(hex.to_string())
+        }
+        _ => Err(format!(
+            "unsupported or malformed digest {s:?} (sha256 only)"
+        )),
     }
 }
 
@@ -112,7 +132,11 @@ fn read_blob(dir: &Path, d: &Descriptor) -> Result<Vec<u8>, String> {
     }
     let got = hex::encode(Sha256::digest(&data));
     if got != digest_parts(d)? {
-        return Err(format!("blob {} has digest sha256:{got}, expected {}", p.display(), d.digest()));
+        return Err(format!(
+            "blob {} has digest sha256:{got}, expected {}",
+            p.display(),
+            d.digest()
+        ));
     }
     Ok(data)
 }
@@ -130,8 +154,17 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-fn unpack_layer(reference: &str, dir: &Path, d: &Descriptor, diff_id: &str, store: &Path) -> Result<PathBuf, ImageError> {
-    let bad = |m: String| ImageError::Invalid { reference: reference.into(), message: m };
+fn unpack_layer(
+    reference: &str,
+    dir: &Path,
+    d: &Descriptor,
+    diff_id: &str,
+    store: &Path,
+) -> Result<PathBuf, ImageError> {
+    let bad = |m: String| ImageError::Invalid {
+        reference: reference.into(),
+        message: m,
+    };
     let hex = digest_parts(d).map_err(bad)?;
     let dest = store.join("sha256").join(&hex);
     if dest.is_dir() {
@@ -144,17 +177,30 @@ fn unpack_layer(reference: &str, dir: &Path, d: &Descriptor, diff_id: &str, stor
     io::copy(&mut f, &mut h).map_err(|e| bad(format!("layer {}: {e}", blob.display())))?;
     let got = hex::encode(h.finalize());
     if got != hex {
-        return Err(bad(format!("layer {} has digest sha256:{got}, expected {}", blob.display(), d.digest())));
+        return Err(bad(format!(
+            "layer {} has digest sha256:{got}, expected {}",
+            blob.display(),
+            d.digest()
+        )));
     }
     // 2. unpack into a temp dir, checking the uncompressed digest, then rename
-    let store_err = |source| ImageError::Store { reference: reference.into(), path: store.to_path_buf(), source };
+    let store_err = |source| ImageError::Store {
+        reference: reference.into(),
+        path: store.to_path_buf(),
+        source,
+    };
     fs::create_dir_all(store.join("sha256")).map_err(store_err)?;
-    let tmp = store.join("sha256").join(format!(".{hex}.tmp-{}", std::process::id()));
+    let tmp = store
+        .join("sha256")
+        .join(format!(".{hex}.tmp-{}", std::process::id()));
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir(&tmp).map_err(store_err)?;
     let res = extract(&blob, &tmp).and_then(|uncompressed| {
         if format!("sha256:{uncompressed}") != diff_id {
-            Err(format!("layer {} unpacks to sha256:{uncompressed}, but the config's diff_id is {diff_id}", d.digest()))
+            Err(format!(
+                "layer {} unpacks to sha256:{uncompressed}, but the config's diff_id is {diff_id}",
+                d.digest()
+            ))
         } else {
             Ok(())
         }
@@ -183,10 +229,19 @@ fn extract(blob: &Path, dest: &Path) -> Result<String, String> {
     let mut f = BufReader::new(File::open(blob).map_err(|e| e.to_string())?);
     let gz = {
         use std::io::BufRead;
-        f.fill_buf().map_err(|e| e.to_string())?.starts_with(&[0x1f, 0x8b])
+        f.fill_buf()
+            .map_err(|e| e.to_string())?
+            .starts_with(&[0x1f, 0x8b])
     };
-    let raw: Box<dyn Read> = if gz { Box::new(flate2::read::GzDecoder::new(f)) } else { Box::new(f) };
-    let mut hr = HashingReader { inner: raw, hash: Sha256::new() };
+    let raw: Box<dyn Read> = if gz {
+        Box::new(flate2::read::GzDecoder::new(f))
+    } else {
+        Box::new(f)
+    };
+    let mut hr = HashingReader {
+        inner: raw,
+        hash: Sha256::new(),
+    };
     {
         let mut ar = tar::Archive::new(&mut hr);
         ar.set_preserve_permissions(true);
@@ -194,15 +249,28 @@ fn extract(blob: &Path, dest: &Path) -> Result<String, String> {
         ar.set_preserve_mtime(true);
         ar.set_unpack_xattrs(false);
         ar.set_overwrite(true);
-        let entries = ar.entries().map_err(|e| format!("layer {}: {e}", blob.display()))?;
+        let entries = ar
+            .entries()
+            .map_err(|e| format!("layer {}: {e}", blob.display()))?;
         for entry in entries {
-            let mut entry = entry.map_err(|e| format!("layer {} is truncated or corrupt: {e}", blob.display()))?;
+            let mut entry = entry
+                .map_err(|e| format!("layer {} is truncated or corrupt: {e}", blob.display()))?;
             let path = entry.path().map_err(|e| e.to_string())?.into_owned();
             if path.components().any(|c| matches!(c, Component::ParentDir)) {
-                return Err(format!("layer {} has an entry escaping the root: {}", blob.display(), path.display()));
+                return Err(format!(
+                    "layer {} has an entry escaping the root: {}",
+                    blob.display(),
+                    path.display()
+                ));
             }
-            let rel: PathBuf = path.components().filter(|c| matches!(c, Component::Normal(_))).collect();
-            let fname = rel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let rel: PathBuf = path
+                .components()
+                .filter(|c| matches!(c, Component::Normal(_)))
+                .collect();
+            let fname = rel
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             if let Some(hidden) = fname.strip_prefix(".wh.") {
                 let parent = dest.join(rel.parent().unwrap_or(Path::new("")));
                 fs::create_dir_all(&parent).map_err(|e| e.to_string())?;
@@ -212,8 +280,13 @@ fn extract(blob: &Path, dest: &Path) -> Result<String, String> {
                 } else {
                     let target = parent.join(hidden);
                     let _ = fs::remove_file(&target);
-                    nix::sys::stat::mknod(&target, nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::empty(), 0)
-                        .map_err(|e| format!("whiteout {}: {e}", target.display()))?;
+                    nix::sys::stat::mknod(
+                        &target,
+                        nix::sys::stat::SFlag::S_IFCHR,
+                        nix::sys::stat::Mode::empty(),
+                        0,
+                    )
+                    .map_err(|e| format!("whiteout {}: {e}", target.display()))?;
                 }
                 continue;
             }
@@ -223,6 +296,7 @@ fn extract(blob: &Path, dest: &Path) -> Result<String, String> {
         }
     }
     // Trailing padding after the end-of-archive blocks counts for diff_id too.
-    io::copy(&mut hr, &mut io::sink()).map_err(|e| format!("layer {} is truncated or corrupt: {e}", blob.display()))?;
+    io::copy(&mut hr, &mut io::sink())
+        .map_err(|e| format!("layer {} is truncated or corrupt: {e}", blob.display()))?;
     Ok(hex::encode(hr.hash.finalize()))
 }

@@ -4,7 +4,7 @@
 use super::Launch;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
-use nix::unistd::{chdir, execve, pivot_root, setgid, setgroups, setuid, sethostname, Gid, Uid};
+use nix::unistd::{chdir, execve, pivot_root, setgid, setgroups, sethostname, setuid, Gid, Uid};
 use std::ffi::CString;
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
@@ -18,7 +18,10 @@ pub struct InitError {
 }
 
 fn fail(field: &str, message: impl Into<String>) -> InitError {
-    InitError { field: field.into(), message: message.into() }
+    InitError {
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
 fn sys(what: &str) -> impl FnOnce(nix::Error) -> InitError + '_ {
@@ -34,9 +37,16 @@ pub fn run(l: &Launch) -> InitError {
 }
 
 fn setup_and_exec(l: &Launch) -> Result<std::convert::Infallible, InitError> {
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(sys("unshare cgroup namespace"))?;
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .map_err(sys("make / private"))?;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+        .map_err(sys("unshare cgroup namespace"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(sys("make / private"))?;
     mount_rootfs(l)?;
     let root = &l.rootfs;
     mount_proc_sys_dev(root, l.cgroup_v2)?;
@@ -50,12 +60,17 @@ fn setup_and_exec(l: &Launch) -> Result<std::convert::Infallible, InitError> {
 
     let p = &l.process;
     let env: Vec<CString> = p.env.iter().map(|e| cstr(e)).collect::<Result<_, _>>()?;
-    let path_var = p.env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH);
+    let path_var = p
+        .env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH);
     let prog = resolve(&p.argv[0], path_var)?;
     let (uid, gid) = resolve_user(p.user.as_deref())?;
     let cwd = Path::new(&p.cwd);
     if !cwd.exists() {
-        fs::create_dir_all(cwd).map_err(|e| fail("workdir", format!("cannot create {}: {e}", p.cwd)))?;
+        fs::create_dir_all(cwd)
+            .map_err(|e| fail("workdir", format!("cannot create {}: {e}", p.cwd)))?;
         let _ = nix::unistd::chown(cwd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
     }
     setgroups(&[Gid::from_raw(gid)]).map_err(sys("setgroups"))?;
@@ -64,7 +79,10 @@ fn setup_and_exec(l: &Launch) -> Result<std::convert::Infallible, InitError> {
     chdir(cwd).map_err(|e| fail("workdir", format!("cannot enter {}: {e}", p.cwd)))?;
     let argv: Vec<CString> = p.argv.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?;
     let err = execve(&cstr(&prog.to_string_lossy())?, &argv, &env).unwrap_err();
-    Err(fail("command", format!("cannot execute {:?}: {err}", p.argv[0])))
+    Err(fail(
+        "command",
+        format!("cannot execute {:?}: {err}", p.argv[0]),
+    ))
 }
 
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -74,23 +92,43 @@ fn cstr(s: &str) -> Result<CString, InitError> {
 }
 
 fn mount_rootfs(l: &Launch) -> Result<(), InitError> {
-    let lower = l.lower.iter().map(|p| p.to_string_lossy().into_owned()).collect::<Vec<_>>().join(":");
+    let lower = l
+        .lower
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(":");
     let opts = format!(
         "lowerdir={lower},upperdir={},workdir={}",
         l.upper.display(),
         l.work.display()
     );
-    mount(Some("overlay"), &l.rootfs, Some("overlay"), MsFlags::empty(), Some(opts.as_str()))
-        .map_err(|e| fail("image", format!("cannot mount the image's layers (overlay {opts}): {e}")))
+    mount(
+        Some("overlay"),
+        &l.rootfs,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(opts.as_str()),
+    )
+    .map_err(|e| {
+        fail(
+            "image",
+            format!("cannot mount the image's layers (overlay {opts}): {e}"),
+        )
+    })
 }
 
 fn ensure_dir(root: &Path, rel: &str) -> Result<PathBuf, InitError> {
     let p = root.join(rel);
     match fs::symlink_metadata(&p) {
         Ok(m) if m.file_type().is_dir() => Ok(p),
-        Ok(_) => Err(fail("image", format!("/{rel} in the image is not a directory"))),
+        Ok(_) => Err(fail(
+            "image",
+            format!("/{rel} in the image is not a directory"),
+        )),
         Err(_) => {
-            fs::create_dir_all(&p).map_err(|e| fail("image", format!("cannot create /{rel}: {e}")))?;
+            fs::create_dir_all(&p)
+                .map_err(|e| fail("image", format!("cannot create /{rel}: {e}")))?;
             Ok(p)
         }
     }
@@ -101,13 +139,25 @@ fn mount_proc_sys_dev(root: &Path, cgroup_v2: bool) -> Result<(), InitError> {
     let proc = ensure_dir(root, "proc")?;
     mount(Some("proc"), &proc, Some("proc"), nosuid, None::<&str>).map_err(sys("mount /proc"))?;
     let sys_dir = ensure_dir(root, "sys")?;
-    mount(Some("sysfs"), &sys_dir, Some("sysfs"), nosuid | MsFlags::MS_RDONLY, None::<&str>)
-        .map_err(sys("mount /sys"))?;
+    mount(
+        Some("sysfs"),
+        &sys_dir,
+        Some("sysfs"),
+        nosuid | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .map_err(sys("mount /sys"))?;
     if cgroup_v2 {
         let cg = sys_dir.join("fs/cgroup");
         if cg.is_dir() {
-            mount(Some("cgroup2"), &cg, Some("cgroup2"), nosuid | MsFlags::MS_RDONLY, None::<&str>)
-                .map_err(sys("mount /sys/fs/cgroup"))?;
+            mount(
+                Some("cgroup2"),
+                &cg,
+                Some("cgroup2"),
+                nosuid | MsFlags::MS_RDONLY,
+                None::<&str>,
+            )
+            .map_err(sys("mount /sys/fs/cgroup"))?;
         }
     }
     let dev = ensure_dir(root, "dev")?;
@@ -119,20 +169,45 @@ fn mount_proc_sys_dev(root: &Path, cgroup_v2: bool) -> Result<(), InitError> {
         Some("mode=755,size=65536k"),
     )
     .map_err(sys("mount /dev"))?;
-    for (name, major, minor) in [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)] {
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
         let p = dev.join(name);
-        mknod(&p, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(major, minor))
-            .map_err(sys("mknod in /dev"))?;
+        mknod(
+            &p,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            makedev(major, minor),
+        )
+        .map_err(sys("mknod in /dev"))?;
         // mknod honours the umask; the devices must be usable by any uid.
         let _ = fs::set_permissions(&p, fs::Permissions::from_mode(0o666));
     }
     let pts = dev.join("pts");
     fs::create_dir(&pts).map_err(|e| fail("runtime", format!("mkdir /dev/pts: {e}")))?;
-    mount(Some("devpts"), &pts, Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=0620"))
-        .map_err(sys("mount /dev/pts"))?;
+    mount(
+        Some("devpts"),
+        &pts,
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )
+    .map_err(sys("mount /dev/pts"))?;
     let shm = dev.join("shm");
     fs::create_dir(&shm).map_err(|e| fail("runtime", format!("mkdir /dev/shm: {e}")))?;
-    mount(Some("shm"), &shm, Some("tmpfs"), nosuid, Some("mode=1777,size=65536k")).map_err(sys("mount /dev/shm"))?;
+    mount(
+        Some("shm"),
+        &shm,
+        Some("tmpfs"),
+        nosuid,
+        Some("mode=1777,size=65536k"),
+    )
+    .map_err(sys("mount /dev/shm"))?;
     for (link, target) in [
         ("ptmx", "pts/ptmx"),
         ("fd", "/proc/self/fd"),
@@ -140,26 +215,37 @@ fn mount_proc_sys_dev(root: &Path, cgroup_v2: bool) -> Result<(), InitError> {
         ("stdout", "/proc/self/fd/1"),
         ("stderr", "/proc/self/fd/2"),
     ] {
-        symlink(target, dev.join(link)).map_err(|e| fail("runtime", format!("symlink /dev/{link}: {e}")))?;
+        symlink(target, dev.join(link))
+            .map_err(|e| fail("runtime", format!("symlink /dev/{link}: {e}")))?;
     }
     Ok(())
 }
 
 /// Finds `prog` on `path` inside the (already pivoted) root.
 fn resolve(prog: &str, path: &str) -> Result<PathBuf, InitError> {
-    let is_exec = |p: &Path| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    let is_exec = |p: &Path| {
+        fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
     if prog.contains('/') {
         let p = PathBuf::from(prog);
         return if is_exec(&p) {
             Ok(p)
         } else {
-            Err(fail("command", format!("{prog:?} does not exist in the image or is not executable")))
+            Err(fail(
+                "command",
+                format!("{prog:?} does not exist in the image or is not executable"),
+            ))
         };
     }
     path.split(':')
         .map(|d| Path::new(d).join(prog))
         .find(|p| is_exec(p))
-        .ok_or_else(|| fail("command", format!("{prog:?} was not found in the image's PATH ({path})")))
+        .ok_or_else(|| {
+            fail(
+                "command",
+                format!("{prog:?} was not found in the image's PATH ({path})"),
+            )
+        })
 }
 
 /// `UID[:GID]` or `NAME[:GROUP]`, names looked up in the image's /etc files.
@@ -172,14 +258,28 @@ fn resolve_user(user: Option<&str>) -> Result<(u32, u32), InitError> {
     let (uid, primary) = match u.parse::<u32>() {
         Ok(n) => (n, lookup_by_uid(n)),
         Err(_) => {
-            let (uid, gid) = lookup_name("/etc/passwd", u).ok_or_else(|| fail("user", format!("user {u:?} is not in the image's /etc/passwd")))?;
+            let (uid, gid) = lookup_name("/etc/passwd", u).ok_or_else(|| {
+                fail(
+                    "user",
+                    format!("user {u:?} is not in the image's /etc/passwd"),
+                )
+            })?;
             (uid, gid)
         }
     };
     let gid = match g {
         Some(g) => match g.parse::<u32>() {
             Ok(n) => n,
-            Err(_) => lookup_name("/etc/group", g).ok_or_else(|| fail("user", format!("group {g:?} is not in the image's /etc/group")))?.0,
+            Err(_) => {
+                lookup_name("/etc/group", g)
+                    .ok_or_else(|| {
+                        fail(
+                            "user",
+                            format!("group {g:?} is not in the image's /etc/group"),
+                        )
+                    })?
+                    .0
+            }
         },
         None => primary.unwrap_or(uid),
     };

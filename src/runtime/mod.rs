@@ -11,8 +11,8 @@ pub mod sys;
 
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 /// The argument that makes the binary act as the launcher of shims.
@@ -46,8 +46,16 @@ pub struct Launch {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "status", rename_all = "lowercase")]
 pub enum Ready {
-    Ok { pid: i32, pid_start: u64, shim_pid: i32, shim_start: u64 },
-    Failed { field: String, message: String },
+    Ok {
+        pid: i32,
+        pid_start: u64,
+        shim_pid: i32,
+        shim_start: u64,
+    },
+    Failed {
+        field: String,
+        message: String,
+    },
 }
 
 /// Exit status the shim writes to `exit_file`.
@@ -61,7 +69,10 @@ pub struct ExitRecord {
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error("cannot start the shim {exe}: {source}")]
-    Spawn { exe: PathBuf, source: std::io::Error },
+    Spawn {
+        exe: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the shim exited without reporting ({detail})")]
     NoReport { detail: String },
     #[error("{message}")]
@@ -86,7 +97,11 @@ impl Launcher {
     /// `tag` goes on the helper's (and so the shims') command line, so ps
     /// tells which agent they belong to.
     pub fn new(exe: &Path, tag: &Path) -> Launcher {
-        Launcher { exe: exe.to_path_buf(), arg: tag.to_path_buf(), proc: std::sync::Mutex::new(None) }
+        Launcher {
+            exe: exe.to_path_buf(),
+            arg: tag.to_path_buf(),
+            proc: std::sync::Mutex::new(None),
+        }
     }
 
     fn spawn(&self) -> Result<LauncherProc, RuntimeError> {
@@ -98,10 +113,17 @@ impl Launcher {
             .stderr(Stdio::inherit())
             .process_group(0)
             .spawn()
-            .map_err(|source| RuntimeError::Spawn { exe: self.exe.clone(), source })?;
+            .map_err(|source| RuntimeError::Spawn {
+                exe: self.exe.clone(),
+                source,
+            })?;
         let stdin = child.stdin.take().expect("piped");
         let stdout = BufReader::new(child.stdout.take().expect("piped"));
-        Ok(LauncherProc { child, stdin, stdout })
+        Ok(LauncherProc {
+            child,
+            stdin,
+            stdout,
+        })
     }
 
     /// Starts a shim for `plan` and blocks until the container has exec'd.
@@ -123,9 +145,13 @@ impl Launcher {
                 .and_then(|()| p.stdin.flush());
             if sent.is_ok() && p.stdout.read_line(&mut line).is_ok_and(|n| n > 0) {
                 return match serde_json::from_str::<Ready>(&line) {
-                    Ok(Ready::Failed { field, message }) => Err(RuntimeError::Failed { field, message }),
+                    Ok(Ready::Failed { field, message }) => {
+                        Err(RuntimeError::Failed { field, message })
+                    }
                     Ok(ok) => Ok(ok),
-                    Err(e) => Err(RuntimeError::NoReport { detail: format!("unreadable report {line:?}: {e}") }),
+                    Err(e) => Err(RuntimeError::NoReport {
+                        detail: format!("unreadable report {line:?}: {e}"),
+                    }),
                 };
             }
             // The launcher died: reap it and try once more with a new one.
@@ -133,7 +159,9 @@ impl Launcher {
             let _ = dead.child.kill();
             last = format!("{:?}", dead.child.wait());
         }
-        Err(RuntimeError::NoReport { detail: format!("the launcher died ({last})") })
+        Err(RuntimeError::NoReport {
+            detail: format!("the launcher died ({last})"),
+        })
     }
 }
 

@@ -36,7 +36,11 @@ pub fn launcher_main() -> ! {
         let line = match launch_one(&plan) {
             Ok(line) => line,
             Err(e) => {
-                let mut l = serde_json::to_vec(&Ready::Failed { field: "runtime".into(), message: e }).expect("serializes");
+                let mut l = serde_json::to_vec(&Ready::Failed {
+                    field: "runtime".into(),
+                    message: e,
+                })
+                .expect("serializes");
                 l.push(b'\n');
                 l
             }
@@ -76,9 +80,13 @@ fn launch_one(plan: &[u8]) -> Result<Vec<u8>, String> {
             let _ = waitpid(child, None);
             let mut line = Vec::new();
             let mut r = std::io::BufReader::new(File::from(report_r));
-            std::io::BufRead::read_until(&mut r, b'\n', &mut line).map_err(|e| format!("read shim report: {e}"))?;
+            std::io::BufRead::read_until(&mut r, b'\n', &mut line)
+                .map_err(|e| format!("read shim report: {e}"))?;
             if line.is_empty() {
-                return Err(format!("the shim of {} died before reporting (see its shim.log)", launch.name));
+                return Err(format!(
+                    "the shim of {} died before reporting (see its shim.log)",
+                    launch.name
+                ));
             }
             Ok(line)
         }
@@ -93,7 +101,11 @@ fn report(out: &mut File, r: &Ready) -> std::io::Result<()> {
 
 /// Start time (clock ticks after boot) of `pid`, to recognise it later.
 pub fn start_time(pid: i32) -> Option<u64> {
-    procfs::process::Process::new(pid).ok()?.stat().ok().map(|s| s.starttime)
+    procfs::process::Process::new(pid)
+        .ok()?
+        .stat()
+        .ok()
+        .map(|s| s.starttime)
 }
 
 /// The shim proper, in the process forked for it; reports once on `out`.
@@ -153,33 +165,50 @@ fn shim(launch: &Launch, mut out: File) -> Result<(), String> {
         if let Err(e) = fs::write(f, child.as_raw().to_string()) {
             let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
             let _ = waitpid(child, None);
-            report(&mut out, &Ready::Failed {
-                field: "limits".into(),
-                message: format!("cannot move the container into {}: {e}", f.display()),
-            })
+            report(
+                &mut out,
+                &Ready::Failed {
+                    field: "limits".into(),
+                    message: format!("cannot move the container into {}: {e}", f.display()),
+                },
+            )
             .ok();
             return Ok(());
         }
     }
-    File::from(sync_w).write_all(b"g").map_err(|e| format!("release child: {e}"))?;
+    File::from(sync_w)
+        .write_all(b"g")
+        .map_err(|e| format!("release child: {e}"))?;
     let mut failure = Vec::new();
-    File::from(fail_r).read_to_end(&mut failure).map_err(|e| format!("read child status: {e}"))?;
+    File::from(fail_r)
+        .read_to_end(&mut failure)
+        .map_err(|e| format!("read child status: {e}"))?;
     if !failure.is_empty() {
         let _ = waitpid(child, None);
         let e: init::InitError = serde_json::from_slice(&failure).unwrap_or(init::InitError {
             field: "runtime".into(),
             message: String::from_utf8_lossy(&failure).into_owned(),
         });
-        report(&mut out, &Ready::Failed { field: e.field, message: e.message }).ok();
+        report(
+            &mut out,
+            &Ready::Failed {
+                field: e.field,
+                message: e.message,
+            },
+        )
+        .ok();
         return Ok(());
     }
     let me = std::process::id() as i32;
-    report(&mut out, &Ready::Ok {
-        pid: child.as_raw(),
-        pid_start: start_time(child.as_raw()).unwrap_or(0),
-        shim_pid: me,
-        shim_start: start_time(me).unwrap_or(0),
-    })
+    report(
+        &mut out,
+        &Ready::Ok {
+            pid: child.as_raw(),
+            pid_start: start_time(child.as_raw()).unwrap_or(0),
+            shim_pid: me,
+            shim_start: start_time(me).unwrap_or(0),
+        },
+    )
     .map_err(|e| format!("report: {e}"))?;
     drop(out);
 
@@ -201,14 +230,21 @@ fn shim(launch: &Launch, mut out: File) -> Result<(), String> {
         finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
     };
     // Not fsynced: after a power loss the exit of a process is moot.
-    crate::store::write_atomic(&launch.exit_file, &serde_json::to_vec(&rec).expect("serializes"), false)
-        .map_err(|e| e.to_string())
+    crate::store::write_atomic(
+        &launch.exit_file,
+        &serde_json::to_vec(&rec).expect("serializes"),
+        false,
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// Copies both pipes into the log until both reach end of file.
 fn copy_logs(l: &Launch, out: OwnedFd, err: OwnedFd) -> std::io::Result<()> {
     let mut w = LogWriter::open(&l.log_dir, l.log_max_size, l.log_max_files)?;
-    let mut streams = [(Some(File::from(out)), "stdout", LineSplitter::default()), (Some(File::from(err)), "stderr", LineSplitter::default())];
+    let mut streams = [
+        (Some(File::from(out)), "stdout", LineSplitter::default()),
+        (Some(File::from(err)), "stderr", LineSplitter::default()),
+    ];
     let mut buf = vec![0u8; 64 * 1024];
     while streams.iter().any(|s| s.0.is_some()) {
         let mut ready = [false; 2];

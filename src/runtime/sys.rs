@@ -39,7 +39,13 @@ pub fn pidfd_send_signal(fd: &OwnedFd, sig: i32) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: valid pidfd, null siginfo (allowed), flags 0.
     let r = unsafe {
-        libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), sig, std::ptr::null::<libc::siginfo_t>(), 0)
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
     };
     if r < 0 {
         return Err(io::Error::last_os_error());

@@ -7,14 +7,15 @@
 //! tokio mutex. Blocking work (cgroupfs, image unpacking, starting shims)
 //! runs in `spawn_blocking`.
 
+mod exits;
 pub mod health;
 mod process;
 
-use crate::api::{ApiError, ContainerInfo, ContainerSpec, Event, ExitStatus, HealthInfo, RestartPolicy};
+use crate::api::{ApiError, ContainerInfo, ContainerSpec, Event, ExitStatus, HealthInfo};
 use crate::cgroup::{self, ContainerCgroup, Layout};
 use crate::config::{Config, LogsConfig, Paths};
 use crate::image;
-use crate::runtime::{self, ExitRecord, Launch, Ready};
+use crate::runtime::{self, Launch, Ready};
 use crate::store::{ContainerRecord, State, Store};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -41,7 +42,12 @@ pub struct Entry {
 impl Entry {
     fn new(rec: ContainerRecord) -> Arc<Entry> {
         let health = HealthInfo {
-            status: if rec.spec.health.is_some() { "starting" } else { "none" }.into(),
+            status: if rec.spec.health.is_some() {
+                "starting"
+            } else {
+                "none"
+            }
+            .into(),
             failures: 0,
         };
         Arc::new(Entry {
@@ -123,7 +129,13 @@ impl Supervisor {
     }
 
     fn emit(&self, container: &str, action: &str, exit_code: Option<i32>, signal: Option<i32>) {
-        let _ = self.events.send(Event { ts: now(), container: container.into(), action: action.into(), exit_code, signal });
+        let _ = self.events.send(Event {
+            ts: now(),
+            container: container.into(),
+            action: action.into(),
+            exit_code,
+            signal,
+        });
     }
 
     fn cgroup_of(&self, rec: &ContainerRecord) -> ContainerCgroup {
@@ -168,7 +180,14 @@ impl Supervisor {
     }
 
     pub fn list(&self) -> Vec<ContainerInfo> {
-        let entries: Vec<Arc<Entry>> = self.registry.lock().unwrap().entries.values().cloned().collect();
+        let entries: Vec<Arc<Entry>> = self
+            .registry
+            .lock()
+            .unwrap()
+            .entries
+            .values()
+            .cloned()
+            .collect();
         entries.iter().map(|e| self.info(e)).collect()
     }
 
@@ -197,8 +216,18 @@ impl Supervisor {
 
     /// `(info, stats)` of every container, for /metrics.
     pub fn all_stats(&self) -> Vec<(ContainerInfo, cgroup::Stats)> {
-        let entries: Vec<Arc<Entry>> = self.registry.lock().unwrap().entries.values().cloned().collect();
-        entries.iter().map(|e| (self.info(e), self.cgroup_of(&e.rec()).stats())).collect()
+        let entries: Vec<Arc<Entry>> = self
+            .registry
+            .lock()
+            .unwrap()
+            .entries
+            .values()
+            .cloned()
+            .collect();
+        entries
+            .iter()
+            .map(|e| (self.info(e), self.cgroup_of(&e.rec()).stats()))
+            .collect()
     }
 
     /// Creates and starts a container. On any failure nothing is left behind.
@@ -207,7 +236,9 @@ impl Supervisor {
         {
             let mut reg = self.registry.lock().unwrap();
             if reg.entries.contains_key(&name) || !reg.creating.insert(name.clone()) {
-                return Err(ApiError::conflict(format!("a container named {name:?} already exists")));
+                return Err(ApiError::conflict(format!(
+                    "a container named {name:?} already exists"
+                )));
             }
         }
         let me = self.clone();
@@ -257,23 +288,35 @@ impl Supervisor {
         let cg = self.cgroup_of(&rec);
         let res = (|| {
             for sub in ["upper", "work", "rootfs"] {
-                std::fs::create_dir_all(dir.join(sub)).map_err(|e| ApiError::internal(format!("create {}: {e}", dir.join(sub).display())))?;
+                std::fs::create_dir_all(dir.join(sub)).map_err(|e| {
+                    ApiError::internal(format!("create {}: {e}", dir.join(sub).display()))
+                })?;
             }
             cg.create().map_err(|e| ApiError::internal(e.to_string()))?;
             let io_dev = match &rec.spec.limits.io {
                 Some(_) => Some(
                     cgroup::block_device_of(&self.paths.state, std::path::Path::new("/sys"))
-                        .map_err(|m| ApiError::unprocessable("limits.io", format!("io limits apply to the disk holding the state dir, but {m}")))?,
+                        .map_err(|m| {
+                            ApiError::unprocessable(
+                                "limits.io",
+                                format!(
+                                    "io limits apply to the disk holding the state dir, but {m}"
+                                ),
+                            )
+                        })?,
                 ),
                 None => None,
             };
             let writes = cgroup::plan(cg.mode, &rec.spec.limits, io_dev);
-            cg.apply(&writes).map_err(|e| ApiError::unprocessable("limits", e.to_string()))?;
+            cg.apply(&writes)
+                .map_err(|e| ApiError::unprocessable("limits", e.to_string()))?;
             rec.limits = cg.read_limits();
             // A crash before the record below leaves a directory without a
             // record and maybe a cgroup: both are swept at the next start.
             self.start_run(&mut rec)?;
-            self.store.save(&rec).map_err(|e| ApiError::internal(e.to_string()))
+            self.store
+                .save(&rec)
+                .map_err(|e| ApiError::internal(e.to_string()))
         })();
         if let Err(e) = res {
             self.teardown(&cg, &rec.spec.name);
@@ -326,7 +369,12 @@ impl Supervisor {
         let _ = std::fs::remove_file(&launch.exit_file);
         rec.oom_base = cg.oom_kills();
         match self.launcher.start(&launch) {
-            Ok(Ready::Ok { pid, pid_start, shim_pid, shim_start }) => {
+            Ok(Ready::Ok {
+                pid,
+                pid_start,
+                shim_pid,
+                shim_start,
+            }) => {
                 rec.state = State::Running;
                 rec.pid = Some(pid);
                 rec.pid_start = Some(pid_start);
@@ -352,164 +400,24 @@ impl Supervisor {
         }
     }
 
-    /// Watches the shim of a running container; on its exit records the status.
-    fn watch(self: &Arc<Self>, e: Arc<Entry>) {
-        let r = e.rec();
-        let (Some(shim), State::Running) = (r.shim_pid, r.state) else { return };
-        let me = self.clone();
-        let r2 = r.clone();
-        tokio::spawn(async move {
-            let r = r2;
-            match runtime::sys::pidfd_open(shim) {
-                Ok(fd) if crate::runtime::shim::start_time(shim) == r.shim_start => {
-                    match runtime::sys::async_pidfd(fd) {
-                        Ok(afd) => {
-                            let _ = afd.readable().await;
-                        }
-                        Err(err) => tracing::error!(container = %r.spec.name, error = %err, "cannot watch the shim"),
-                    }
-                }
-                _ => {}
-            }
-            me.on_exit(e).await;
-        });
-        if r.spec.health.is_some() {
-            self.health_loop(r.spec.name.clone());
-        }
-    }
-
-    async fn on_exit(self: &Arc<Self>, e: Arc<Entry>) {
-        let me = self.clone();
-        let e2 = e.clone();
-        let rec = tokio::task::spawn_blocking(move || me.record_exit(&e2)).await.expect("record_exit");
-        let name = rec.spec.name.clone();
-        if rec.oom_killed {
-            self.emit(&name, "oom", None, None);
-        }
-        self.emit(&name, "die", rec.exit_code, rec.signal);
-        e.exits.send_modify(|n| *n += 1);
-        let restart = !rec.stop_requested
-            && match rec.spec.restart.policy {
-                RestartPolicy::No => false,
-                RestartPolicy::Always => true,
-                RestartPolicy::OnFailure => {
-                    rec.exit_code != Some(0) && rec.spec.restart.max_retries.is_none_or(|m| rec.restart_count < m)
-                }
-            };
-        if restart {
-            let delay = Duration::from_millis(100u64 << rec.restart_count.min(7));
-            let me = self.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                let _guard = e.op.lock().await;
-                let still = { let r = e.rec.lock().unwrap(); r.state == State::Exited && !r.stop_requested };
-                if !still || me.entry(&name).is_err() {
-                    return;
-                }
-                let me2 = me.clone();
-                let e2 = e.clone();
-                let res = tokio::task::spawn_blocking(move || {
-                    let mut r = e2.rec();
-                    r.restart_count += 1;
-                    let res = me2.start_run(&mut r).and_then(|()| me2.store.save_runtime(&r).map_err(|e| ApiError::internal(e.to_string())));
-                    *e2.rec.lock().unwrap() = r;
-                    res
-                })
-                .await
-                .expect("start_run");
-                match res {
-                    Ok(()) => {
-                        me.emit(&name, "restart", None, None);
-                        me.watch(e.clone());
-                    }
-                    Err(err) => tracing::error!(container = %name, error = %err, "restart failed"),
-                }
-            });
-        }
-    }
-
-    /// Reads the shim's exit file and the OOM counter into the record.
-    fn record_exit(&self, e: &Entry) -> ContainerRecord {
-        let mut r = e.rec.lock().unwrap();
-        let dir = self.store.dir(&r.spec.name);
-        let cg = self.cgroup_of(&r);
-        match std::fs::read(dir.join("exit.json")).ok().and_then(|b| serde_json::from_slice::<ExitRecord>(&b).ok()) {
-            Some(x) => {
-                r.exit_code = x.exit_code;
-                r.signal = x.signal;
-                r.finished_at = Some(x.finished_at);
-            }
-            None => {
-                tracing::error!(container = %r.spec.name, "the container's shim ended without an exit status; killing what is left of the container");
-                let _ = cg.kill_all(Duration::from_secs(5));
-                r.exit_code = None;
-                r.signal = None;
-                r.finished_at = Some(now());
-            }
-        }
-        r.oom_killed = cg.oom_kills() > r.oom_base;
-        r.state = State::Exited;
-        r.pid = None;
-        r.pid_start = None;
-        r.shim_pid = None;
-        r.shim_start = None;
-        if let Err(err) = self.store.save_runtime(&r) {
-            tracing::error!(container = %r.spec.name, error = %err, "cannot persist the exit");
-        }
-        r.clone()
-    }
-
-    /// Re-adopts every container in the state dir and cleans what a crash left.
-    pub async fn adopt(self: &Arc<Self>) -> usize {
-        let me = self.clone();
-        let (recs, orphans) = tokio::task::spawn_blocking(move || me.store.load_all()).await.expect("load");
-        for name in &orphans {
-            let cg = self.layout.container(&self.parent, name);
-            self.teardown(&cg, name);
-            tracing::warn!(container = %name, "removed the remains of a container without a usable record");
-        }
-        let known: BTreeSet<String> = recs.iter().map(|r| r.spec.name.clone()).collect();
-        for child in self.layout.children(&self.parent) {
-            if !known.contains(&child) {
-                let cg = self.layout.container(&self.parent, &child);
-                if let Err(e) = cg.remove() {
-                    tracing::error!(cgroup = %child, error = %e, "cannot remove a stray cgroup");
-                } else {
-                    tracing::warn!(cgroup = %child, "removed a cgroup left by an interrupted create");
-                }
-            }
-        }
-        let n = recs.len();
-        for rec in recs {
-            let name = rec.spec.name.clone();
-            let running = rec.state == State::Running;
-            let alive = running
-                && rec.shim_pid.is_some_and(|p| crate::runtime::shim::start_time(p) == rec.shim_start && rec.shim_start.is_some());
-            let e = Entry::new(rec);
-            self.registry.lock().unwrap().entries.insert(name.clone(), e.clone());
-            if alive {
-                self.watch(e);
-            } else if running {
-                // Exited while the agent was down: the shim left the status.
-                let me = self.clone();
-                tokio::spawn(async move { me.on_exit(e).await });
-            }
-        }
-        n
-    }
-
     /// Starts a created or exited container again.
     pub async fn start(self: &Arc<Self>, name: &str) -> Result<ContainerInfo, ApiError> {
         let e = self.entry(name)?;
         let _g = e.op.lock().await;
         if e.state() == State::Running {
-            return Err(ApiError::conflict(format!("container {name:?} is already running")));
+            return Err(ApiError::conflict(format!(
+                "container {name:?} is already running"
+            )));
         }
         let me = self.clone();
         let e2 = e.clone();
         tokio::task::spawn_blocking(move || {
             let mut r = e2.rec();
-            let res = me.start_run(&mut r).and_then(|()| me.store.save_runtime(&r).map_err(|e| ApiError::internal(e.to_string())));
+            let res = me.start_run(&mut r).and_then(|()| {
+                me.store
+                    .save_runtime(&r)
+                    .map_err(|e| ApiError::internal(e.to_string()))
+            });
             *e2.rec.lock().unwrap() = r;
             res
         })
@@ -523,7 +431,10 @@ impl Supervisor {
     fn signal(&self, e: &Entry, sig: i32) -> Result<(), ApiError> {
         let r = e.rec();
         let (Some(pid), State::Running) = (r.pid, r.state) else {
-            return Err(ApiError::conflict(format!("container {:?} is not running", r.spec.name)));
+            return Err(ApiError::conflict(format!(
+                "container {:?} is not running",
+                r.spec.name
+            )));
         };
         let fd = match runtime::sys::pidfd_open(pid) {
             Ok(fd) => fd,
@@ -532,7 +443,8 @@ impl Supervisor {
         if crate::runtime::shim::start_time(pid) != r.pid_start {
             return Ok(());
         }
-        runtime::sys::pidfd_send_signal(&fd, sig).map_err(|err| ApiError::internal(format!("signal: {err}")))
+        runtime::sys::pidfd_send_signal(&fd, sig)
+            .map_err(|err| ApiError::internal(format!("signal: {err}")))
     }
 
     async fn wait_exit(&self, e: &Entry, timeout: Duration) -> bool {
@@ -542,7 +454,10 @@ impl Supervisor {
             if e.state() != State::Running {
                 return true;
             }
-            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
                 return e.state() != State::Running;
             }
         }
@@ -555,7 +470,11 @@ impl Supervisor {
     }
 
     /// SIGTERM, then SIGKILL after `timeout`.
-    pub async fn stop(self: &Arc<Self>, name: &str, timeout: Duration) -> Result<ContainerInfo, ApiError> {
+    pub async fn stop(
+        self: &Arc<Self>,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<ContainerInfo, ApiError> {
         let e = self.entry(name)?;
         let _g = e.op.lock().await;
         if e.state() == State::Running {
@@ -565,7 +484,9 @@ impl Supervisor {
             if !self.wait_exit(&e, timeout).await {
                 self.signal(&e, libc::SIGKILL)?;
                 if !self.wait_exit(&e, Duration::from_secs(10)).await {
-                    return Err(ApiError::internal(format!("container {name:?} did not exit after SIGKILL")));
+                    return Err(ApiError::internal(format!(
+                        "container {name:?} did not exit after SIGKILL"
+                    )));
                 }
             }
         }
@@ -580,7 +501,11 @@ impl Supervisor {
         Ok(self.info(&e))
     }
 
-    pub async fn restart(self: &Arc<Self>, name: &str, timeout: Duration) -> Result<ContainerInfo, ApiError> {
+    pub async fn restart(
+        self: &Arc<Self>,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<ContainerInfo, ApiError> {
         self.stop(name, timeout).await?;
         self.start(name).await
     }
@@ -591,19 +516,25 @@ impl Supervisor {
         let _g = e.op.lock().await;
         if e.state() == State::Running {
             if !force {
-                return Err(ApiError::conflict(format!("container {name:?} is running; stop it or use force=true")));
+                return Err(ApiError::conflict(format!(
+                    "container {name:?} is running; stop it or use force=true"
+                )));
             }
             self.mark_stop_requested(&e);
             self.signal(&e, libc::SIGKILL)?;
             if !self.wait_exit(&e, Duration::from_secs(10)).await {
-                return Err(ApiError::internal(format!("container {name:?} did not exit after SIGKILL")));
+                return Err(ApiError::internal(format!(
+                    "container {name:?} did not exit after SIGKILL"
+                )));
             }
         }
         let rec = e.rec();
         let cg = self.cgroup_of(&rec);
         let me = self.clone();
         let n = name.to_string();
-        tokio::task::spawn_blocking(move || me.teardown(&cg, &n)).await.expect("teardown");
+        tokio::task::spawn_blocking(move || me.teardown(&cg, &n))
+            .await
+            .expect("teardown");
         self.registry.lock().unwrap().entries.remove(name);
         self.emit(name, "destroy", None, None);
         Ok(())
@@ -614,11 +545,23 @@ impl Supervisor {
         let e = self.entry(name)?;
         while !self.wait_exit(&e, Duration::from_secs(3600)).await {}
         let r = e.rec();
-        Ok(ExitStatus { name: r.spec.name, exit_code: r.exit_code, signal: r.signal, oom_killed: r.oom_killed, finished_at: r.finished_at })
+        Ok(ExitStatus {
+            name: r.spec.name,
+            exit_code: r.exit_code,
+            signal: r.signal,
+            oom_killed: r.oom_killed,
+            finished_at: r.finished_at,
+        })
     }
 
     /// Streams log records (JSON lines) into `tx` from a blocking thread.
-    pub fn logs(self: &Arc<Self>, name: &str, tail: Option<usize>, follow: bool, tx: tokio::sync::mpsc::Sender<String>) -> Result<(), ApiError> {
+    pub fn logs(
+        self: &Arc<Self>,
+        name: &str,
+        tail: Option<usize>,
+        follow: bool,
+        tx: tokio::sync::mpsc::Sender<String>,
+    ) -> Result<(), ApiError> {
         let e = self.entry(name)?;
         let dir = self.log_dir(name);
         tokio::task::spawn_blocking(move || {
@@ -629,36 +572,5 @@ impl Supervisor {
             }
         });
         Ok(())
-    }
-
-    fn health_loop(self: &Arc<Self>, name: String) {
-        let me = self.clone();
-        tokio::spawn(async move {
-            let Ok(e) = me.entry(&name) else { return };
-            let r = e.rec();
-            let (Some(h), Some(pid)) = (r.spec.health.clone(), r.pid) else { return };
-            *e.health.lock().unwrap() = HealthInfo { status: "starting".into(), failures: 0 };
-            loop {
-                tokio::time::sleep(Duration::from_secs(h.interval_s)).await;
-                if e.rec().pid != Some(pid) {
-                    return;
-                }
-                let (port, path, t) = (h.port, h.http_path.clone(), Duration::from_secs(h.timeout_s));
-                let res = tokio::task::spawn_blocking(move || health::probe(pid, port, &path, t)).await.unwrap_or(Err("probe failed".into()));
-                let mut hs = e.health.lock().unwrap();
-                match res {
-                    Ok(()) => *hs = HealthInfo { status: "healthy".into(), failures: 0 },
-                    Err(why) => {
-                        hs.failures += 1;
-                        if hs.failures >= h.retries && hs.status != "unhealthy" {
-                            hs.status = "unhealthy".into();
-                            tracing::warn!(container = %name, reason = %why, "container is unhealthy");
-                            drop(hs);
-                            me.emit(&name, "health_status: unhealthy", None, None);
-                        }
-                    }
-                }
-            }
-        });
     }
 }

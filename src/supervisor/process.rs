@@ -13,12 +13,18 @@ pub fn merge(spec: &ContainerSpec, img: &ImageDefaults) -> Result<ProcessConfig,
         None => img.entrypoint.iter().chain(&img.cmd).cloned().collect(),
     };
     if argv.is_empty() {
-        return Err(ApiError::bad("command", "the image has no Entrypoint or Cmd: give a command"));
+        return Err(ApiError::bad(
+            "command",
+            "the image has no Entrypoint or Cmd: give a command",
+        ));
     }
     let mut env: Vec<(String, String)> = img
         .env
         .iter()
-        .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
         .collect();
     for (k, v) in &spec.env {
         match env.iter_mut().find(|(ek, _)| ek == k) {
@@ -35,7 +41,11 @@ pub fn merge(spec: &ContainerSpec, img: &ImageDefaults) -> Result<ProcessConfig,
     Ok(ProcessConfig {
         argv,
         env: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
-        cwd: spec.workdir.clone().or_else(|| img.workdir.clone()).unwrap_or_else(|| "/".into()),
+        cwd: spec
+            .workdir
+            .clone()
+            .or_else(|| img.workdir.clone())
+            .unwrap_or_else(|| "/".into()),
         user: spec.user.clone().or_else(|| img.user.clone()),
     })
 }
@@ -46,10 +56,17 @@ pub fn parse_signal(s: &str) -> Result<i32, ApiError> {
         if (1..=64).contains(&n) {
             return Ok(n);
         }
-        return Err(ApiError::bad("signal", format!("{n} is not a signal number (1 to 64)")));
+        return Err(ApiError::bad(
+            "signal",
+            format!("{n} is not a signal number (1 to 64)"),
+        ));
     }
     let up = s.to_ascii_uppercase();
-    let name = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
+    let name = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
     name.parse::<nix::sys::signal::Signal>()
         .map(|sig| sig as i32)
         .map_err(|_| ApiError::bad("signal", format!("{s:?} is not a signal name")))
@@ -61,7 +78,8 @@ mod tests {
 
     #[test]
     fn spec_overrides_image() {
-        let spec = crate::api::parse_spec(br#"{"name":"a","image":"x","env":{"A":"2","B":"3"}}"#).unwrap();
+        let spec =
+            crate::api::parse_spec(br#"{"name":"a","image":"x","env":{"A":"2","B":"3"}}"#).unwrap();
         let img = ImageDefaults {
             entrypoint: vec!["/bin/app".into()],
             cmd: vec!["--serve".into()],
@@ -76,9 +94,18 @@ mod tests {
         assert_eq!(p.user.as_deref(), Some("1000"));
         let spec = crate::api::parse_spec(br#"{"name":"a","image":"x","command":["sh"]}"#).unwrap();
         assert_eq!(merge(&spec, &img).unwrap().argv, vec!["sh"]);
-        assert_eq!(merge(&spec, &ImageDefaults::default()).unwrap().env[0], format!("PATH={DEFAULT_PATH}"));
+        assert_eq!(
+            merge(&spec, &ImageDefaults::default()).unwrap().env[0],
+            format!("PATH={DEFAULT_PATH}")
+        );
         let spec = crate::api::parse_spec(br#"{"name":"a","image":"x"}"#).unwrap();
-        assert_eq!(merge(&spec, &ImageDefaults::default()).unwrap_err().field.as_deref(), Some("command"));
+        assert_eq!(
+            merge(&spec, &ImageDefaults::default())
+                .unwrap_err()
+                .field
+                .as_deref(),
+            Some("command")
+        );
     }
 
     #[test]

@@ -37,9 +37,18 @@ pub struct LogWriter {
 impl LogWriter {
     pub fn open(dir: &Path, max_size: u64, max_files: u32) -> io::Result<LogWriter> {
         fs::create_dir_all(dir)?;
-        let file = OpenOptions::new().create(true).append(true).open(dir.join(FILE))?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(FILE))?;
         let size = file.metadata()?.len();
-        Ok(LogWriter { dir: dir.to_path_buf(), max_size, max_files: max_files.max(1), file, size })
+        Ok(LogWriter {
+            dir: dir.to_path_buf(),
+            max_size,
+            max_files: max_files.max(1),
+            file,
+            size,
+        })
     }
 
     pub fn write(&mut self, stream: &str, line: &[u8], partial: bool) -> io::Result<()> {
@@ -129,7 +138,7 @@ fn files_oldest_first(dir: &Path) -> Vec<PathBuf> {
             Some((i, e.path()))
         })
         .collect();
-    rotated.sort_by(|a, b| b.0.cmp(&a.0));
+    rotated.sort_by_key(|r| std::cmp::Reverse(r.0));
     rotated.into_iter().map(|(_, p)| p).collect()
 }
 
@@ -143,7 +152,8 @@ fn numbered(dir: &Path, i: u32) -> PathBuf {
 
 /// Index of the file holding inode `ino` (0 is the current file).
 fn index_of(dir: &Path, ino: u64) -> Option<u32> {
-    (0..1024).take_while(|i| *i == 0 || numbered(dir, *i).exists() || numbered(dir, i + 1).exists())
+    (0..1024)
+        .take_while(|i| *i == 0 || numbered(dir, *i).exists() || numbered(dir, i + 1).exists())
         .find(|i| fs::metadata(numbered(dir, *i)).is_ok_and(|m| m.ino() == ino))
 }
 
@@ -153,7 +163,10 @@ fn next_file(dir: &Path, ino: u64) -> Option<File> {
     for _ in 0..100 {
         let Some(k) = index_of(dir, ino) else {
             // Dropped by the size cap: continue from the oldest file left.
-            return files_oldest_first(dir).first().and_then(|p| File::open(p).ok()).or_else(|| File::open(dir.join(FILE)).ok());
+            return files_oldest_first(dir)
+                .first()
+                .and_then(|p| File::open(p).ok())
+                .or_else(|| File::open(dir.join(FILE)).ok());
         };
         if k == 0 {
             return File::open(dir.join(FILE)).ok();
@@ -193,8 +206,15 @@ pub fn read(
     if let Some(f) = current.as_mut() {
         f.read_to_end(&mut pending)?;
     }
-    let cut = pending.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    lines.extend(String::from_utf8_lossy(&pending[..cut]).lines().map(String::from));
+    let cut = pending
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    lines.extend(
+        String::from_utf8_lossy(&pending[..cut])
+            .lines()
+            .map(String::from),
+    );
     pending.drain(..cut);
     let skip = tail.map_or(0, |t| lines.len().saturating_sub(t));
     for l in lines.into_iter().skip(skip) {
@@ -263,7 +283,16 @@ mod tests {
         s.feed(&long, &mut |l, p| got.push((l.len(), p)));
         s.feed(b"\nend", &mut |l, p| got.push((l.len(), p)));
         s.finish(&mut |l, p| got.push((l.len(), p)));
-        assert_eq!(got, vec![(5, false), (MAX_LINE, true), (MAX_LINE, true), (10, false), (3, true)]);
+        assert_eq!(
+            got,
+            vec![
+                (5, false),
+                (MAX_LINE, true),
+                (MAX_LINE, true),
+                (10, false),
+                (3, true)
+            ]
+        );
     }
 
     #[test]
@@ -282,18 +311,31 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let mut w = LogWriter::open(tmp.path(), 4096, 3).unwrap();
         for i in 0..300 {
-            w.write("stdout", format!("line {i}").as_bytes(), false).unwrap();
+            w.write("stdout", format!("line {i}").as_bytes(), false)
+                .unwrap();
         }
-        let names: Vec<_> = fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 3, "{names:?}");
         let mut seen = Vec::new();
         read(tmp.path(), None, false, &|| false, &mut |l| {
             let r: Record = serde_json::from_str(&l).unwrap();
-            seen.push(r.line.strip_prefix("line ").unwrap().parse::<u32>().unwrap());
+            seen.push(
+                r.line
+                    .strip_prefix("line ")
+                    .unwrap()
+                    .parse::<u32>()
+                    .unwrap(),
+            );
             true
         })
         .unwrap();
-        assert!(seen.windows(2).all(|w| w[1] == w[0] + 1), "in order, no gaps");
+        assert!(
+            seen.windows(2).all(|w| w[1] == w[0] + 1),
+            "in order, no gaps"
+        );
         assert_eq!(*seen.last().unwrap(), 299);
         let mut tail = Vec::new();
         read(tmp.path(), Some(2), false, &|| false, &mut |l| {
@@ -327,7 +369,8 @@ mod tests {
         });
         rx.recv().unwrap();
         for i in 1..60 {
-            w.write("stdout", format!("line {i}").as_bytes(), false).unwrap();
+            w.write("stdout", format!("line {i}").as_bytes(), false)
+                .unwrap();
             // one record at a time, so the reader meets every rotation
             rx.recv().unwrap();
         }

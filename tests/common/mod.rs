@@ -33,7 +33,9 @@ pub fn images() -> (String, String) {
     let dir = repo().join("build/images");
     ONCE.call_once(|| {
         if !dir.join("demo/index.json").exists() || !dir.join("busybox/bin/busybox").exists() {
-            let st = Command::new(repo().join("scripts/build-images")).status().expect("run scripts/build-images");
+            let st = Command::new(repo().join("scripts/build-images"))
+                .status()
+                .expect("run scripts/build-images");
             assert!(st.success(), "scripts/build-images failed");
         }
     });
@@ -61,12 +63,29 @@ pub struct Agent {
 impl Agent {
     /// Starts an agent with `extra` appended to its config file.
     pub async fn start(extra: &str) -> Agent {
-        let root = tempfile::Builder::new().prefix("hydra-test-").tempdir().expect("tempdir");
-        let parent = format!("hydra-test-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
+        let root = tempfile::Builder::new()
+            .prefix("hydra-test-")
+            .tempdir()
+            .expect("tempdir");
+        let parent = format!(
+            "hydra-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
         let config = root.path().join("agent.toml");
-        std::fs::write(&config, format!("[cgroup]\nparent = \"{parent}\"\n{extra}\n")).unwrap();
+        std::fs::write(
+            &config,
+            format!("[cgroup]\nparent = \"{parent}\"\n{extra}\n"),
+        )
+        .unwrap();
         let socket = root.path().join("run/hydra-agent/agent.sock");
-        let mut a = Agent { client: Client::new(&socket), root, parent, config, child: None };
+        let mut a = Agent {
+            client: Client::new(&socket),
+            root,
+            parent,
+            config,
+            child: None,
+        };
         a.spawn().await;
         a
     }
@@ -80,7 +99,11 @@ impl Agent {
 
     /// (Re)starts the agent process and waits until it answers.
     pub async fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.root.path().join("agent.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.path().join("agent.log"))
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_hydra-agent"))
             .arg("--root")
             .arg(self.root.path())
@@ -100,7 +123,11 @@ impl Agent {
             if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!("agent exited during start ({st}); log:\n{}", self.log());
             }
-            assert!(Instant::now() < deadline, "agent did not come up; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "agent did not come up; log:\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -124,23 +151,40 @@ impl Agent {
     /// SIGTERM and wait: a clean stop.
     pub fn term(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("running agent");
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::SIGTERM).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::SIGTERM,
+        )
+        .unwrap();
         c.wait().unwrap()
     }
 
     pub async fn run(&self, spec: serde_json::Value) -> Result<ContainerInfo, ClientError> {
-        self.client.call("POST", "/v1/containers", Some(serde_json::to_vec(&spec).unwrap())).await
+        self.client
+            .call(
+                "POST",
+                "/v1/containers",
+                Some(serde_json::to_vec(&spec).unwrap()),
+            )
+            .await
     }
 
     pub async fn inspect(&self, name: &str) -> ContainerInfo {
-        self.client.call("GET", &format!("/v1/containers/{name}"), None).await.expect("inspect")
+        self.client
+            .call("GET", &format!("/v1/containers/{name}"), None)
+            .await
+            .expect("inspect")
     }
 
     pub async fn wait(&self, name: &str) -> ExitStatus {
-        tokio::time::timeout(Duration::from_secs(60), self.client.call("GET", &format!("/v1/containers/{name}/wait"), None))
-            .await
-            .expect("wait timed out")
-            .expect("wait")
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            self.client
+                .call("GET", &format!("/v1/containers/{name}/wait"), None),
+        )
+        .await
+        .expect("wait timed out")
+        .expect("wait")
     }
 
     pub async fn logs(&self, name: &str) -> Vec<hydra_agent::telemetry::logs::Record> {
@@ -156,7 +200,10 @@ impl Agent {
     }
 
     pub async fn stats(&self, name: &str) -> hydra_agent::cgroup::Stats {
-        self.client.call("GET", &format!("/v1/containers/{name}/stats"), None).await.expect("stats")
+        self.client
+            .call("GET", &format!("/v1/containers/{name}/stats"), None)
+            .await
+            .expect("stats")
     }
 
     pub fn layout() -> hydra_agent::cgroup::Layout {
@@ -171,7 +218,12 @@ impl Agent {
         files.sort();
         Snapshot {
             cgroups: layout.children(&self.parent),
-            mounts: std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().filter(|l| l.contains("hydra")).map(String::from).collect(),
+            mounts: std::fs::read_to_string("/proc/self/mountinfo")
+                .unwrap()
+                .lines()
+                .filter(|l| l.contains("hydra"))
+                .map(String::from)
+                .collect(),
             processes: processes_mentioning(self.root.path()),
             files,
         }
@@ -209,9 +261,13 @@ pub fn processes_mentioning(path: &Path) -> Vec<i32> {
     let needle = path.display().to_string();
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
         if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
-            if String::from_utf8_lossy(&cmd).contains(&needle) && !String::from_utf8_lossy(&cmd).contains("--root") {
+            if String::from_utf8_lossy(&cmd).contains(&needle)
+                && !String::from_utf8_lossy(&cmd).contains("--root")
+            {
                 out.push(pid);
             }
         }
@@ -236,7 +292,8 @@ impl Drop for Agent {
             std::thread::sleep(Duration::from_millis(20));
         }
         for pid in processes_mentioning(self.root.path()) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
             errors.push(format!("leaked shim {pid}"));
         }
         layout.remove_parent(&self.parent);
