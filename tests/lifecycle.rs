@@ -420,3 +420,110 @@ async fn logs_rotate_and_follow_across_rotation() {
     );
     assert!(tail[0].contains("line-1999"), "{}", tail[0]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn io_limits_apply_to_the_state_disk() {
+    require_root!();
+    let a = Agent::start("").await;
+    let info = a
+        .run(
+            json!({"name": "io", "image": busybox(), "command": ["sleep", "60"],
+                    "limits": {"io": {"read_bps": "10Mi", "write_bps": "5Mi"}}}),
+        )
+        .await
+        .unwrap();
+    let (maj, min) =
+        hydra_agent::cgroup::block_device_of(&a.state(), std::path::Path::new("/sys")).unwrap();
+    assert_eq!(info.limits.io.len(), 1, "{:?}", info.limits);
+    assert_eq!(info.limits.io[0].device, format!("{maj}:{min}"));
+    assert_eq!(info.limits.io[0].read_bps, Some(10 << 20));
+    assert_eq!(info.limits.io[0].write_bps, Some(5 << 20));
+    let l = Agent::layout();
+    let file = match l.mode {
+        hydra_agent::cgroup::Mode::V2 => read_cg(&l, &a.parent, "io", "io", "io.max"),
+        hydra_agent::cgroup::Mode::Hybrid => read_cg(
+            &l,
+            &a.parent,
+            "io",
+            "blkio",
+            "blkio.throttle.read_bps_device",
+        ),
+    };
+    assert!(
+        file.contains(&format!("{maj}:{min}")) && file.contains(&(10u64 << 20).to_string()),
+        "{file}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn socket_mode_sighup_reload_and_socket_flag() {
+    require_root!();
+    use std::os::unix::fs::PermissionsExt;
+    let mut a = Agent::start("").await;
+    let mode = std::fs::metadata(a.socket()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    // SIGHUP: a new log level and log settings are applied and reported
+    std::fs::write(
+        &a.config,
+        format!(
+            "[cgroup]\nparent = \"{}\"\n[agent]\nlog_level = \"debug\"\n[logs]\nmax_files = 5\n",
+            a.parent
+        ),
+    )
+    .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(a.agent_pid()),
+        nix::sys::signal::SIGHUP,
+    )
+    .unwrap();
+    eventually(10, "reload logged", async || {
+        a.log().contains("configuration reloaded")
+    })
+    .await;
+    let log = a.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("configuration reloaded"))
+        .unwrap();
+    assert!(
+        line.contains("log_level") && line.contains("logs"),
+        "{line}"
+    );
+    // the new level is in force: requests are now logged at debug
+    a.client.raw("GET", "/v1/host", None).await.unwrap();
+    eventually(10, "debug lines", async || a.log().contains("DEBUG")).await;
+    // an invalid config on SIGHUP keeps the old one and says so
+    std::fs::write(&a.config, "[bogus]\n").unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(a.agent_pid()),
+        nix::sys::signal::SIGHUP,
+    )
+    .unwrap();
+    eventually(10, "invalid config logged", async || {
+        a.log().contains("keeping the old one")
+    })
+    .await;
+    let (st, _) = a.client.raw("GET", "/healthz", None).await.unwrap();
+    assert_eq!(st, 200);
+    a.term();
+    // --socket puts the API elsewhere
+    std::fs::write(&a.config, format!("[cgroup]\nparent = \"{}\"\n", a.parent)).unwrap();
+    let alt = a.root.path().join("alt.sock");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hydra-agent"))
+        .arg("--root")
+        .arg(a.root.path())
+        .arg("--config")
+        .arg(&a.config)
+        .arg("--socket")
+        .arg(&alt)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let c = hydra_agent::api::client::Client::new(&alt);
+    eventually(10, "agent on --socket", async || {
+        c.raw("GET", "/healthz", None).await.is_ok()
+    })
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -290,13 +290,29 @@ fn extract(blob: &Path, dest: &Path) -> Result<String, String> {
                 }
                 continue;
             }
-            entry
-                .unpack_in(dest)
-                .map_err(|e| format!("layer {} entry {}: {e}", blob.display(), path.display()))?;
+            entry.unpack_in(dest).map_err(|e| {
+                format!(
+                    "layer {} entry {}: {}",
+                    blob.display(),
+                    path.display(),
+                    chain(&e)
+                )
+            })?;
         }
     }
     // Trailing padding after the end-of-archive blocks counts for diff_id too.
     io::copy(&mut hr, &mut io::sink())
         .map_err(|e| format!("layer {} is truncated or corrupt: {e}", blob.display()))?;
     Ok(hex::encode(hr.hash.finalize()))
+}
+
+/// An error with its sources, `a: b: c`.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(&format!(": {c}"));
+        cur = c.source();
+    }
+    s
 }
