@@ -156,6 +156,7 @@ impl Store {
             }
         }
         recs.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+        orphans.sort();
         (recs, orphans)
     }
 
@@ -254,14 +255,7 @@ mod tests {
         let (recs, orphans) = st.load_all();
         assert_eq!(recs.len(), 1);
         assert_eq!(recs[0], rec("good"));
-        assert_eq!(
-            orphans,
-            vec!["bad".to_string(), "halfmade".to_string()]
-                .into_iter()
-                .filter(|o| orphans.contains(o))
-                .collect::<Vec<_>>()
-        );
-        assert!(orphans.contains(&"bad".to_string()) && orphans.contains(&"halfmade".to_string()));
+        assert_eq!(orphans, vec!["bad".to_string(), "halfmade".to_string()]);
         assert_eq!(fs::read_dir(paths.quarantine()).unwrap().count(), 1);
         assert!(!bad.exists());
     }

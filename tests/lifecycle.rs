@@ -34,6 +34,12 @@ async fn lifecycle_limits_and_heartbeat() {
     let pid = info.pid.expect("pid");
     // limits as the kernel holds them
     let l = Agent::layout();
+    let host: hydra_agent::api::HostInfo = a.client.call("GET", "/v1/host", None).await.unwrap();
+    assert_eq!(
+        host.cgroup_mode,
+        l.mode.as_str(),
+        "v2 in the VM, hybrid on the development hosts"
+    );
     assert_eq!(info.limits.memory, Some(64 << 20));
     assert_eq!(info.limits.pids, Some(64));
     assert_eq!(info.limits.cpus, Some(0.5));

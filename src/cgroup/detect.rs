@@ -125,6 +125,17 @@ impl Layout {
                         .map_err(io_err("join", &leaf))?;
                 }
                 let wanted = controllers_to_enable(own);
+                let missing: Vec<&str> = ["memory", "cpu", "pids"]
+                    .into_iter()
+                    .filter(|c| !wanted.iter().any(|w| w == c))
+                    .collect();
+                if !missing.is_empty() {
+                    return Err(CgroupError::Setup(format!(
+                        "the {} controller(s) are not available in {} (not delegated by the parent cgroup); limits could not be enforced",
+                        missing.join(", "),
+                        own.display()
+                    )));
+                }
                 let mut dir = own.clone();
                 for comp in parent.split('/') {
                     enable(&dir, &wanted)?;
