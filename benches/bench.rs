@@ -56,56 +56,47 @@ async fn start(sock: &str, bundle: &str, image: &str, n: usize) {
             full.push(ms(t0.elapsed()));
         }
     }
-    let (mut rfull, mut rcreate) = (Vec::new(), Vec::new());
-    for i in 0..n + 5 {
-        let id = format!("hydra-bench-runc-{i}");
-        let t0 = Instant::now();
-        let st = Command::new("runc")
-            .args(["run", "--bundle", bundle, &id])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(st.success(), "runc run");
-        let full_t = t0.elapsed();
-        // create+start alone: detached run returns once the process has started
-        let t0 = Instant::now();
-        let st = Command::new("runc")
-            .args(["run", "--detach", "--bundle", bundle, &id])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(st.success(), "runc run --detach");
-        let create_t = t0.elapsed();
-        let _ = Command::new("runc")
-            .args(["delete", "--force", &id])
-            .status();
-        if i >= 5 {
-            rfull.push(ms(full_t));
-            rcreate.push(ms(create_t));
+    let runtimes: Vec<String> = std::env::var("BENCH_RUNTIMES")
+        .unwrap_or_else(|_| "runc".into())
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let mut results = vec![("hydra-agent".to_string(), full, create)];
+    for rt in &runtimes {
+        let (mut rfull, mut rcreate) = (Vec::new(), Vec::new());
+        for i in 0..n + 5 {
+            let id = format!("hydra-bench-{rt}-{i}");
+            let t0 = Instant::now();
+            let st = Command::new(rt).args(["run", "--bundle", bundle, &id]).stdin(Stdio::null()).stdout(Stdio::null()).status().unwrap();
+            assert!(st.success(), "{rt} run");
+            let full_t = t0.elapsed();
+            // create+start alone: a detached run returns once the process has started
+            let t0 = Instant::now();
+            let st = Command::new(rt)
+                .args(["run", "--detach", "--bundle", bundle, &id])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(st.success(), "{rt} run --detach");
+            let create_t = t0.elapsed();
+            let _ = Command::new(rt).args(["delete", "--force", &id]).status();
+            if i >= 5 {
+                rfull.push(ms(full_t));
+                rcreate.push(ms(create_t));
+            }
         }
+        results.push((rt.clone(), rfull, rcreate));
     }
-    let row = |name: &str, v: &mut Vec<f64>, r: &mut Vec<f64>| {
-        let (p50, p99, rp50, rp99) = (pct(v, 0.5), pct(v, 0.99), pct(r, 0.5), pct(r, 0.99));
-        println!(
-            "| {name} | {p50:.1} | {p99:.1} | {rp50:.1} | {rp99:.1} | {:.2} |",
-            p50 / rp50
-        );
-    };
-    println!("| {n} cycles, busybox /bin/true | hydra p50 ms | hydra p99 ms | runc p50 ms | runc p99 ms | hydra/runc p50 |");
-    println!("|---|---|---|---|---|---|");
-    row(
-        "full cycle (create, start, run to exit, remove)",
-        &mut full,
-        &mut rfull,
-    );
-    row(
-        "create+start (until the process has exec'd)",
-        &mut create,
-        &mut rcreate,
-    );
+    let base_full = pct(&mut results[0].1.clone(), 0.5);
+    let base_create = pct(&mut results[0].2.clone(), 0.5);
+    println!("| {n} cycles, busybox /bin/true | full cycle p50 ms | p99 ms | create+start p50 ms | p99 ms | hydra/this (full p50) | hydra/this (create+start p50) |");
+    println!("|---|---|---|---|---|---|---|");
+    for (name, f, c) in results.iter_mut() {
+        let (fp50, fp99, cp50, cp99) = (pct(f, 0.5), pct(f, 0.99), pct(c, 0.5), pct(c, 0.99));
+        println!("| {name} | {fp50:.1} | {fp99:.1} | {cp50:.1} | {cp99:.1} | {:.2} | {:.2} |", base_full / fp50, base_create / cp50);
+    }
 }
 
 async fn memory(sock: &str, agent_pid: i32, image: &str, n: usize) {
