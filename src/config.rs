@@ -73,19 +73,35 @@ impl Default for CgroupConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct NetworkConfig {
+    /// false: containers get a loopback-only network namespace and no ports.
+    pub enabled: bool,
     pub bridge: String,
     pub subnet: String,
     pub port_range: String,
+    /// CIDRs allowed to reach container ports (until changed through the API).
     pub allowlist: Vec<String>,
+    /// Host ports containers may connect to (e.g. the platform's reverse proxy).
+    pub host_ports: Vec<u16>,
+    /// Private destinations containers may reach (all other private ranges are blocked).
+    pub egress_allow: Vec<String>,
+    /// Resolvers written to containers' /etc/resolv.conf (default: the host's, minus loopback ones).
+    pub dns: Vec<String>,
+    /// How often the firewall is checked for rules removed by someone else.
+    pub drift_interval_s: u64,
 }
 
 impl Default for NetworkConfig {
     fn default() -> Self {
         NetworkConfig {
+            enabled: true,
             bridge: "docker0".into(),
             subnet: "172.17.0.0/16".into(),
             port_range: "20000-29999".into(),
             allowlist: vec!["10.0.0.0/8".into()],
+            host_ports: Vec::new(),
+            egress_allow: Vec::new(),
+            dns: Vec::new(),
+            drift_interval_s: 5,
         }
     }
 }
@@ -206,6 +222,15 @@ impl Config {
         }
         if let Some(bad) = self.network.allowlist.iter().find(|c| !is_cidr(c)) {
             return inv("network.allowlist", format!("{bad:?} is not an IPv4 CIDR"));
+        }
+        if let Some(bad) = self.network.egress_allow.iter().find(|c| !is_cidr(c)) {
+            return inv("network.egress_allow", format!("{bad:?} is not an IPv4 CIDR"));
+        }
+        if let Some(bad) = self.network.dns.iter().find(|d| d.parse::<std::net::IpAddr>().is_err()) {
+            return inv("network.dns", format!("{bad:?} is not an IP address"));
+        }
+        if self.network.drift_interval_s == 0 {
+            return inv("network.drift_interval_s", "must be at least 1".into());
         }
         if self.network.bridge.is_empty() || self.network.bridge.len() > 15 {
             return inv("network.bridge", "must be 1 to 15 characters".into());

@@ -39,7 +39,7 @@ pub fn load_config(args: &Args) -> Result<Config, crate::config::ConfigError> {
 }
 
 pub async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
-    let (filter, handle) = reload::Layer::new(EnvFilter::new(&cfg.agent.log_level));
+    let (filter, handle) = reload::Layer::new(filter_for(&cfg.agent.log_level));
     use tracing_subscriber::prelude::*;
     tracing_subscriber::registry()
         .with(filter)
@@ -54,7 +54,7 @@ pub async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&paths.run)?;
     let t0 = std::time::Instant::now();
     let sup = Supervisor::new(&cfg, paths.clone())?;
-    let n = sup.adopt().await;
+    let n = sup.adopt().await?;
     tracing::info!(
         version = crate::VERSION,
         cgroup_mode = sup.mode().as_str(),
@@ -65,6 +65,21 @@ pub async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
         "hydra-agent ready"
     );
 
+    if let Some(net) = sup.network().cloned() {
+        let every = std::time::Duration::from_secs(cfg.network.drift_interval_s);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let n = net.clone();
+                match tokio::task::spawn_blocking(move || n.check_drift()).await {
+                    Ok(Ok(true)) => tracing::warn!(restores = net.drift_restores.load(std::sync::atomic::Ordering::Relaxed), "firewall rules were changed by someone else; restored"),
+                    Ok(Ok(false)) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "firewall drift check"),
+                    Err(e) => tracing::error!(error = %e, "firewall drift check panicked"),
+                }
+            }
+        });
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let sock = paths.socket.clone();
     let sup2 = sup.clone();
@@ -83,7 +98,7 @@ pub async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
                     Ok(new) => {
                         let mut changed = sup.reload(&new);
                         if new.agent.log_level != current.agent.log_level
-                            && handle.reload(EnvFilter::new(&new.agent.log_level)).is_ok() {
+                            && handle.reload(filter_for(&new.agent.log_level)).is_ok() {
                                 changed.push(format!("agent.log_level = {:?}", new.agent.log_level));
                             }
                         let mut needs_restart = Vec::new();
@@ -106,4 +121,10 @@ pub async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
         sup.remove_empty_parent();
     }
     Ok(())
+}
+
+/// The configured filter, minus netlink-packet-route's warnings about kernel
+/// attributes newer than the crate (harmless, and one per link dump).
+fn filter_for(level: &str) -> EnvFilter {
+    EnvFilter::new(format!("{level},netlink_packet_route=error,netlink_packet_core=error"))
 }

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod image;
+pub mod network;
 pub mod runtime;
 pub mod store;
 pub mod supervisor;

@@ -73,6 +73,12 @@ pub struct ContainerRecord {
     pub stop_requested: bool,
     pub cgroup_parent: String,
     pub limits: AppliedLimits,
+    /// The container's address on the bridge (none without host networking).
+    #[serde(default)]
+    pub ip: Option<std::net::Ipv4Addr>,
+    /// Host ports mapped to it.
+    #[serde(default)]
+    pub ports: Vec<crate::api::PortMapping>,
 }
 
 pub const RECORD: &str = "container.json";
@@ -232,6 +238,8 @@ mod tests {
             stop_requested: false,
             cgroup_parent: "hydra".into(),
             limits: AppliedLimits::default(),
+            ip: None,
+            ports: vec![],
         }
     }
 

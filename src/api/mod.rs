@@ -343,11 +343,13 @@ pub fn validate_spec(s: &ContainerSpec) -> Result<(), ApiError> {
             }
         }
     }
-    if !s.ports.is_empty() {
-        return Err(ApiError::unprocessable(
-            "ports",
-            "host port mapping is not available yet on this agent (host networking is a later release); containers get a loopback-only network",
-        ));
+    for (i, p) in s.ports.iter().enumerate() {
+        if p.container_port == 0 || p.host_port == Some(0) {
+            return Err(ApiError::bad(format!("ports[{i}]"), "ports must be 1 to 65535"));
+        }
+        if s.ports[..i].iter().any(|q| q.host_port.is_some() && q.host_port == p.host_port) {
+            return Err(ApiError::bad(format!("ports[{i}].host_port"), "the same host port twice"));
+        }
     }
     if let Some(h) = &s.health {
         if !h.http_path.starts_with('/')

@@ -80,6 +80,23 @@ pub enum Cmd {
     Events,
     /// Host inventory.
     Host,
+    /// Host-port inventory: pool, allocations, ports taken by other processes.
+    Ports,
+    /// The allowlist of CIDRs that may reach container ports.
+    Firewall {
+        #[command(subcommand)]
+        cmd: FirewallCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FirewallCmd {
+    /// Add a CIDR to the allowlist.
+    Allow { cidr: String },
+    /// Remove a CIDR from the allowlist.
+    Deny { cidr: String },
+    /// Show the allowlist.
+    List,
 }
 
 #[derive(clap::Args, Debug)]
@@ -254,6 +271,7 @@ async fn dispatch(c: &Client, cli: &Cli) -> Result<i32, ClientError> {
     let json = cli.json;
     match &cli.cmd {
         Cmd::Run(a) => {
+            let a = a.as_ref();
             let spec = match spec_from(a) {
                 Ok(s) => s,
                 Err(e) => {
@@ -437,6 +455,50 @@ async fn dispatch(c: &Client, cli: &Cli) -> Result<i32, ClientError> {
                 true
             })
             .await?;
+        }
+        Cmd::Ports => {
+            let p: crate::network::PortsInfo = c.call("GET", "/v1/ports", None).await?;
+            if json {
+                print_json(&p);
+            } else {
+                println!("pool {}-{}, {} free", p.range.start, p.range.end, p.free);
+                let mut rows = vec![["HOST PORT", "CONTAINER", "TARGET"].map(String::from).to_vec()];
+                for a in &p.allocated {
+                    rows.push(vec![a.host_port.to_string(), a.container.clone(), format!("{}:{}", a.ip, a.container_port)]);
+                }
+                for t in &p.taken_by_others {
+                    rows.push(vec![
+                        t.port.to_string(),
+                        format!("(other: {})", t.process.clone().unwrap_or_else(|| "?".into())),
+                        t.pid.map_or("-".into(), |p| format!("pid {p}")),
+                    ]);
+                }
+                table(rows);
+            }
+        }
+        Cmd::Firewall { cmd } => {
+            let mut a: crate::network::Allowlist = c.call("GET", "/v1/firewall/allowlist", None).await?;
+            match cmd {
+                FirewallCmd::List => {}
+                FirewallCmd::Allow { cidr } => {
+                    if !a.cidrs.contains(cidr) {
+                        a.cidrs.push(cidr.clone());
+                    }
+                    a = c.call("PUT", "/v1/firewall/allowlist", Some(serde_json::to_vec(&a).expect("json"))).await?;
+                }
+                FirewallCmd::Deny { cidr } => {
+                    let canon = crate::network::ipam::Cidr::parse(cidr).map(|c| c.to_string()).unwrap_or_else(|_| cidr.clone());
+                    a.cidrs.retain(|c| c != cidr && *c != canon);
+                    a = c.call("PUT", "/v1/firewall/allowlist", Some(serde_json::to_vec(&a).expect("json"))).await?;
+                }
+            }
+            if json {
+                print_json(&a);
+            } else {
+                for c in &a.cidrs {
+                    println!("{c}");
+                }
+            }
         }
         Cmd::Host => {
             let h: HostInfo = c.call("GET", "/v1/host", None).await?;

@@ -8,6 +8,9 @@ use nix::unistd::{chdir, execve, pivot_root, setgid, setgroups, sethostname, set
 use std::ffi::CString;
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
+use crate::network::netlink::Netlink;
+use crate::network::NetLaunch;
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 
 /// Why the container could not start; `field` names the spec field at fault.
@@ -28,15 +31,19 @@ fn sys(what: &str) -> impl FnOnce(nix::Error) -> InitError + '_ {
     move |e| fail("runtime", format!("{what}: {e}"))
 }
 
+/// The host side of the network: a netlink socket and the netns fd, both of
+/// the host's network namespace, opened before the clone.
+pub type HostNet<'a> = (&'a mut Netlink, RawFd);
+
 /// Sets up the container and execs its process; returns only on failure.
-pub fn run(l: &Launch) -> InitError {
-    match setup_and_exec(l) {
+pub fn run(l: &Launch, host: Option<HostNet>) -> InitError {
+    match setup_and_exec(l, host) {
         Ok(never) => match never {},
         Err(e) => e,
     }
 }
 
-fn setup_and_exec(l: &Launch) -> Result<std::convert::Infallible, InitError> {
+fn setup_and_exec(l: &Launch, host: Option<HostNet>) -> Result<std::convert::Infallible, InitError> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
         .map_err(sys("unshare cgroup namespace"))?;
     mount(
@@ -52,6 +59,10 @@ fn setup_and_exec(l: &Launch) -> Result<std::convert::Infallible, InitError> {
     mount_proc_sys_dev(root, l.cgroup_v2)?;
     sethostname(&l.hostname).map_err(sys("sethostname"))?;
     super::sys::loopback_up().map_err(|e| fail("runtime", format!("loopback up: {e}")))?;
+    if let (Some(n), Some((host_nl, host_ns))) = (&l.net, host) {
+        write_etc(root, n, &l.hostname)?;
+        setup_network(n, host_nl, host_ns).map_err(|e| fail("network", format!("container network: {e}")))?;
+    }
 
     chdir(root).map_err(sys("chdir to rootfs"))?;
     pivot_root(".", ".").map_err(sys("pivot_root"))?;
@@ -304,4 +315,36 @@ fn lookup_name(file: &str, name: &str) -> Option<(u32, Option<u32>)> {
         }
     }
     None
+}
+
+/// /etc/hosts and /etc/resolv.conf in the container's (upper) filesystem.
+fn write_etc(root: &Path, n: &NetLaunch, hostname: &str) -> Result<(), InitError> {
+    let etc = ensure_dir(root, "etc")?;
+    let hosts = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}\t{hostname}\n", n.ip);
+    for (f, text) in [("hosts", hosts.as_str()), ("resolv.conf", n.resolv_conf.as_str())] {
+        let p = etc.join(f);
+        // never follow a symlink planted in the image
+        if fs::symlink_metadata(&p).is_ok_and(|m| !m.file_type().is_file()) {
+            let _ = fs::remove_file(&p);
+        }
+        fs::write(&p, text).map_err(|e| fail("network", format!("write /etc/{f}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// The veth is created here, inside the container's namespace, with its peer
+/// placed directly in the host's (0.6 ms, against ~17 ms for a move).
+fn setup_network(n: &NetLaunch, host: &mut Netlink, host_ns: RawFd) -> std::io::Result<()> {
+    let mut ctr = Netlink::new()?;
+    ctr.create_veth("eth0", &n.host_ifname, host_ns)?;
+    let hidx = host
+        .link_index(&n.host_ifname)?
+        .ok_or_else(|| std::io::Error::other(format!("host end {} not found", n.host_ifname)))?;
+    host.set_up(hidx, Some(n.bridge_index))?;
+    host.set_port_isolated(hidx)?;
+    let idx = ctr.link_index("eth0")?.ok_or_else(|| std::io::Error::other("eth0 not found"))?;
+    ctr.add_address(idx, n.ip, n.prefix)?;
+    ctr.set_up(idx, None)?;
+    ctr.add_default_route(n.gateway)?;
+    Ok(())
 }

@@ -40,6 +40,8 @@ pub struct Launch {
     pub exit_file: PathBuf,
     /// The shim's own diagnostics go here.
     pub shim_log: PathBuf,
+    /// Host networking (veth, address, route); none: loopback only.
+    pub net: Option<crate::network::NetLaunch>,
 }
 
 /// What the shim reports on its stdout once the container has exec'd (or failed to).

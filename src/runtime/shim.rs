@@ -144,6 +144,15 @@ fn shim(launch: &Launch, mut out: File) -> Result<(), String> {
         devnull.as_raw_fd(),
     );
     let launch_c = launch.clone();
+    // The host's side of the network, opened here (in the host's namespace)
+    // and used by the child to plug its veth into the bridge.
+    let mut host_net = match &launch.net {
+        Some(_) => Some((
+            crate::network::netlink::Netlink::new().map_err(|e| format!("netlink: {e}"))?,
+            File::open("/proc/self/ns/net").map_err(|e| format!("open netns: {e}"))?,
+        )),
+        None => None,
+    };
     let child = super::sys::clone_into_namespaces(flags, &mut || {
         // In the child: stdio to the pipes, wait until we are in the cgroup.
         if dup2(dn, 0).is_err() || dup2(o, 1).is_err() || dup2(e, 2).is_err() {
@@ -153,13 +162,14 @@ fn shim(launch: &Launch, mut out: File) -> Result<(), String> {
         if nix::unistd::read(sr, &mut b) != Ok(1) {
             return 126;
         }
-        let err = init::run(&launch_c);
+        let host = host_net.as_mut().map(|(nl, ns)| (nl, ns.as_raw_fd()));
+        let err = init::run(&launch_c, host);
         let msg = serde_json::to_vec(&err).unwrap_or_default();
         let _ = super::sys::write_raw(fw, &msg);
         127
     })
     .map_err(|e| format!("clone: {e}"))?;
-    drop((out_w, err_w, sync_r, fail_w));
+    drop((out_w, err_w, sync_r, fail_w, host_net));
 
     for f in &launch.cgroup_procs {
         if let Err(e) = fs::write(f, child.as_raw().to_string()) {

@@ -139,14 +139,14 @@ impl Supervisor {
     }
 
     /// Re-adopts every container in the state dir and cleans what a crash left.
-    pub async fn adopt(self: &Arc<Self>) -> usize {
+    pub async fn adopt(self: &Arc<Self>) -> anyhow::Result<usize> {
         let me = self.clone();
         let (recs, orphans) = tokio::task::spawn_blocking(move || me.store.load_all())
             .await
             .expect("load");
         for name in &orphans {
             let cg = self.layout.container(&self.parent, name);
-            self.teardown(&cg, name);
+            self.teardown_files(&cg, name);
             tracing::warn!(container = %name, "removed the remains of a container without a usable record");
         }
         let known: BTreeSet<String> = recs.iter().map(|r| r.spec.name.clone()).collect();
@@ -160,6 +160,8 @@ impl Supervisor {
                 }
             }
         }
+        let me = self.clone();
+        let recs = tokio::task::spawn_blocking(move || me.setup_network(&recs).map(|()| recs)).await??;
         let n = recs.len();
         for rec in recs {
             let name = rec.spec.name.clone();
@@ -183,7 +185,7 @@ impl Supervisor {
                 tokio::spawn(async move { me.on_exit(e).await });
             }
         }
-        n
+        Ok(n)
     }
 
     fn health_loop(self: &Arc<Self>, name: String) {

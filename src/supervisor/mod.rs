@@ -15,6 +15,7 @@ use crate::api::{ApiError, ContainerInfo, ContainerSpec, Event, ExitStatus, Heal
 use crate::cgroup::{self, ContainerCgroup, Layout};
 use crate::config::{Config, LogsConfig, Paths};
 use crate::image;
+use crate::network::{Allocation, Network};
 use crate::runtime::{self, Launch, Ready};
 use crate::store::{ContainerRecord, State, Store};
 use std::collections::{BTreeMap, BTreeSet};
@@ -81,6 +82,10 @@ pub struct Supervisor {
     logs: RwLock<LogsConfig>,
     registry: Mutex<Registry>,
     events: broadcast::Sender<Event>,
+    /// Host networking settings; None when `network.enabled = false`.
+    net_settings: Option<crate::network::Settings>,
+    /// Set up by `adopt` from the records, before the API serves.
+    network: std::sync::OnceLock<Arc<Network>>,
 }
 
 impl Supervisor {
@@ -92,6 +97,10 @@ impl Supervisor {
         std::fs::create_dir_all(paths.layers())?;
         let exe = std::env::current_exe()?;
         let launcher = runtime::Launcher::new(&exe, &paths.state);
+        let net_settings = match cfg.network.enabled {
+            true => Some(crate::network::Settings::from_config(&cfg.network).map_err(anyhow::Error::msg)?),
+            false => None,
+        };
         Ok(Arc::new(Supervisor {
             paths,
             layout,
@@ -101,6 +110,8 @@ impl Supervisor {
             logs: RwLock::new(cfg.logs.clone()),
             registry: Mutex::new(Registry::default()),
             events: broadcast::channel(1024).0,
+            net_settings,
+            network: std::sync::OnceLock::new(),
         }))
     }
 
@@ -172,8 +183,8 @@ impl Supervisor {
             command: r.process.argv.clone(),
             limits: r.limits.clone(),
             cgroup: cg.display_path(),
-            ip: None,
-            ports: Vec::new(),
+            ip: r.ip.map(|ip| ip.to_string()),
+            ports: r.ports.clone(),
             health: e.health.lock().unwrap().clone(),
             selinux_label: None,
         }
@@ -283,8 +294,19 @@ impl Supervisor {
             stop_requested: false,
             cgroup_parent: self.parent.clone(),
             limits: Default::default(),
+            ip: None,
+            ports: Vec::new(),
             spec,
         };
+        let net = self.network.get();
+        if net.is_none() && !rec.spec.ports.is_empty() {
+            return Err(ApiError::unprocessable("ports", "host networking is disabled on this agent (network.enabled = false)"));
+        }
+        if let Some(n) = net {
+            let a = n.allocate(&rec.spec.name, &rec.spec.ports)?;
+            rec.ip = a.ip;
+            rec.ports = a.ports;
+        }
         let cg = self.cgroup_of(&rec);
         let res = (|| {
             for sub in ["upper", "work", "rootfs"] {
@@ -314,19 +336,31 @@ impl Supervisor {
             // A crash before the record below leaves a directory without a
             // record and maybe a cgroup: both are swept at the next start.
             self.start_run(&mut rec)?;
+            if let Some(n) = net {
+                n.install(&rec.spec.name, &allocation(&rec))?;
+            }
             self.store
                 .save(&rec)
                 .map_err(|e| ApiError::internal(e.to_string()))
         })();
         if let Err(e) = res {
-            self.teardown(&cg, &rec.spec.name);
+            self.teardown(&cg, &rec);
             return Err(e);
         }
         Ok(rec)
     }
 
-    /// Removes the cgroup and the state of a container, collecting errors.
-    fn teardown(&self, cg: &ContainerCgroup, name: &str) {
+    /// Removes the cgroup, network allocations and state of a container,
+    /// collecting errors so one failure does not leak the rest.
+    fn teardown(&self, cg: &ContainerCgroup, rec: &ContainerRecord) {
+        let name = rec.spec.name.as_str();
+        if let Some(n) = self.network.get() {
+            n.release(name, &allocation(rec));
+        }
+        self.teardown_files(cg, name);
+    }
+
+    fn teardown_files(&self, cg: &ContainerCgroup, name: &str) {
         if let Err(e) = cg.remove() {
             tracing::error!(container = name, error = %e, "teardown: cgroup");
         }
@@ -365,6 +399,10 @@ impl Supervisor {
             log_max_files: logs.max_files,
             exit_file: dir.join("exit.json"),
             shim_log: dir.join("shim.log"),
+            net: match (self.network.get(), rec.ip) {
+                (Some(n), Some(ip)) => Some(n.launch(ip)),
+                _ => None,
+            },
         };
         let _ = std::fs::remove_file(&launch.exit_file);
         rec.oom_base = cg.oom_kills();
@@ -531,8 +569,7 @@ impl Supervisor {
         let rec = e.rec();
         let cg = self.cgroup_of(&rec);
         let me = self.clone();
-        let n = name.to_string();
-        tokio::task::spawn_blocking(move || me.teardown(&cg, &n))
+        tokio::task::spawn_blocking(move || me.teardown(&cg, &rec))
             .await
             .expect("teardown");
         self.registry.lock().unwrap().entries.remove(name);
@@ -571,6 +608,27 @@ impl Supervisor {
                 tracing::warn!(dir = %dir.display(), error = %err, "log read");
             }
         });
+        Ok(())
+    }
+}
+
+fn allocation(r: &ContainerRecord) -> Allocation {
+    Allocation { ip: r.ip, ports: r.ports.clone() }
+}
+
+impl Supervisor {
+    /// Host networking, once `adopt` has set it up (None when disabled).
+    pub fn network(&self) -> Option<&Arc<Network>> {
+        self.network.get()
+    }
+
+    /// Sets up the network from the records (blocking): default deny is in
+    /// place before the first container of this run gets an address.
+    fn setup_network(&self, recs: &[ContainerRecord]) -> anyhow::Result<()> {
+        let Some(s) = self.net_settings.clone() else { return Ok(()) };
+        let existing: Vec<(String, Allocation)> = recs.iter().map(|r| (r.spec.name.clone(), allocation(r))).collect();
+        let n = Network::setup(s, &existing, &self.paths.state)?;
+        let _ = self.network.set(Arc::new(n));
         Ok(())
     }
 }

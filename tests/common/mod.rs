@@ -52,6 +52,20 @@ pub fn demo() -> String {
     images().1
 }
 
+/// The agent binary run in network and mount namespaces of its own (the
+/// test's simulated host): its bridge, veths and iptables rules never touch
+/// the machine's namespace. `unshare` execs, so the child's pid is the agent's.
+pub fn agent_command() -> Command {
+    let mut c = Command::new("unshare");
+    c.args(["--net", "--mount", "--propagation", "private", "--"]).arg(env!("CARGO_BIN_EXE_hydra-agent"));
+    c
+}
+
+/// The agent's network namespace, for tests that connect from it.
+pub fn netns_of(pid: i32) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("/proc/{pid}/ns/net"))
+}
+
 pub struct Agent {
     pub root: tempfile::TempDir,
     pub parent: String,
@@ -104,7 +118,7 @@ impl Agent {
             .append(true)
             .open(self.root.path().join("agent.log"))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_hydra-agent"))
+        let child = agent_command()
             .arg("--root")
             .arg(self.root.path())
             .arg("--config")

@@ -1,0 +1,234 @@
+//! The iptables rules as data (pure `render`, unit-tested) and their
+//! application: whole chains replaced atomically with `iptables-restore
+//! --noflush` (one transaction per table, so there is no moment when a chain
+//! is empty), single mappings added or removed the same way, hooks from the
+//! built-in chains (or Docker's DOCKER-USER) checked with the iptables crate,
+//! and drift detected by comparing `iptables-save` with what was applied.
+
+use super::ipam::Cidr;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+
+/// Private ranges containers may not reach unless listed in `egress_allow`.
+pub const PRIVATE: [&str; 5] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10"];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mapping {
+    pub host_port: u16,
+    pub ip: Ipv4Addr,
+    pub container_port: u16,
+}
+
+/// Everything the rules depend on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spec {
+    pub bridge: String,
+    pub subnet: Cidr,
+    pub allowlist: Vec<Cidr>,
+    pub mappings: Vec<Mapping>,
+    /// Host ports containers may reach (e.g. the platform's reverse proxy).
+    pub host_ports: Vec<u16>,
+    pub egress_allow: Vec<Cidr>,
+}
+
+pub fn dnat_rule(m: &Mapping) -> String {
+    format!("HYDRA-DNAT -p tcp -m tcp --dport {} -j DNAT --to-destination {}:{}", m.host_port, m.ip, m.container_port)
+}
+
+/// The `filter` table part: INPUT from containers, FORWARD, the allowlist.
+pub fn render_filter(s: &Spec) -> String {
+    let br = &s.bridge;
+    let mut o = String::from("*filter\n:HYDRA-INPUT - [0:0]\n:HYDRA-FORWARD - [0:0]\n:HYDRA-ALLOW - [0:0]\n");
+    o += "-A HYDRA-INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n";
+    for p in &s.host_ports {
+        o += &format!("-A HYDRA-INPUT -p tcp -m tcp --dport {p} -j ACCEPT\n");
+    }
+    o += "-A HYDRA-INPUT -j DROP\n";
+    o += "-A HYDRA-FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n";
+    o += &format!("-A HYDRA-FORWARD -o {br} -m conntrack --ctstate DNAT -j HYDRA-ALLOW\n");
+    o += &format!("-A HYDRA-FORWARD -o {br} -j DROP\n");
+    for c in &s.egress_allow {
+        o += &format!("-A HYDRA-FORWARD -i {br} -d {c} -j ACCEPT\n");
+    }
+    for c in PRIVATE {
+        o += &format!("-A HYDRA-FORWARD -i {br} -d {c} -j DROP\n");
+    }
+    o += &format!("-A HYDRA-FORWARD -i {br} -j ACCEPT\n");
+    o += &render_allow_rules(s);
+    o += "COMMIT\n";
+    o
+}
+
+fn render_allow_rules(s: &Spec) -> String {
+    let mut o = String::new();
+    for c in &s.allowlist {
+        o += &format!("-A HYDRA-ALLOW -s {c} -j ACCEPT\n");
+    }
+    o += "-A HYDRA-ALLOW -j DROP\n";
+    o
+}
+
+/// Only the allowlist chain, for `PUT /v1/firewall/allowlist`.
+pub fn render_allowlist(s: &Spec) -> String {
+    format!("*filter\n:HYDRA-ALLOW - [0:0]\n{}COMMIT\n", render_allow_rules(s))
+}
+
+/// The `nat` table part: DNAT of host ports, masquerade of container egress.
+pub fn render_nat(s: &Spec) -> String {
+    let mut o = String::from("*nat\n:HYDRA-DNAT - [0:0]\n:HYDRA-POSTROUTING - [0:0]\n");
+    for m in &s.mappings {
+        o += &format!("-A {}\n", dnat_rule(m));
+    }
+    o += &format!("-A HYDRA-POSTROUTING -s {} ! -o {} -j MASQUERADE\n", s.subnet, s.bridge);
+    o += &format!("-A HYDRA-POSTROUTING -s 127.0.0.0/8 -o {} -j MASQUERADE\n", s.bridge);
+    o += "COMMIT\n";
+    o
+}
+
+/// Jumps from the built-in chains: (table, chain, rule).
+pub fn hooks(bridge: &str, forward_chain: &str) -> Vec<(&'static str, String, String)> {
+    vec![
+        ("filter", "INPUT".into(), format!("-i {bridge} -j HYDRA-INPUT")),
+        ("filter", forward_chain.into(), "-j HYDRA-FORWARD".into()),
+        ("nat", "PREROUTING".into(), "-m addrtype --dst-type LOCAL -j HYDRA-DNAT".into()),
+        ("nat", "OUTPUT".into(), "-m addrtype --dst-type LOCAL -j HYDRA-DNAT".into()),
+        ("nat", "POSTROUTING".into(), "-j HYDRA-POSTROUTING".into()),
+    ]
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FirewallError {
+    #[error("firewall: cannot run {cmd}: {source}")]
+    Spawn { cmd: String, source: std::io::Error },
+    #[error("firewall: {cmd} failed: {stderr}")]
+    Failed { cmd: String, stderr: String },
+    #[error("firewall: {0}")]
+    Other(String),
+}
+
+fn restore(input: &str) -> Result<(), FirewallError> {
+    let cmd = "iptables-restore --noflush -w 5";
+    let mut child = Command::new("iptables-restore")
+        .args(["--noflush", "-w", "5"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| FirewallError::Spawn { cmd: cmd.into(), source })?;
+    child.stdin.take().expect("piped").write_all(input.as_bytes()).map_err(|source| FirewallError::Spawn { cmd: cmd.into(), source })?;
+    let out = child.wait_with_output().map_err(|source| FirewallError::Spawn { cmd: cmd.into(), source })?;
+    if !out.status.success() {
+        return Err(FirewallError::Failed { cmd: cmd.into(), stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() });
+    }
+    Ok(())
+}
+
+/// Our rules as iptables-save prints them: the snapshot drift is checked against.
+pub fn saved_rules() -> Result<String, FirewallError> {
+    let mut all = String::new();
+    for table in ["filter", "nat"] {
+        let out = Command::new("iptables-save")
+            .args(["-t", table])
+            .output()
+            .map_err(|source| FirewallError::Spawn { cmd: "iptables-save".into(), source })?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        for l in text.lines().filter(|l| l.contains("HYDRA-") && l.starts_with("-A ")) {
+            all.push_str(table);
+            all.push(' ');
+            all.push_str(l);
+            all.push('\n');
+        }
+    }
+    Ok(all)
+}
+
+/// Applies the whole rule set (each table in one transaction) and the hooks.
+pub fn apply_all(s: &Spec) -> Result<String, FirewallError> {
+    restore(&(render_filter(s) + &render_nat(s)))?;
+    ensure_hooks(&s.bridge)?;
+    saved_rules()
+}
+
+pub fn apply_allowlist(s: &Spec) -> Result<String, FirewallError> {
+    restore(&render_allowlist(s))?;
+    saved_rules()
+}
+
+pub fn add_mapping(m: &Mapping) -> Result<(), FirewallError> {
+    restore(&format!("*nat\n-A {}\nCOMMIT\n", dnat_rule(m)))
+}
+
+pub fn remove_mapping(m: &Mapping) -> Result<(), FirewallError> {
+    restore(&format!("*nat\n-D {}\nCOMMIT\n", dnat_rule(m)))
+}
+
+/// Where our FORWARD hook goes: Docker's DOCKER-USER when Docker runs here
+/// (Docker jumps there first and never rewrites it), else FORWARD itself.
+pub fn forward_chain() -> String {
+    let ipt = iptables::new(false);
+    match ipt {
+        Ok(ipt) if ipt.chain_exists("filter", "DOCKER-USER").unwrap_or(false) => "DOCKER-USER".into(),
+        _ => "FORWARD".into(),
+    }
+}
+
+/// Inserts any missing jump at position 1.
+pub fn ensure_hooks(bridge: &str) -> Result<(), FirewallError> {
+    let ipt = iptables::new(false).map_err(|e| FirewallError::Other(e.to_string()))?;
+    for (table, chain, rule) in hooks(bridge, &forward_chain()) {
+        if !ipt.exists(table, &chain, &rule).map_err(|e| FirewallError::Other(format!("check {table} {chain} {rule}: {e}")))? {
+            ipt.insert(table, &chain, &rule, 1).map_err(|e| FirewallError::Other(format!("insert {table} {chain} {rule}: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether every hook is in place.
+pub fn hooks_present(bridge: &str) -> bool {
+    let Ok(ipt) = iptables::new(false) else { return false };
+    hooks(bridge, &forward_chain()).iter().all(|(t, c, r)| ipt.exists(t, c, r).unwrap_or(false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> Spec {
+        Spec {
+            bridge: "docker0".into(),
+            subnet: Cidr::parse("172.17.0.0/16").unwrap(),
+            allowlist: vec![Cidr::parse("10.1.0.0/24").unwrap()],
+            mappings: vec![Mapping { host_port: 20000, ip: Ipv4Addr::new(172, 17, 0, 2), container_port: 8080 }],
+            host_ports: vec![3128],
+            egress_allow: vec![Cidr::parse("10.2.0.5/32").unwrap()],
+        }
+    }
+
+    #[test]
+    fn filter_rules_default_deny() {
+        let f = render_filter(&spec());
+        let lines: Vec<&str> = f.lines().collect();
+        assert_eq!(lines[0], "*filter");
+        assert!(lines.contains(&"-A HYDRA-INPUT -p tcp -m tcp --dport 3128 -j ACCEPT"));
+        // the last rule of each chain is a drop (or the final accept of egress after the private drops)
+        let input: Vec<&&str> = lines.iter().filter(|l| l.starts_with("-A HYDRA-INPUT")).collect();
+        assert_eq!(**input.last().unwrap(), "-A HYDRA-INPUT -j DROP");
+        let allow: Vec<&&str> = lines.iter().filter(|l| l.starts_with("-A HYDRA-ALLOW")).collect();
+        assert_eq!(allow.iter().map(|l| **l).collect::<Vec<_>>(), vec!["-A HYDRA-ALLOW -s 10.1.0.0/24 -j ACCEPT", "-A HYDRA-ALLOW -j DROP"]);
+        // allowed egress comes before the private-range drops
+        let pos = |needle: &str| lines.iter().position(|l| l.contains(needle)).unwrap();
+        assert!(pos("-d 10.2.0.5/32 -j ACCEPT") < pos("-d 10.0.0.0/8 -j DROP"));
+        assert!(pos("--ctstate DNAT -j HYDRA-ALLOW") < pos("-o docker0 -j DROP"));
+        assert_eq!(*lines.last().unwrap(), "COMMIT");
+    }
+
+    #[test]
+    fn nat_rules() {
+        let n = render_nat(&spec());
+        assert!(n.contains("-A HYDRA-DNAT -p tcp -m tcp --dport 20000 -j DNAT --to-destination 172.17.0.2:8080\n"));
+        assert!(n.contains("-A HYDRA-POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE\n"));
+        let a = render_allowlist(&Spec { allowlist: vec![], ..spec() });
+        assert_eq!(a, "*filter\n:HYDRA-ALLOW - [0:0]\n-A HYDRA-ALLOW -j DROP\nCOMMIT\n", "an empty allowlist lets nothing in");
+    }
+}
