@@ -67,7 +67,12 @@ async fn start(sock: &str, bundle: &str, image: &str, n: usize) {
         for i in 0..n + 5 {
             let id = format!("hydra-bench-{rt}-{i}");
             let t0 = Instant::now();
-            let st = Command::new(rt).args(["run", "--bundle", bundle, &id]).stdin(Stdio::null()).stdout(Stdio::null()).status().unwrap();
+            let st = Command::new(rt)
+                .args(["run", "--bundle", bundle, &id])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
             assert!(st.success(), "{rt} run");
             let full_t = t0.elapsed();
             // create+start alone: a detached run returns once the process has started
@@ -95,7 +100,11 @@ async fn start(sock: &str, bundle: &str, image: &str, n: usize) {
     println!("|---|---|---|---|---|---|---|");
     for (name, f, c) in results.iter_mut() {
         let (fp50, fp99, cp50, cp99) = (pct(f, 0.5), pct(f, 0.99), pct(c, 0.5), pct(c, 0.99));
-        println!("| {name} | {fp50:.1} | {fp99:.1} | {cp50:.1} | {cp99:.1} | {:.2} | {:.2} |", base_full / fp50, base_create / cp50);
+        println!(
+            "| {name} | {fp50:.1} | {fp99:.1} | {cp50:.1} | {cp99:.1} | {:.2} | {:.2} |",
+            base_full / fp50,
+            base_create / cp50
+        );
     }
 }
 

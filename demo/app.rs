@@ -40,7 +40,8 @@ fn handle(mut s: TcpStream) -> std::io::Result<()> {
         }
         _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
     };
-    write!(s, "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{out}", out.len())?;
+    let resp = format!("HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{out}", out.len());
+    s.write_all(resp.as_bytes())?;
     println!("{method} {path} -> {}", &status[..3]);
     Ok(())
 }

@@ -224,9 +224,17 @@ impl Config {
             return inv("network.allowlist", format!("{bad:?} is not an IPv4 CIDR"));
         }
         if let Some(bad) = self.network.egress_allow.iter().find(|c| !is_cidr(c)) {
-            return inv("network.egress_allow", format!("{bad:?} is not an IPv4 CIDR"));
+            return inv(
+                "network.egress_allow",
+                format!("{bad:?} is not an IPv4 CIDR"),
+            );
         }
-        if let Some(bad) = self.network.dns.iter().find(|d| d.parse::<std::net::IpAddr>().is_err()) {
+        if let Some(bad) = self
+            .network
+            .dns
+            .iter()
+            .find(|d| d.parse::<std::net::IpAddr>().is_err())
+        {
             return inv("network.dns", format!("{bad:?} is not an IP address"));
         }
         if self.network.drift_interval_s == 0 {

@@ -72,7 +72,12 @@ pub async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
                 tokio::time::sleep(every).await;
                 let n = net.clone();
                 match tokio::task::spawn_blocking(move || n.check_drift()).await {
-                    Ok(Ok(true)) => tracing::warn!(restores = net.drift_restores.load(std::sync::atomic::Ordering::Relaxed), "firewall rules were changed by someone else; restored"),
+                    Ok(Ok(true)) => tracing::warn!(
+                        restores = net
+                            .drift_restores
+                            .load(std::sync::atomic::Ordering::Relaxed),
+                        "firewall rules were changed by someone else; restored"
+                    ),
                     Ok(Ok(false)) => {}
                     Ok(Err(e)) => tracing::error!(error = %e, "firewall drift check"),
                     Err(e) => tracing::error!(error = %e, "firewall drift check panicked"),
@@ -126,5 +131,7 @@ pub async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
 /// The configured filter, minus netlink-packet-route's warnings about kernel
 /// attributes newer than the crate (harmless, and one per link dump).
 fn filter_for(level: &str) -> EnvFilter {
-    EnvFilter::new(format!("{level},netlink_packet_route=error,netlink_packet_core=error"))
+    EnvFilter::new(format!(
+        "{level},netlink_packet_route=error,netlink_packet_core=error"
+    ))
 }

@@ -515,7 +515,8 @@ async fn socket_mode_sighup_reload_and_socket_flag() {
     // --socket puts the API elsewhere
     std::fs::write(&a.config, format!("[cgroup]\nparent = \"{}\"\n", a.parent)).unwrap();
     let alt = a.root.path().join("alt.sock");
-    let mut child = agent_command()
+    let mut child = a
+        .agent_command()
         .arg("--root")
         .arg(a.root.path())
         .arg("--config")

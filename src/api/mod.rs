@@ -345,10 +345,19 @@ pub fn validate_spec(s: &ContainerSpec) -> Result<(), ApiError> {
     }
     for (i, p) in s.ports.iter().enumerate() {
         if p.container_port == 0 || p.host_port == Some(0) {
-            return Err(ApiError::bad(format!("ports[{i}]"), "ports must be 1 to 65535"));
+            return Err(ApiError::bad(
+                format!("ports[{i}]"),
+                "ports must be 1 to 65535",
+            ));
         }
-        if s.ports[..i].iter().any(|q| q.host_port.is_some() && q.host_port == p.host_port) {
-            return Err(ApiError::bad(format!("ports[{i}].host_port"), "the same host port twice"));
+        if s.ports[..i]
+            .iter()
+            .any(|q| q.host_port.is_some() && q.host_port == p.host_port)
+        {
+            return Err(ApiError::bad(
+                format!("ports[{i}].host_port"),
+                "the same host port twice",
+            ));
         }
     }
     if let Some(h) = &s.health {

@@ -155,18 +155,31 @@ async fn route(sup: &Arc<Supervisor>, req: Request<Incoming>) -> Result<Response
         (&Method::GET, ["v1", "containers"]) => Ok(json(200, &sup.list())),
         (&Method::GET, ["v1", "ports"]) => {
             let net = network(sup)?;
-            Ok(json(200, &tokio::task::spawn_blocking(move || net.inventory()).await.map_err(|e| ApiError::internal(e.to_string()))?))
+            Ok(json(
+                200,
+                &tokio::task::spawn_blocking(move || net.inventory())
+                    .await
+                    .map_err(|e| ApiError::internal(e.to_string()))?,
+            ))
         }
-        (&Method::GET, ["v1", "firewall", "allowlist"]) => Ok(json(200, &network(sup)?.allowlist())),
+        (&Method::GET, ["v1", "firewall", "allowlist"]) => {
+            Ok(json(200, &network(sup)?.allowlist()))
+        }
         (&Method::PUT, ["v1", "firewall", "allowlist"]) => {
             let net = network(sup)?;
             let body = read_body(req).await?;
             let de = &mut serde_json::Deserializer::from_slice(&body);
-            let a: crate::network::Allowlist = serde_path_to_error::deserialize(de).map_err(|e| {
-                let path = e.path().to_string();
-                ApiError::bad(if path == "." { "cidrs".into() } else { path }, format!("invalid allowlist: {}", e.into_inner()))
-            })?;
-            let out = tokio::task::spawn_blocking(move || net.set_allowlist(&a)).await.map_err(|e| ApiError::internal(e.to_string()))??;
+            let a: crate::network::Allowlist =
+                serde_path_to_error::deserialize(de).map_err(|e| {
+                    let path = e.path().to_string();
+                    ApiError::bad(
+                        if path == "." { "cidrs".into() } else { path },
+                        format!("invalid allowlist: {}", e.into_inner()),
+                    )
+                })?;
+            let out = tokio::task::spawn_blocking(move || net.set_allowlist(&a))
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))??;
             Ok(json(200, &out))
         }
         (&Method::POST, ["v1", "containers"]) => {
@@ -225,7 +238,13 @@ async fn route(sup: &Arc<Supervisor>, req: Request<Incoming>) -> Result<Response
 }
 
 fn network(sup: &Supervisor) -> Result<Arc<crate::network::Network>, ApiError> {
-    sup.network().cloned().ok_or_else(|| ApiError::new(404, "not_found", "host networking is disabled on this agent (network.enabled = false)"))
+    sup.network().cloned().ok_or_else(|| {
+        ApiError::new(
+            404,
+            "not_found",
+            "host networking is disabled on this agent (network.enabled = false)",
+        )
+    })
 }
 
 fn host(sup: &Supervisor) -> HostInfo {
@@ -300,7 +319,11 @@ fn metrics(sup: &Supervisor) -> String {
     }
     if let Some(n) = sup.network() {
         let _ = writeln!(o, "# HELP hydra_firewall_drift_restores_total Times our firewall rules were found changed by someone else and restored.\n# TYPE hydra_firewall_drift_restores_total counter");
-        let _ = writeln!(o, "hydra_firewall_drift_restores_total {}", n.drift_restores.load(std::sync::atomic::Ordering::Relaxed));
+        let _ = writeln!(
+            o,
+            "hydra_firewall_drift_restores_total {}",
+            n.drift_restores.load(std::sync::atomic::Ordering::Relaxed)
+        );
     }
     let all = sup.all_stats();
     let series: [Series; 6] = [

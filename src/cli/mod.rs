@@ -462,14 +462,23 @@ async fn dispatch(c: &Client, cli: &Cli) -> Result<i32, ClientError> {
                 print_json(&p);
             } else {
                 println!("pool {}-{}, {} free", p.range.start, p.range.end, p.free);
-                let mut rows = vec![["HOST PORT", "CONTAINER", "TARGET"].map(String::from).to_vec()];
+                let mut rows = vec![["HOST PORT", "CONTAINER", "TARGET"]
+                    .map(String::from)
+                    .to_vec()];
                 for a in &p.allocated {
-                    rows.push(vec![a.host_port.to_string(), a.container.clone(), format!("{}:{}", a.ip, a.container_port)]);
+                    rows.push(vec![
+                        a.host_port.to_string(),
+                        a.container.clone(),
+                        format!("{}:{}", a.ip, a.container_port),
+                    ]);
                 }
                 for t in &p.taken_by_others {
                     rows.push(vec![
                         t.port.to_string(),
-                        format!("(other: {})", t.process.clone().unwrap_or_else(|| "?".into())),
+                        format!(
+                            "(other: {})",
+                            t.process.clone().unwrap_or_else(|| "?".into())
+                        ),
                         t.pid.map_or("-".into(), |p| format!("pid {p}")),
                     ]);
                 }
@@ -477,19 +486,34 @@ async fn dispatch(c: &Client, cli: &Cli) -> Result<i32, ClientError> {
             }
         }
         Cmd::Firewall { cmd } => {
-            let mut a: crate::network::Allowlist = c.call("GET", "/v1/firewall/allowlist", None).await?;
+            let mut a: crate::network::Allowlist =
+                c.call("GET", "/v1/firewall/allowlist", None).await?;
             match cmd {
                 FirewallCmd::List => {}
                 FirewallCmd::Allow { cidr } => {
                     if !a.cidrs.contains(cidr) {
                         a.cidrs.push(cidr.clone());
                     }
-                    a = c.call("PUT", "/v1/firewall/allowlist", Some(serde_json::to_vec(&a).expect("json"))).await?;
+                    a = c
+                        .call(
+                            "PUT",
+                            "/v1/firewall/allowlist",
+                            Some(serde_json::to_vec(&a).expect("json")),
+                        )
+                        .await?;
                 }
                 FirewallCmd::Deny { cidr } => {
-                    let canon = crate::network::ipam::Cidr::parse(cidr).map(|c| c.to_string()).unwrap_or_else(|_| cidr.clone());
+                    let canon = crate::network::ipam::Cidr::parse(cidr)
+                        .map(|c| c.to_string())
+                        .unwrap_or_else(|_| cidr.clone());
                     a.cidrs.retain(|c| c != cidr && *c != canon);
-                    a = c.call("PUT", "/v1/firewall/allowlist", Some(serde_json::to_vec(&a).expect("json"))).await?;
+                    a = c
+                        .call(
+                            "PUT",
+                            "/v1/firewall/allowlist",
+                            Some(serde_json::to_vec(&a).expect("json")),
+                        )
+                        .await?;
                 }
             }
             if json {

@@ -11,7 +11,13 @@ use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 
 /// Private ranges containers may not reach unless listed in `egress_allow`.
-pub const PRIVATE: [&str; 5] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10"];
+pub const PRIVATE: [&str; 5] = [
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "169.254.0.0/16",
+    "100.64.0.0/10",
+];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mapping {
@@ -33,13 +39,18 @@ pub struct Spec {
 }
 
 pub fn dnat_rule(m: &Mapping) -> String {
-    format!("HYDRA-DNAT -p tcp -m tcp --dport {} -j DNAT --to-destination {}:{}", m.host_port, m.ip, m.container_port)
+    format!(
+        "HYDRA-DNAT -p tcp -m tcp --dport {} -j DNAT --to-destination {}:{}",
+        m.host_port, m.ip, m.container_port
+    )
 }
 
 /// The `filter` table part: INPUT from containers, FORWARD, the allowlist.
 pub fn render_filter(s: &Spec) -> String {
     let br = &s.bridge;
-    let mut o = String::from("*filter\n:HYDRA-INPUT - [0:0]\n:HYDRA-FORWARD - [0:0]\n:HYDRA-ALLOW - [0:0]\n");
+    let mut o = String::from(
+        "*filter\n:HYDRA-INPUT - [0:0]\n:HYDRA-FORWARD - [0:0]\n:HYDRA-ALLOW - [0:0]\n",
+    );
     o += "-A HYDRA-INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n";
     for p in &s.host_ports {
         o += &format!("-A HYDRA-INPUT -p tcp -m tcp --dport {p} -j ACCEPT\n");
@@ -71,7 +82,10 @@ fn render_allow_rules(s: &Spec) -> String {
 
 /// Only the allowlist chain, for `PUT /v1/firewall/allowlist`.
 pub fn render_allowlist(s: &Spec) -> String {
-    format!("*filter\n:HYDRA-ALLOW - [0:0]\n{}COMMIT\n", render_allow_rules(s))
+    format!(
+        "*filter\n:HYDRA-ALLOW - [0:0]\n{}COMMIT\n",
+        render_allow_rules(s)
+    )
 }
 
 /// The `nat` table part: DNAT of host ports, masquerade of container egress.
@@ -80,8 +94,14 @@ pub fn render_nat(s: &Spec) -> String {
     for m in &s.mappings {
         o += &format!("-A {}\n", dnat_rule(m));
     }
-    o += &format!("-A HYDRA-POSTROUTING -s {} ! -o {} -j MASQUERADE\n", s.subnet, s.bridge);
-    o += &format!("-A HYDRA-POSTROUTING -s 127.0.0.0/8 -o {} -j MASQUERADE\n", s.bridge);
+    o += &format!(
+        "-A HYDRA-POSTROUTING -s {} ! -o {} -j MASQUERADE\n",
+        s.subnet, s.bridge
+    );
+    o += &format!(
+        "-A HYDRA-POSTROUTING -s 127.0.0.0/8 -o {} -j MASQUERADE\n",
+        s.bridge
+    );
     o += "COMMIT\n";
     o
 }
@@ -89,10 +109,22 @@ pub fn render_nat(s: &Spec) -> String {
 /// Jumps from the built-in chains: (table, chain, rule).
 pub fn hooks(bridge: &str, forward_chain: &str) -> Vec<(&'static str, String, String)> {
     vec![
-        ("filter", "INPUT".into(), format!("-i {bridge} -j HYDRA-INPUT")),
+        (
+            "filter",
+            "INPUT".into(),
+            format!("-i {bridge} -j HYDRA-INPUT"),
+        ),
         ("filter", forward_chain.into(), "-j HYDRA-FORWARD".into()),
-        ("nat", "PREROUTING".into(), "-m addrtype --dst-type LOCAL -j HYDRA-DNAT".into()),
-        ("nat", "OUTPUT".into(), "-m addrtype --dst-type LOCAL -j HYDRA-DNAT".into()),
+        (
+            "nat",
+            "PREROUTING".into(),
+            "-m addrtype --dst-type LOCAL -j HYDRA-DNAT".into(),
+        ),
+        (
+            "nat",
+            "OUTPUT".into(),
+            "-m addrtype --dst-type LOCAL -j HYDRA-DNAT".into(),
+        ),
         ("nat", "POSTROUTING".into(), "-j HYDRA-POSTROUTING".into()),
     ]
 }
@@ -115,11 +147,30 @@ fn restore(input: &str) -> Result<(), FirewallError> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|source| FirewallError::Spawn { cmd: cmd.into(), source })?;
-    child.stdin.take().expect("piped").write_all(input.as_bytes()).map_err(|source| FirewallError::Spawn { cmd: cmd.into(), source })?;
-    let out = child.wait_with_output().map_err(|source| FirewallError::Spawn { cmd: cmd.into(), source })?;
+        .map_err(|source| FirewallError::Spawn {
+            cmd: cmd.into(),
+            source,
+        })?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(input.as_bytes())
+        .map_err(|source| FirewallError::Spawn {
+            cmd: cmd.into(),
+            source,
+        })?;
+    let out = child
+        .wait_with_output()
+        .map_err(|source| FirewallError::Spawn {
+            cmd: cmd.into(),
+            source,
+        })?;
     if !out.status.success() {
-        return Err(FirewallError::Failed { cmd: cmd.into(), stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() });
+        return Err(FirewallError::Failed {
+            cmd: cmd.into(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     Ok(())
 }
@@ -131,9 +182,15 @@ pub fn saved_rules() -> Result<String, FirewallError> {
         let out = Command::new("iptables-save")
             .args(["-t", table])
             .output()
-            .map_err(|source| FirewallError::Spawn { cmd: "iptables-save".into(), source })?;
+            .map_err(|source| FirewallError::Spawn {
+                cmd: "iptables-save".into(),
+                source,
+            })?;
         let text = String::from_utf8_lossy(&out.stdout);
-        for l in text.lines().filter(|l| l.contains("HYDRA-") && l.starts_with("-A ")) {
+        for l in text
+            .lines()
+            .filter(|l| l.contains("HYDRA-") && l.starts_with("-A "))
+        {
             all.push_str(table);
             all.push(' ');
             all.push_str(l);
@@ -168,7 +225,9 @@ pub fn remove_mapping(m: &Mapping) -> Result<(), FirewallError> {
 pub fn forward_chain() -> String {
     let ipt = iptables::new(false);
     match ipt {
-        Ok(ipt) if ipt.chain_exists("filter", "DOCKER-USER").unwrap_or(false) => "DOCKER-USER".into(),
+        Ok(ipt) if ipt.chain_exists("filter", "DOCKER-USER").unwrap_or(false) => {
+            "DOCKER-USER".into()
+        }
         _ => "FORWARD".into(),
     }
 }
@@ -177,8 +236,12 @@ pub fn forward_chain() -> String {
 pub fn ensure_hooks(bridge: &str) -> Result<(), FirewallError> {
     let ipt = iptables::new(false).map_err(|e| FirewallError::Other(e.to_string()))?;
     for (table, chain, rule) in hooks(bridge, &forward_chain()) {
-        if !ipt.exists(table, &chain, &rule).map_err(|e| FirewallError::Other(format!("check {table} {chain} {rule}: {e}")))? {
-            ipt.insert(table, &chain, &rule, 1).map_err(|e| FirewallError::Other(format!("insert {table} {chain} {rule}: {e}")))?;
+        if !ipt
+            .exists(table, &chain, &rule)
+            .map_err(|e| FirewallError::Other(format!("check {table} {chain} {rule}: {e}")))?
+        {
+            ipt.insert(table, &chain, &rule, 1)
+                .map_err(|e| FirewallError::Other(format!("insert {table} {chain} {rule}: {e}")))?;
         }
     }
     Ok(())
@@ -186,8 +249,12 @@ pub fn ensure_hooks(bridge: &str) -> Result<(), FirewallError> {
 
 /// Whether every hook is in place.
 pub fn hooks_present(bridge: &str) -> bool {
-    let Ok(ipt) = iptables::new(false) else { return false };
-    hooks(bridge, &forward_chain()).iter().all(|(t, c, r)| ipt.exists(t, c, r).unwrap_or(false))
+    let Ok(ipt) = iptables::new(false) else {
+        return false;
+    };
+    hooks(bridge, &forward_chain())
+        .iter()
+        .all(|(t, c, r)| ipt.exists(t, c, r).unwrap_or(false))
 }
 
 #[cfg(test)]
@@ -199,7 +266,11 @@ mod tests {
             bridge: "docker0".into(),
             subnet: Cidr::parse("172.17.0.0/16").unwrap(),
             allowlist: vec![Cidr::parse("10.1.0.0/24").unwrap()],
-            mappings: vec![Mapping { host_port: 20000, ip: Ipv4Addr::new(172, 17, 0, 2), container_port: 8080 }],
+            mappings: vec![Mapping {
+                host_port: 20000,
+                ip: Ipv4Addr::new(172, 17, 0, 2),
+                container_port: 8080,
+            }],
             host_ports: vec![3128],
             egress_allow: vec![Cidr::parse("10.2.0.5/32").unwrap()],
         }
@@ -212,10 +283,22 @@ mod tests {
         assert_eq!(lines[0], "*filter");
         assert!(lines.contains(&"-A HYDRA-INPUT -p tcp -m tcp --dport 3128 -j ACCEPT"));
         // the last rule of each chain is a drop (or the final accept of egress after the private drops)
-        let input: Vec<&&str> = lines.iter().filter(|l| l.starts_with("-A HYDRA-INPUT")).collect();
+        let input: Vec<&&str> = lines
+            .iter()
+            .filter(|l| l.starts_with("-A HYDRA-INPUT"))
+            .collect();
         assert_eq!(**input.last().unwrap(), "-A HYDRA-INPUT -j DROP");
-        let allow: Vec<&&str> = lines.iter().filter(|l| l.starts_with("-A HYDRA-ALLOW")).collect();
-        assert_eq!(allow.iter().map(|l| **l).collect::<Vec<_>>(), vec!["-A HYDRA-ALLOW -s 10.1.0.0/24 -j ACCEPT", "-A HYDRA-ALLOW -j DROP"]);
+        let allow: Vec<&&str> = lines
+            .iter()
+            .filter(|l| l.starts_with("-A HYDRA-ALLOW"))
+            .collect();
+        assert_eq!(
+            allow.iter().map(|l| **l).collect::<Vec<_>>(),
+            vec![
+                "-A HYDRA-ALLOW -s 10.1.0.0/24 -j ACCEPT",
+                "-A HYDRA-ALLOW -j DROP"
+            ]
+        );
         // allowed egress comes before the private-range drops
         let pos = |needle: &str| lines.iter().position(|l| l.contains(needle)).unwrap();
         assert!(pos("-d 10.2.0.5/32 -j ACCEPT") < pos("-d 10.0.0.0/8 -j DROP"));
@@ -226,9 +309,17 @@ mod tests {
     #[test]
     fn nat_rules() {
         let n = render_nat(&spec());
-        assert!(n.contains("-A HYDRA-DNAT -p tcp -m tcp --dport 20000 -j DNAT --to-destination 172.17.0.2:8080\n"));
+        assert!(n.contains(
+            "-A HYDRA-DNAT -p tcp -m tcp --dport 20000 -j DNAT --to-destination 172.17.0.2:8080\n"
+        ));
         assert!(n.contains("-A HYDRA-POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE\n"));
-        let a = render_allowlist(&Spec { allowlist: vec![], ..spec() });
-        assert_eq!(a, "*filter\n:HYDRA-ALLOW - [0:0]\n-A HYDRA-ALLOW -j DROP\nCOMMIT\n", "an empty allowlist lets nothing in");
+        let a = render_allowlist(&Spec {
+            allowlist: vec![],
+            ..spec()
+        });
+        assert_eq!(
+            a, "*filter\n:HYDRA-ALLOW - [0:0]\n-A HYDRA-ALLOW -j DROP\nCOMMIT\n",
+            "an empty allowlist lets nothing in"
+        );
     }
 }

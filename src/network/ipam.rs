@@ -14,9 +14,17 @@ pub struct Cidr {
 
 impl Cidr {
     pub fn parse(s: &str) -> Result<Cidr, String> {
-        let (ip, len) = s.split_once('/').ok_or_else(|| format!("{s:?} is not a CIDR (a.b.c.d/len)"))?;
-        let ip: Ipv4Addr = ip.parse().map_err(|_| format!("{s:?}: {ip:?} is not an IPv4 address"))?;
-        let prefix: u8 = len.parse().ok().filter(|l| *l <= 32).ok_or_else(|| format!("{s:?}: prefix must be 0 to 32"))?;
+        let (ip, len) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not a CIDR (a.b.c.d/len)"))?;
+        let ip: Ipv4Addr = ip
+            .parse()
+            .map_err(|_| format!("{s:?}: {ip:?} is not an IPv4 address"))?;
+        let prefix: u8 = len
+            .parse()
+            .ok()
+            .filter(|l| *l <= 32)
+            .ok_or_else(|| format!("{s:?}: prefix must be 0 to 32"))?;
         let net = Ipv4Addr::from(u32::from(ip) & Self::mask(prefix));
         Ok(Cidr { net, prefix })
     }
@@ -61,13 +69,20 @@ pub struct Ipam {
 
 impl Ipam {
     pub fn new(subnet: Cidr) -> Ipam {
-        Ipam { subnet, used: BTreeSet::new(), next: u32::from(subnet.gateway()) + 1 }
+        Ipam {
+            subnet,
+            used: BTreeSet::new(),
+            next: u32::from(subnet.gateway()) + 1,
+        }
     }
 
     /// Marks an address (from a record) as in use; false if it is not usable.
     pub fn reserve(&mut self, ip: Ipv4Addr) -> bool {
         let v = u32::from(ip);
-        let ok = self.subnet.contains(ip) && ip != self.subnet.gateway() && ip != self.subnet.net && ip != self.subnet.broadcast();
+        let ok = self.subnet.contains(ip)
+            && ip != self.subnet.gateway()
+            && ip != self.subnet.net
+            && ip != self.subnet.broadcast();
         ok && self.used.insert(v)
     }
 
@@ -123,7 +138,15 @@ mod tests {
         assert!(!a.reserve(Ipv4Addr::new(10, 9, 0, 4)), "twice");
         assert!(!a.reserve(Ipv4Addr::new(10, 9, 0, 1)), "gateway");
         let got: Vec<_> = std::iter::from_fn(|| a.allocate()).collect();
-        assert_eq!(got, vec![Ipv4Addr::new(10, 9, 0, 2), Ipv4Addr::new(10, 9, 0, 3), Ipv4Addr::new(10, 9, 0, 5), Ipv4Addr::new(10, 9, 0, 6)]);
+        assert_eq!(
+            got,
+            vec![
+                Ipv4Addr::new(10, 9, 0, 2),
+                Ipv4Addr::new(10, 9, 0, 3),
+                Ipv4Addr::new(10, 9, 0, 5),
+                Ipv4Addr::new(10, 9, 0, 6)
+            ]
+        );
         assert_eq!(a.allocate(), None);
         a.release(Ipv4Addr::new(10, 9, 0, 3));
         assert_eq!(a.allocate(), Some(Ipv4Addr::new(10, 9, 0, 3)));

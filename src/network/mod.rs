@@ -45,7 +45,11 @@ pub struct Settings {
 
 impl Settings {
     pub fn from_config(c: &NetworkConfig) -> Result<Settings, String> {
-        let cidrs = |v: &[String]| v.iter().map(|s| Cidr::parse(s)).collect::<Result<Vec<_>, _>>();
+        let cidrs = |v: &[String]| {
+            v.iter()
+                .map(|s| Cidr::parse(s))
+                .collect::<Result<Vec<_>, _>>()
+        };
         Ok(Settings {
             bridge: c.bridge.clone(),
             subnet: Cidr::parse(&c.subnet)?,
@@ -126,7 +130,11 @@ fn map_err(e: impl std::fmt::Display) -> ApiError {
 impl Network {
     /// Blocking. Brings up the bridge, rebuilds the allocators from the
     /// records and installs the whole rule set before any container starts.
-    pub fn setup(settings: Settings, existing: &[(String, Allocation)], state_dir: &std::path::Path) -> anyhow::Result<Network> {
+    pub fn setup(
+        settings: Settings,
+        existing: &[(String, Allocation)],
+        state_dir: &std::path::Path,
+    ) -> anyhow::Result<Network> {
         let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", "1");
         // localhost:hostport -> container (kube-proxy does the same): route
         // 127/8 out of the bridge, masqueraded (see firewall::render_nat).
@@ -138,15 +146,23 @@ impl Network {
             Some(i) => i, // exists (maybe Docker's): used as it is
             None => {
                 nl.create_bridge(&settings.bridge)?;
-                let i = nl.link_index(&settings.bridge)?.ok_or_else(|| anyhow::anyhow!("bridge vanished"))?;
+                let i = nl
+                    .link_index(&settings.bridge)?
+                    .ok_or_else(|| anyhow::anyhow!("bridge vanished"))?;
                 nl.add_address(i, settings.subnet.gateway(), settings.subnet.prefix)?;
                 nl.set_up(i, None)?;
                 i
             }
         };
-        let _ = std::fs::write(format!("/proc/sys/net/ipv4/conf/{}/route_localnet", settings.bridge), "1");
+        let _ = std::fs::write(
+            format!("/proc/sys/net/ipv4/conf/{}/route_localnet", settings.bridge),
+            "1",
+        );
         let allowlist_file = state_dir.join("firewall.json");
-        let allowlist = match std::fs::read(&allowlist_file).ok().and_then(|b| serde_json::from_slice::<Allowlist>(&b).ok()) {
+        let allowlist = match std::fs::read(&allowlist_file)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Allowlist>(&b).ok())
+        {
             Some(a) => a.cidrs.iter().filter_map(|c| Cidr::parse(c).ok()).collect(),
             None => settings.allowlist.clone(),
         };
@@ -161,7 +177,15 @@ impl Network {
                 if !st.ipam.reserve(ip) {
                     tracing::error!(container = %name, %ip, "address outside the subnet or already in use; not reserved");
                 }
-                let maps: Vec<Mapping> = a.ports.iter().map(|p| Mapping { host_port: p.host_port, ip, container_port: p.container_port }).collect();
+                let maps: Vec<Mapping> = a
+                    .ports
+                    .iter()
+                    .map(|p| Mapping {
+                        host_port: p.host_port,
+                        ip,
+                        container_port: p.container_port,
+                    })
+                    .collect();
                 for p in &a.ports {
                     st.pool.reserve(p.host_port, name);
                 }
@@ -202,32 +226,66 @@ impl Network {
     pub fn allocate(&self, name: &str, wanted: &[PortSpec]) -> Result<Allocation, ApiError> {
         let busy: BTreeSet<u16> = ports::listeners().keys().copied().collect();
         let mut st = self.state.lock().unwrap();
-        let ip = st.ipam.allocate().ok_or_else(|| ApiError::new(409, "exhausted", format!("no free address left in {}", self.settings.subnet)))?;
+        let ip = st.ipam.allocate().ok_or_else(|| {
+            ApiError::new(
+                409,
+                "exhausted",
+                format!("no free address left in {}", self.settings.subnet),
+            )
+        })?;
         let mut got = Vec::new();
         for w in wanted {
             match st.pool.allocate(w.host_port, name, &busy) {
-                Ok(hp) => got.push(PortMapping { host_ip: "0.0.0.0".into(), host_port: hp, container_port: w.container_port }),
+                Ok(hp) => got.push(PortMapping {
+                    host_ip: "0.0.0.0".into(),
+                    host_port: hp,
+                    container_port: w.container_port,
+                }),
                 Err(e) => {
                     for p in &got {
                         st.pool.release(p.host_port);
                     }
                     st.ipam.release(ip);
-                    let code = if matches!(e, PortError::Exhausted { .. }) { "exhausted" } else { "conflict" };
-                    return Err(ApiError { status: 409, code, message: e.to_string(), field: Some("ports".into()) });
+                    let code = if matches!(e, PortError::Exhausted { .. }) {
+                        "exhausted"
+                    } else {
+                        "conflict"
+                    };
+                    return Err(ApiError {
+                        status: 409,
+                        code,
+                        message: e.to_string(),
+                        field: Some("ports".into()),
+                    });
                 }
             }
         }
-        Ok(Allocation { ip: Some(ip), ports: got })
+        Ok(Allocation {
+            ip: Some(ip),
+            ports: got,
+        })
     }
 
     /// Installs the DNAT rules of a started container.
     pub fn install(&self, name: &str, a: &Allocation) -> Result<(), ApiError> {
         let Some(ip) = a.ip else { return Ok(()) };
-        let maps: Vec<Mapping> = a.ports.iter().map(|p| Mapping { host_port: p.host_port, ip, container_port: p.container_port }).collect();
+        let maps: Vec<Mapping> = a
+            .ports
+            .iter()
+            .map(|p| Mapping {
+                host_port: p.host_port,
+                ip,
+                container_port: p.container_port,
+            })
+            .collect();
         for m in &maps {
             firewall::add_mapping(m).map_err(map_err)?;
         }
-        self.state.lock().unwrap().mappings.insert(name.to_string(), maps);
+        self.state
+            .lock()
+            .unwrap()
+            .mappings
+            .insert(name.to_string(), maps);
         self.refresh_baseline();
         Ok(())
     }
@@ -235,7 +293,13 @@ impl Network {
     /// Removes a container's rules and frees its address and ports; errors
     /// are logged and the rest is still released.
     pub fn release(&self, name: &str, a: &Allocation) {
-        let maps = self.state.lock().unwrap().mappings.remove(name).unwrap_or_default();
+        let maps = self
+            .state
+            .lock()
+            .unwrap()
+            .mappings
+            .remove(name)
+            .unwrap_or_default();
         for m in &maps {
             if let Err(e) = firewall::remove_mapping(m) {
                 tracing::error!(container = name, error = %e, "teardown: DNAT rule");
@@ -261,7 +325,8 @@ impl Network {
     /// The plan for the container's init.
     pub fn launch(&self, ip: Ipv4Addr) -> NetLaunch {
         let mut rnd = [0u8; 6];
-        let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut rnd));
+        let _ = std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut rnd));
         NetLaunch {
             ip,
             prefix: self.settings.subnet.prefix,
@@ -273,7 +338,16 @@ impl Network {
     }
 
     pub fn allowlist(&self) -> Allowlist {
-        Allowlist { cidrs: self.state.lock().unwrap().allowlist.iter().map(|c| c.to_string()).collect() }
+        Allowlist {
+            cidrs: self
+                .state
+                .lock()
+                .unwrap()
+                .allowlist
+                .iter()
+                .map(|c| c.to_string())
+                .collect(),
+        }
     }
 
     /// Replaces the allowlist (one transaction) and persists it.
@@ -292,16 +366,24 @@ impl Network {
                 return Err(map_err(e));
             }
         }
-        let out = Allowlist { cidrs: st.allowlist.iter().map(|c| c.to_string()).collect() };
+        let out = Allowlist {
+            cidrs: st.allowlist.iter().map(|c| c.to_string()).collect(),
+        };
         drop(st);
-        crate::store::write_atomic(&self.allowlist_file, &serde_json::to_vec(&out).expect("json"), true).map_err(map_err)?;
+        crate::store::write_atomic(
+            &self.allowlist_file,
+            &serde_json::to_vec(&out).expect("json"),
+            true,
+        )
+        .map_err(map_err)?;
         Ok(out)
     }
 
     /// Restores our rules if someone removed or changed them. True if it did.
     pub fn check_drift(&self) -> Result<bool, firewall::FirewallError> {
         let now = firewall::saved_rules()?;
-        let drifted = now != *self.applied.lock().unwrap() || !firewall::hooks_present(&self.settings.bridge);
+        let drifted =
+            now != *self.applied.lock().unwrap() || !firewall::hooks_present(&self.settings.bridge);
         if drifted {
             self.apply_all()?;
             self.drift_restores.fetch_add(1, Ordering::Relaxed);
@@ -316,20 +398,37 @@ impl Network {
         let mut allocated = Vec::new();
         for (name, maps) in &st.mappings {
             for m in maps {
-                allocated.push(AllocatedPort { host_port: m.host_port, container_port: m.container_port, container: name.clone(), ip: m.ip.to_string() });
+                allocated.push(AllocatedPort {
+                    host_port: m.host_port,
+                    container_port: m.container_port,
+                    container: name.clone(),
+                    ip: m.ip.to_string(),
+                });
             }
         }
         allocated.sort_by_key(|a| a.host_port);
-        let others: BTreeMap<u16, u64> = listening.into_iter().filter(|(p, _)| (start..=end).contains(p) && !st.pool.allocated().contains_key(p)).collect();
+        let others: BTreeMap<u16, u64> = listening
+            .into_iter()
+            .filter(|(p, _)| (start..=end).contains(p) && !st.pool.allocated().contains_key(p))
+            .collect();
         let busy: BTreeSet<u16> = others.keys().copied().collect();
         let free = st.pool.free(&busy);
         drop(st);
         let owners = ports::socket_owners(&others.values().copied().collect());
         let taken_by_others = others
             .iter()
-            .map(|(p, ino)| TakenPort { port: *p, pid: owners.get(ino).map(|o| o.0), process: owners.get(ino).map(|o| o.1.clone()) })
+            .map(|(p, ino)| TakenPort {
+                port: *p,
+                pid: owners.get(ino).map(|o| o.0),
+                process: owners.get(ino).map(|o| o.1.clone()),
+            })
             .collect();
-        PortsInfo { range: PortRange { start, end }, free, allocated, taken_by_others }
+        PortsInfo {
+            range: PortRange { start, end },
+            free,
+            allocated,
+            taken_by_others,
+        }
     }
 }
 

@@ -4,13 +4,17 @@
 //! the network namespace it was created in.
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL,
+    NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute,
+    LinkFlags, LinkInfo, LinkMessage,
 };
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use std::io;
@@ -37,7 +41,11 @@ impl Netlink {
         self.sock.as_raw_fd()
     }
 
-    fn request(&mut self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<Vec<RouteNetlinkMessage>> {
+    fn request(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> io::Result<Vec<RouteNetlinkMessage>> {
         self.seq += 1;
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | flags;
@@ -53,7 +61,9 @@ impl Netlink {
             let mut off = 0;
             while off < data.len() {
                 let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[off..])
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("netlink: {e}")))?;
+                    .map_err(|e| {
+                        io::Error::new(io::ErrorKind::InvalidData, format!("netlink: {e}"))
+                    })?;
                 let len = msg.header.length as usize;
                 if msg.header.sequence_number == self.seq {
                     match msg.payload {
@@ -66,7 +76,9 @@ impl Netlink {
                         NetlinkPayload::Done(_) => return Ok(out),
                         NetlinkPayload::InnerMessage(m) => {
                             out.push(m);
-                            if flags & NLM_F_ACK == 0 && msg.header.flags & netlink_packet_core::NLM_F_MULTIPART == 0 {
+                            if flags & NLM_F_ACK == 0
+                                && msg.header.flags & netlink_packet_core::NLM_F_MULTIPART == 0
+                            {
                                 return Ok(out);
                             }
                         }
@@ -98,8 +110,15 @@ impl Netlink {
     pub fn create_bridge(&mut self, name: &str) -> io::Result<()> {
         let mut m = LinkMessage::default();
         m.attributes.push(LinkAttribute::IfName(name.into()));
-        m.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]));
-        self.request(RouteNetlinkMessage::NewLink(m), NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL).map(drop)
+        m.attributes
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                InfoKind::Bridge,
+            )]));
+        self.request(
+            RouteNetlinkMessage::NewLink(m),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .map(drop)
     }
 
     /// Creates a veth pair here: `name` in this namespace, `peer` directly in
@@ -114,7 +133,11 @@ impl Netlink {
             LinkInfo::Kind(InfoKind::Veth),
             LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(p))),
         ]));
-        self.request(RouteNetlinkMessage::NewLink(m), NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL).map(drop)
+        self.request(
+            RouteNetlinkMessage::NewLink(m),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .map(drop)
     }
 
     /// Sets a link up and, optionally, enslaves it to `controller`.
@@ -126,7 +149,8 @@ impl Netlink {
         if let Some(c) = controller {
             m.attributes.push(LinkAttribute::Controller(c));
         }
-        self.request(RouteNetlinkMessage::SetLink(m), NLM_F_ACK).map(drop)
+        self.request(RouteNetlinkMessage::SetLink(m), NLM_F_ACK)
+            .map(drop)
     }
 
     /// Marks a bridge port isolated: it can talk to the bridge (the host) but
@@ -136,9 +160,12 @@ impl Netlink {
         m.header.index = index;
         m.attributes.push(LinkAttribute::LinkInfo(vec![
             LinkInfo::PortKind(InfoPortKind::Bridge),
-            LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::Isolated(true)])),
+            LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::Isolated(
+                true,
+            )])),
         ]));
-        self.request(RouteNetlinkMessage::NewLink(m), NLM_F_ACK).map(drop)
+        self.request(RouteNetlinkMessage::NewLink(m), NLM_F_ACK)
+            .map(drop)
     }
 
     pub fn add_address(&mut self, index: u32, ip: Ipv4Addr, prefix: u8) -> io::Result<()> {
@@ -149,8 +176,12 @@ impl Netlink {
         m.attributes.push(AddressAttribute::Local(IpAddr::V4(ip)));
         m.attributes.push(AddressAttribute::Address(IpAddr::V4(ip)));
         let bits = u32::from(ip) | (u32::MAX.checked_shr(prefix as u32).unwrap_or(0));
-        m.attributes.push(AddressAttribute::Broadcast(Ipv4Addr::from(bits)));
-        match self.request(RouteNetlinkMessage::NewAddress(m), NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL) {
+        m.attributes
+            .push(AddressAttribute::Broadcast(Ipv4Addr::from(bits)));
+        match self.request(
+            RouteNetlinkMessage::NewAddress(m),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        ) {
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
             r => r.map(drop),
         }
@@ -163,13 +194,19 @@ impl Netlink {
         m.header.protocol = RouteProtocol::Boot;
         m.header.scope = RouteScope::Universe;
         m.header.kind = RouteType::Unicast;
-        m.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
-        self.request(RouteNetlinkMessage::NewRoute(m), NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL).map(drop)
+        m.attributes
+            .push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
+        self.request(
+            RouteNetlinkMessage::NewRoute(m),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .map(drop)
     }
 
     pub fn delete_link(&mut self, index: u32) -> io::Result<()> {
         let mut m = LinkMessage::default();
         m.header.index = index;
-        self.request(RouteNetlinkMessage::DelLink(m), NLM_F_ACK).map(drop)
+        self.request(RouteNetlinkMessage::DelLink(m), NLM_F_ACK)
+            .map(drop)
     }
 }

@@ -15,10 +15,19 @@ pub enum PortError {
 impl std::fmt::Display for PortError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            PortError::Outside { port, start, end } => write!(f, "host port {port} is outside the pool {start}-{end}"),
-            PortError::Allocated { port, to } => write!(f, "host port {port} is already allocated to {to}"),
-            PortError::TakenByOther { port } => write!(f, "host port {port} is in use by another process on the host"),
-            PortError::Exhausted { start, end } => write!(f, "no free host port left in the pool {start}-{end}"),
+            PortError::Outside { port, start, end } => {
+                write!(f, "host port {port} is outside the pool {start}-{end}")
+            }
+            PortError::Allocated { port, to } => {
+                write!(f, "host port {port} is already allocated to {to}")
+            }
+            PortError::TakenByOther { port } => write!(
+                f,
+                "host port {port} is in use by another process on the host"
+            ),
+            PortError::Exhausted { start, end } => {
+                write!(f, "no free host port left in the pool {start}-{end}")
+            }
         }
     }
 }
@@ -34,24 +43,42 @@ pub struct PortPool {
 
 impl PortPool {
     pub fn new(start: u16, end: u16) -> PortPool {
-        PortPool { start, end, used: BTreeMap::new(), next: start }
+        PortPool {
+            start,
+            end,
+            used: BTreeMap::new(),
+            next: start,
+        }
     }
 
     /// Records an existing allocation (from a persisted record).
     pub fn reserve(&mut self, port: u16, owner: &str) -> bool {
-        (self.start..=self.end).contains(&port) && self.used.insert(port, owner.to_string()).is_none()
+        (self.start..=self.end).contains(&port)
+            && self.used.insert(port, owner.to_string()).is_none()
     }
 
     /// The requested port, or the next free one; never one allocated or bound
     /// by another process (`busy`).
-    pub fn allocate(&mut self, requested: Option<u16>, owner: &str, busy: &BTreeSet<u16>) -> Result<u16, PortError> {
+    pub fn allocate(
+        &mut self,
+        requested: Option<u16>,
+        owner: &str,
+        busy: &BTreeSet<u16>,
+    ) -> Result<u16, PortError> {
         let (start, end) = (self.start, self.end);
         if let Some(p) = requested {
             if !(start..=end).contains(&p) {
-                return Err(PortError::Outside { port: p, start, end });
+                return Err(PortError::Outside {
+                    port: p,
+                    start,
+                    end,
+                });
             }
             if let Some(to) = self.used.get(&p) {
-                return Err(PortError::Allocated { port: p, to: to.clone() });
+                return Err(PortError::Allocated {
+                    port: p,
+                    to: to.clone(),
+                });
             }
             if busy.contains(&p) {
                 return Err(PortError::TakenByOther { port: p });
@@ -61,7 +88,8 @@ impl PortPool {
         }
         let span = (end - start) as u32 + 1;
         for i in 0..span {
-            let cand = (start as u32 + ((self.next.saturating_sub(start)) as u32 + i) % span) as u16;
+            let cand =
+                (start as u32 + ((self.next.saturating_sub(start)) as u32 + i) % span) as u16;
             if !self.used.contains_key(&cand) && !busy.contains(&cand) {
                 self.used.insert(cand, owner.into());
                 self.next = if cand == end { start } else { cand + 1 };
@@ -81,7 +109,9 @@ impl PortPool {
 
     /// Free ports: the range minus allocations and others' listeners.
     pub fn free(&self, busy: &BTreeSet<u16>) -> usize {
-        (self.start..=self.end).filter(|p| !self.used.contains_key(p) && !busy.contains(p)).count()
+        (self.start..=self.end)
+            .filter(|p| !self.used.contains_key(p) && !busy.contains(p))
+            .count()
     }
 }
 
@@ -89,7 +119,10 @@ impl PortPool {
 /// the socket inode.
 pub fn listeners() -> BTreeMap<u16, u64> {
     let mut out = BTreeMap::new();
-    for entries in [procfs::net::tcp(), procfs::net::tcp6()].into_iter().flatten() {
+    for entries in [procfs::net::tcp(), procfs::net::tcp6()]
+        .into_iter()
+        .flatten()
+    {
         for e in entries {
             if e.state == procfs::net::TcpState::Listen {
                 out.insert(e.local_address.port(), e.inode);
@@ -105,7 +138,11 @@ pub fn socket_owners(inodes: &BTreeSet<u64>) -> BTreeMap<u64, (i32, String)> {
     if inodes.is_empty() {
         return out;
     }
-    for p in procfs::process::all_processes().into_iter().flatten().flatten() {
+    for p in procfs::process::all_processes()
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let Ok(fds) = p.fd() else { continue };
         for fd in fds.flatten() {
             if let procfs::process::FDTarget::Socket(ino) = fd.target {
@@ -128,12 +165,38 @@ mod tests {
         let mut p = PortPool::new(20000, 20003);
         let busy: BTreeSet<u16> = [20001].into();
         assert!(p.reserve(20000, "old"));
-        assert_eq!(p.allocate(None, "a", &busy), Ok(20002), "skips allocated and busy ports");
-        assert_eq!(p.allocate(Some(20002), "b", &busy), Err(PortError::Allocated { port: 20002, to: "a".into() }));
-        assert_eq!(p.allocate(Some(20001), "b", &busy), Err(PortError::TakenByOther { port: 20001 }));
-        assert_eq!(p.allocate(Some(80), "b", &busy), Err(PortError::Outside { port: 80, start: 20000, end: 20003 }));
+        assert_eq!(
+            p.allocate(None, "a", &busy),
+            Ok(20002),
+            "skips allocated and busy ports"
+        );
+        assert_eq!(
+            p.allocate(Some(20002), "b", &busy),
+            Err(PortError::Allocated {
+                port: 20002,
+                to: "a".into()
+            })
+        );
+        assert_eq!(
+            p.allocate(Some(20001), "b", &busy),
+            Err(PortError::TakenByOther { port: 20001 })
+        );
+        assert_eq!(
+            p.allocate(Some(80), "b", &busy),
+            Err(PortError::Outside {
+                port: 80,
+                start: 20000,
+                end: 20003
+            })
+        );
         assert_eq!(p.allocate(None, "b", &busy), Ok(20003));
-        assert_eq!(p.allocate(None, "c", &busy), Err(PortError::Exhausted { start: 20000, end: 20003 }));
+        assert_eq!(
+            p.allocate(None, "c", &busy),
+            Err(PortError::Exhausted {
+                start: 20000,
+                end: 20003
+            })
+        );
         assert_eq!(p.free(&busy), 0);
         p.release(20002);
         assert_eq!(p.free(&busy), 1);
@@ -147,6 +210,9 @@ mod tests {
         let ls = listeners();
         let ino = *ls.get(&port).expect("our listener in /proc/net/tcp");
         let owners = socket_owners(&[ino].into());
-        assert_eq!(owners.get(&ino).map(|o| o.0), Some(std::process::id() as i32));
+        assert_eq!(
+            owners.get(&ino).map(|o| o.0),
+            Some(std::process::id() as i32)
+        );
     }
 }

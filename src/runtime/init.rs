@@ -2,15 +2,15 @@
 //! root filesystem, /proc, /dev, /sys, hostname, loopback, user, exec.
 
 use super::Launch;
+use crate::network::netlink::Netlink;
+use crate::network::NetLaunch;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use nix::unistd::{chdir, execve, pivot_root, setgid, setgroups, sethostname, setuid, Gid, Uid};
 use std::ffi::CString;
 use std::fs;
-use std::os::unix::fs::{symlink, PermissionsExt};
-use crate::network::netlink::Netlink;
-use crate::network::NetLaunch;
 use std::os::fd::RawFd;
+use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Why the container could not start; `field` names the spec field at fault.
@@ -43,7 +43,10 @@ pub fn run(l: &Launch, host: Option<HostNet>) -> InitError {
     }
 }
 
-fn setup_and_exec(l: &Launch, host: Option<HostNet>) -> Result<std::convert::Infallible, InitError> {
+fn setup_and_exec(
+    l: &Launch,
+    host: Option<HostNet>,
+) -> Result<std::convert::Infallible, InitError> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
         .map_err(sys("unshare cgroup namespace"))?;
     mount(
@@ -61,7 +64,8 @@ fn setup_and_exec(l: &Launch, host: Option<HostNet>) -> Result<std::convert::Inf
     super::sys::loopback_up().map_err(|e| fail("runtime", format!("loopback up: {e}")))?;
     if let (Some(n), Some((host_nl, host_ns))) = (&l.net, host) {
         write_etc(root, n, &l.hostname)?;
-        setup_network(n, host_nl, host_ns).map_err(|e| fail("network", format!("container network: {e}")))?;
+        setup_network(n, host_nl, host_ns)
+            .map_err(|e| fail("network", format!("container network: {e}")))?;
     }
 
     chdir(root).map_err(sys("chdir to rootfs"))?;
@@ -320,8 +324,14 @@ fn lookup_name(file: &str, name: &str) -> Option<(u32, Option<u32>)> {
 /// /etc/hosts and /etc/resolv.conf in the container's (upper) filesystem.
 fn write_etc(root: &Path, n: &NetLaunch, hostname: &str) -> Result<(), InitError> {
     let etc = ensure_dir(root, "etc")?;
-    let hosts = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}\t{hostname}\n", n.ip);
-    for (f, text) in [("hosts", hosts.as_str()), ("resolv.conf", n.resolv_conf.as_str())] {
+    let hosts = format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}\t{hostname}\n",
+        n.ip
+    );
+    for (f, text) in [
+        ("hosts", hosts.as_str()),
+        ("resolv.conf", n.resolv_conf.as_str()),
+    ] {
         let p = etc.join(f);
         // never follow a symlink planted in the image
         if fs::symlink_metadata(&p).is_ok_and(|m| !m.file_type().is_file()) {
@@ -342,7 +352,9 @@ fn setup_network(n: &NetLaunch, host: &mut Netlink, host_ns: RawFd) -> std::io::
         .ok_or_else(|| std::io::Error::other(format!("host end {} not found", n.host_ifname)))?;
     host.set_up(hidx, Some(n.bridge_index))?;
     host.set_port_isolated(hidx)?;
-    let idx = ctr.link_index("eth0")?.ok_or_else(|| std::io::Error::other("eth0 not found"))?;
+    let idx = ctr
+        .link_index("eth0")?
+        .ok_or_else(|| std::io::Error::other("eth0 not found"))?;
     ctr.add_address(idx, n.ip, n.prefix)?;
     ctr.set_up(idx, None)?;
     ctr.add_default_route(n.gateway)?;

@@ -161,7 +161,8 @@ impl Supervisor {
             }
         }
         let me = self.clone();
-        let recs = tokio::task::spawn_blocking(move || me.setup_network(&recs).map(|()| recs)).await??;
+        let recs =
+            tokio::task::spawn_blocking(move || me.setup_network(&recs).map(|()| recs)).await??;
         let n = recs.len();
         for rec in recs {
             let name = rec.spec.name.clone();

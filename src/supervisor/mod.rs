@@ -98,7 +98,9 @@ impl Supervisor {
         let exe = std::env::current_exe()?;
         let launcher = runtime::Launcher::new(&exe, &paths.state);
         let net_settings = match cfg.network.enabled {
-            true => Some(crate::network::Settings::from_config(&cfg.network).map_err(anyhow::Error::msg)?),
+            true => Some(
+                crate::network::Settings::from_config(&cfg.network).map_err(anyhow::Error::msg)?,
+            ),
             false => None,
         };
         Ok(Arc::new(Supervisor {
@@ -300,7 +302,10 @@ impl Supervisor {
         };
         let net = self.network.get();
         if net.is_none() && !rec.spec.ports.is_empty() {
-            return Err(ApiError::unprocessable("ports", "host networking is disabled on this agent (network.enabled = false)"));
+            return Err(ApiError::unprocessable(
+                "ports",
+                "host networking is disabled on this agent (network.enabled = false)",
+            ));
         }
         if let Some(n) = net {
             let a = n.allocate(&rec.spec.name, &rec.spec.ports)?;
@@ -613,7 +618,10 @@ impl Supervisor {
 }
 
 fn allocation(r: &ContainerRecord) -> Allocation {
-    Allocation { ip: r.ip, ports: r.ports.clone() }
+    Allocation {
+        ip: r.ip,
+        ports: r.ports.clone(),
+    }
 }
 
 impl Supervisor {
@@ -625,8 +633,13 @@ impl Supervisor {
     /// Sets up the network from the records (blocking): default deny is in
     /// place before the first container of this run gets an address.
     fn setup_network(&self, recs: &[ContainerRecord]) -> anyhow::Result<()> {
-        let Some(s) = self.net_settings.clone() else { return Ok(()) };
-        let existing: Vec<(String, Allocation)> = recs.iter().map(|r| (r.spec.name.clone(), allocation(r))).collect();
+        let Some(s) = self.net_settings.clone() else {
+            return Ok(());
+        };
+        let existing: Vec<(String, Allocation)> = recs
+            .iter()
+            .map(|r| (r.spec.name.clone(), allocation(r)))
+            .collect();
         let n = Network::setup(s, &existing, &self.paths.state)?;
         let _ = self.network.set(Arc::new(n));
         Ok(())

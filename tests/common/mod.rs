@@ -52,21 +52,136 @@ pub fn demo() -> String {
     images().1
 }
 
-/// The agent binary run in network and mount namespaces of its own (the
-/// test's simulated host): its bridge, veths and iptables rules never touch
-/// the machine's namespace. `unshare` execs, so the child's pid is the agent's.
-pub fn agent_command() -> Command {
-    let mut c = Command::new("unshare");
-    c.args(["--net", "--mount", "--propagation", "private", "--"]).arg(env!("CARGO_BIN_EXE_hydra-agent"));
-    c
+/// A simulated host: network and mount namespaces held by a sleeping
+/// process, so they outlive agent restarts. Bridges, veths and iptables rules
+/// made in it never touch the machine's own namespaces; dropping it kills the
+/// holder and the namespaces go with it.
+pub struct Host {
+    holder: Child,
 }
 
-/// The agent's network namespace, for tests that connect from it.
-pub fn netns_of(pid: i32) -> std::path::PathBuf {
-    std::path::PathBuf::from(format!("/proc/{pid}/ns/net"))
+impl Host {
+    pub fn new() -> Host {
+        let holder = Command::new("unshare")
+            .args([
+                "--net",
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "sleep",
+                "100000",
+            ])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("unshare");
+        let pid = holder.id();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // wait until the holder has exec'd sleep inside its new namespaces
+        while std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()
+            == std::fs::read_link("/proc/self/ns/net").ok()
+        {
+            assert!(Instant::now() < deadline, "unshare did not start");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let h = Host { holder };
+        h.sh("ip link set lo up");
+        h
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.holder.id()
+    }
+
+    pub fn netns(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/ns/net", self.pid()))
+    }
+
+    /// A command run inside the host's namespaces.
+    pub fn command(&self, prog: &str) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/proc/{}/ns/net", self.pid()))
+            .arg(format!("--mount=/proc/{}/ns/mnt", self.pid()))
+            .arg("--")
+            .arg(prog);
+        c
+    }
+
+    /// Runs a shell command inside; panics with its output if it fails.
+    pub fn sh(&self, script: &str) -> String {
+        let out = self
+            .command("sh")
+            .args(["-c", script])
+            .output()
+            .expect("nsenter");
+        assert!(
+            out.status.success(),
+            "{script}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Another simulated machine wired to this host: a netns with a veth,
+    /// `10.99.<n>.2/24` on its side, `10.99.<n>.1/24` on the host's.
+    pub fn peer(&self, n: u8) -> Host {
+        let p = Host::new();
+        self.sh(&format!(
+            "ip link add p{n} type veth peer name eth0 netns {} && ip addr add 10.99.{n}.1/24 dev p{n} && ip link set p{n} up",
+            p.pid()
+        ));
+        p.sh(&format!("ip addr add 10.99.{n}.2/24 dev eth0 && ip link set eth0 up && ip route add default via 10.99.{n}.1"));
+        p
+    }
+}
+
+/// A background process group (a shell and its children), killed whole on
+/// drop, also when a test fails; its output goes nowhere.
+pub struct Bg(Child);
+
+impl Bg {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(-(self.0.id() as i32)),
+            nix::sys::signal::SIGKILL,
+        );
+        let _ = self.0.wait();
+    }
+}
+
+impl Host {
+    /// Runs `script` in the background inside this host's namespaces.
+    pub fn spawn_bg(&self, script: &str) -> Bg {
+        use std::os::unix::process::CommandExt;
+        let child = self
+            .command("sh")
+            .args(["-c", script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("spawn");
+        Bg(child)
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
 }
 
 pub struct Agent {
+    pub host: Host,
     pub root: tempfile::TempDir,
     pub parent: String,
     pub config: PathBuf,
@@ -94,6 +209,7 @@ impl Agent {
         .unwrap();
         let socket = root.path().join("run/hydra-agent/agent.sock");
         let mut a = Agent {
+            host: Host::new(),
             client: Client::new(&socket),
             root,
             parent,
@@ -102,6 +218,13 @@ impl Agent {
         };
         a.spawn().await;
         a
+    }
+
+    /// The agent binary, to run in this agent's host namespaces.
+    pub fn agent_command(&self) -> Command {
+        let mut c = self.host.command(env!("CARGO_BIN_EXE_hydra-agent"));
+        c.stdin(Stdio::null());
+        c
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -118,7 +241,8 @@ impl Agent {
             .append(true)
             .open(self.root.path().join("agent.log"))
             .unwrap();
-        let child = agent_command()
+        let child = self
+            .agent_command()
             .arg("--root")
             .arg(self.root.path())
             .arg("--config")
