@@ -175,9 +175,10 @@ fn restore(input: &str) -> Result<(), FirewallError> {
     Ok(())
 }
 
-/// Our rules as iptables-save prints them: the snapshot drift is checked against.
-pub fn saved_rules() -> Result<String, FirewallError> {
-    let mut all = String::new();
+/// Our rules as iptables-save prints them (`table -A ...`, sorted): the
+/// snapshot drift is checked against.
+pub fn saved_rules() -> Result<Vec<String>, FirewallError> {
+    let mut all = Vec::new();
     for table in ["filter", "nat"] {
         let out = Command::new("iptables-save")
             .args(["-t", table])
@@ -191,23 +192,26 @@ pub fn saved_rules() -> Result<String, FirewallError> {
             .lines()
             .filter(|l| l.contains("HYDRA-") && l.starts_with("-A "))
         {
-            all.push_str(table);
-            all.push(' ');
-            all.push_str(l);
-            all.push('\n');
+            all.push(format!("{table} {l}"));
         }
     }
+    all.sort();
     Ok(all)
 }
 
+/// How a DNAT rule appears in [`saved_rules`].
+pub fn saved_form(m: &Mapping) -> String {
+    format!("nat -A {}", dnat_rule(m))
+}
+
 /// Applies the whole rule set (each table in one transaction) and the hooks.
-pub fn apply_all(s: &Spec) -> Result<String, FirewallError> {
+pub fn apply_all(s: &Spec) -> Result<Vec<String>, FirewallError> {
     restore(&(render_filter(s) + &render_nat(s)))?;
     ensure_hooks(&s.bridge)?;
     saved_rules()
 }
 
-pub fn apply_allowlist(s: &Spec) -> Result<String, FirewallError> {
+pub fn apply_allowlist(s: &Spec) -> Result<Vec<String>, FirewallError> {
     restore(&render_allowlist(s))?;
     saved_rules()
 }

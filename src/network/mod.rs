@@ -118,7 +118,7 @@ pub struct Network {
     bridge_index: u32,
     state: Mutex<State>,
     /// iptables-save lines of our chains after the last apply (drift baseline).
-    applied: Mutex<String>,
+    applied: Mutex<Vec<String>>,
     allowlist_file: PathBuf,
     pub drift_restores: AtomicU64,
 }
@@ -196,7 +196,7 @@ impl Network {
             settings,
             bridge_index,
             state: Mutex::new(st),
-            applied: Mutex::new(String::new()),
+            applied: Mutex::new(Vec::new()),
             allowlist_file,
             drift_restores: AtomicU64::new(0),
         };
@@ -280,13 +280,16 @@ impl Network {
             .collect();
         for m in &maps {
             firewall::add_mapping(m).map_err(map_err)?;
+            let mut b = self.applied.lock().unwrap();
+            let line = firewall::saved_form(m);
+            let at = b.binary_search(&line).unwrap_or_else(|i| i);
+            b.insert(at, line);
         }
         self.state
             .lock()
             .unwrap()
             .mappings
             .insert(name.to_string(), maps);
-        self.refresh_baseline();
         Ok(())
     }
 
@@ -304,6 +307,10 @@ impl Network {
             if let Err(e) = firewall::remove_mapping(m) {
                 tracing::error!(container = name, error = %e, "teardown: DNAT rule");
             }
+            let mut b = self.applied.lock().unwrap();
+            if let Ok(i) = b.binary_search(&firewall::saved_form(m)) {
+                b.remove(i);
+            }
         }
         let mut st = self.state.lock().unwrap();
         for p in &a.ports {
@@ -311,14 +318,6 @@ impl Network {
         }
         if let Some(ip) = a.ip {
             st.ipam.release(ip);
-        }
-        drop(st);
-        self.refresh_baseline();
-    }
-
-    fn refresh_baseline(&self) {
-        if let Ok(saved) = firewall::saved_rules() {
-            *self.applied.lock().unwrap() = saved;
         }
     }
 
