@@ -153,7 +153,7 @@ fn shim(launch: &Launch, mut out: File) -> Result<(), String> {
         )),
         None => None,
     };
-    let child = super::sys::clone_into_namespaces(flags, &mut || {
+    let mut init = || {
         // In the child: stdio to the pipes, wait until we are in the cgroup.
         if dup2(dn, 0).is_err() || dup2(o, 1).is_err() || dup2(e, 2).is_err() {
             return 126;
@@ -167,11 +167,29 @@ fn shim(launch: &Launch, mut out: File) -> Result<(), String> {
         let msg = serde_json::to_vec(&err).unwrap_or_default();
         let _ = super::sys::write_raw(fw, &msg);
         127
-    })
+    };
+    // On v2 the child is born in its cgroup (clone3 CLONE_INTO_CGROUP); on v1
+    // or an older kernel it is moved there below, before it is released.
+    let v2_dir = launch.cgroup_v2.then(|| launch.cgroup_procs.first().and_then(|p| p.parent()).map(|d| d.to_path_buf())).flatten();
+    let v2_fd = v2_dir.as_ref().and_then(|d| File::open(d).ok());
+    let mut born_in_cgroup = false;
+    let child = match &v2_fd {
+        Some(fd) => match super::sys::clone3_into_cgroup(flags, fd.as_raw_fd(), &mut init) {
+            Ok(pid) => {
+                born_in_cgroup = true;
+                Ok(pid)
+            }
+            Err(nix::errno::Errno::ENOSYS | nix::errno::Errno::E2BIG | nix::errno::Errno::EINVAL) => {
+                super::sys::clone_into_namespaces(flags, &mut init)
+            }
+            Err(e) => Err(e),
+        },
+        None => super::sys::clone_into_namespaces(flags, &mut init),
+    }
     .map_err(|e| format!("clone: {e}"))?;
     drop((out_w, err_w, sync_r, fail_w, host_net));
 
-    for f in &launch.cgroup_procs {
+    for f in launch.cgroup_procs.iter().filter(|_| !born_in_cgroup) {
         if let Err(e) = fs::write(f, child.as_raw().to_string()) {
             let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
             let _ = waitpid(child, None);
