@@ -179,6 +179,50 @@ async fn adopt(sock: &str, n: usize) {
     println!("| re-adopt {n} running containers after SIGKILL (first answer listing all) | {:.0} ms after the socket answered |", ms(t0.elapsed()));
 }
 
+/// Firewall costs with N mappings installed; run inside a fresh network
+/// namespace (scripts/bench net does `unshare --net`).
+fn net(sizes: &[usize], reps: usize) {
+    use hydra_agent::network::firewall::{self, Mapping, Spec};
+    use hydra_agent::network::ipam::Cidr;
+    let mapping = |i: usize| Mapping {
+        host_port: 20000 + (i % 40000) as u16,
+        ip: std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(172, 17, 0, 2)) + i as u32),
+        container_port: 8080,
+    };
+    let spec = |n: usize| Spec {
+        bridge: "hbench0".into(),
+        subnet: Cidr::parse("172.17.0.0/16").unwrap(),
+        allowlist: vec![Cidr::parse("10.0.0.0/8").unwrap()],
+        mappings: (0..n).map(mapping).collect(),
+        host_ports: vec![],
+        egress_allow: vec![],
+    };
+    println!("| mappings installed | full resync (whole rule set, one restore) ms | add one mapping p50 / p99 ms | remove one mapping p50 / p99 ms |");
+    println!("|---|---|---|---|");
+    for &n in sizes {
+        let t0 = Instant::now();
+        firewall::apply_all(&spec(n)).expect("apply");
+        let resync = ms(t0.elapsed());
+        let (mut add, mut del) = (Vec::new(), Vec::new());
+        for r in 0..reps {
+            let m = mapping(50_000 + r);
+            let t = Instant::now();
+            firewall::add_mapping(&m).expect("add");
+            add.push(ms(t.elapsed()));
+            let t = Instant::now();
+            firewall::remove_mapping(&m).expect("remove");
+            del.push(ms(t.elapsed()));
+        }
+        println!(
+            "| {n} | {resync:.1} | {:.1} / {:.1} | {:.1} / {:.1} |",
+            pct(&mut add, 0.5),
+            pct(&mut add, 0.99),
+            pct(&mut del, 0.5),
+            pct(&mut del, 0.99)
+        );
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let a: Vec<String> = std::env::args().collect();
@@ -186,6 +230,7 @@ async fn main() {
         Some("start") => start(&a[2], &a[3], &a[4], a[5].parse().unwrap()).await,
         Some("memory") => memory(&a[2], a[3].parse().unwrap(), &a[4], a[5].parse().unwrap()).await,
         Some("adopt") => adopt(&a[2], a[3].parse().unwrap()).await,
+        Some("net") => net(&a[2].split(',').map(|n| n.parse().unwrap()).collect::<Vec<_>>(), a[3].parse().unwrap()),
         _ => eprintln!("usage: see scripts/bench"),
     }
 }
