@@ -230,7 +230,13 @@ async fn main() {
         Some("start") => start(&a[2], &a[3], &a[4], a[5].parse().unwrap()).await,
         Some("memory") => memory(&a[2], a[3].parse().unwrap(), &a[4], a[5].parse().unwrap()).await,
         Some("adopt") => adopt(&a[2], a[3].parse().unwrap()).await,
-        Some("net") => net(&a[2].split(',').map(|n| n.parse().unwrap()).collect::<Vec<_>>(), a[3].parse().unwrap()),
+        Some("net") => net(
+            &a[2]
+                .split(',')
+                .map(|n| n.parse().unwrap())
+                .collect::<Vec<_>>(),
+            a[3].parse().unwrap(),
+        ),
         _ => eprintln!("usage: see scripts/bench"),
     }
 }

@@ -170,7 +170,16 @@ fn shim(launch: &Launch, mut out: File) -> Result<(), String> {
     };
     // On v2 the child is born in its cgroup (clone3 CLONE_INTO_CGROUP); on v1
     // or an older kernel it is moved there below, before it is released.
-    let v2_dir = launch.cgroup_v2.then(|| launch.cgroup_procs.first().and_then(|p| p.parent()).map(|d| d.to_path_buf())).flatten();
+    let v2_dir = launch
+        .cgroup_v2
+        .then(|| {
+            launch
+                .cgroup_procs
+                .first()
+                .and_then(|p| p.parent())
+                .map(|d| d.to_path_buf())
+        })
+        .flatten();
     let v2_fd = v2_dir.as_ref().and_then(|d| File::open(d).ok());
     let mut born_in_cgroup = false;
     let child = match &v2_fd {
@@ -179,9 +188,9 @@ fn shim(launch: &Launch, mut out: File) -> Result<(), String> {
                 born_in_cgroup = true;
                 Ok(pid)
             }
-            Err(nix::errno::Errno::ENOSYS | nix::errno::Errno::E2BIG | nix::errno::Errno::EINVAL) => {
-                super::sys::clone_into_namespaces(flags, &mut init)
-            }
+            Err(
+                nix::errno::Errno::ENOSYS | nix::errno::Errno::E2BIG | nix::errno::Errno::EINVAL,
+            ) => super::sys::clone_into_namespaces(flags, &mut init),
             Err(e) => Err(e),
         },
         None => super::sys::clone_into_namespaces(flags, &mut init),

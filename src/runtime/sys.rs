@@ -147,7 +147,11 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// Like [`clone_into_namespaces`], but the child starts life inside the
 /// cgroup v2 directory `cgroup_fd` (clone3 with CLONE_INTO_CGROUP): no
 /// migration afterwards, so no wait on the cgroup threadgroup lock.
-pub fn clone3_into_cgroup(flags: CloneFlags, cgroup_fd: RawFd, f: &mut dyn FnMut() -> isize) -> nix::Result<Pid> {
+pub fn clone3_into_cgroup(
+    flags: CloneFlags,
+    cgroup_fd: RawFd,
+    f: &mut dyn FnMut() -> isize,
+) -> nix::Result<Pid> {
     let args = CloneArgs {
         flags: flags.bits() as u64 | CLONE_INTO_CGROUP,
         exit_signal: libc::SIGCHLD as u64,
@@ -157,7 +161,13 @@ pub fn clone3_into_cgroup(flags: CloneFlags, cgroup_fd: RawFd, f: &mut dyn FnMut
     // SAFETY: args is a valid clone_args of the size passed; without CLONE_VM
     // the child gets a copy of the (single-threaded) caller's memory and
     // continues here like after fork(2).
-    let r = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
     if r < 0 {
         return Err(nix::Error::last());
     }

@@ -144,6 +144,22 @@ impl Bg {
     pub fn pid(&self) -> u32 {
         self.0.id()
     }
+
+    /// SIGTERM to the group, then waits (polling) until the leader has exited.
+    pub fn terminate(&mut self, timeout: Duration) -> bool {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(-(self.0.id() as i32)),
+            nix::sys::signal::SIGTERM,
+        );
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
 }
 
 impl Drop for Bg {
@@ -192,6 +208,11 @@ pub struct Agent {
 impl Agent {
     /// Starts an agent with `extra` appended to its config file.
     pub async fn start(extra: &str) -> Agent {
+        Agent::start_on(Host::new(), extra).await
+    }
+
+    /// Starts an agent on a host prepared by the caller (e.g. running dockerd).
+    pub async fn start_on(host: Host, extra: &str) -> Agent {
         let root = tempfile::Builder::new()
             .prefix("hydra-test-")
             .tempdir()
@@ -209,7 +230,7 @@ impl Agent {
         .unwrap();
         let socket = root.path().join("run/hydra-agent/agent.sock");
         let mut a = Agent {
-            host: Host::new(),
+            host,
             client: Client::new(&socket),
             root,
             parent,
