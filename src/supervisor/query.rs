@@ -1,0 +1,87 @@
+//! Read-only views of the containers: inspect, list, counts, stats.
+
+use super::{Entry, Supervisor};
+use crate::api::{ApiError, ContainerInfo};
+use crate::cgroup;
+use crate::store::State;
+use std::sync::Arc;
+
+impl Supervisor {
+    pub(super) fn info(&self, e: &Entry) -> ContainerInfo {
+        let r = e.rec();
+        let cg = self.cgroup_of(&r);
+        ContainerInfo {
+            name: r.spec.name.clone(),
+            app: r.spec.app.clone(),
+            version: r.spec.version.clone(),
+            image: r.spec.image.clone(),
+            state: r.state.as_str().into(),
+            pid: r.pid,
+            exit_code: r.exit_code,
+            signal: r.signal,
+            oom_killed: r.oom_killed,
+            created_at: r.created_at.clone(),
+            started_at: r.started_at.clone(),
+            finished_at: r.finished_at.clone(),
+            restart_count: r.restart_count,
+            command: r.process.argv.clone(),
+            limits: r.limits.clone(),
+            cgroup: cg.display_path(),
+            ip: r.ip.map(|ip| ip.to_string()),
+            ports: r.ports.clone(),
+            health: e.health.lock().unwrap().clone(),
+            selinux_label: None,
+        }
+    }
+
+    pub fn list(&self) -> Vec<ContainerInfo> {
+        let entries: Vec<Arc<Entry>> = self
+            .registry
+            .lock()
+            .unwrap()
+            .entries
+            .values()
+            .cloned()
+            .collect();
+        entries.iter().map(|e| self.info(e)).collect()
+    }
+
+    pub fn inspect(&self, name: &str) -> Result<ContainerInfo, ApiError> {
+        let e = self.entry(name)?;
+        Ok(self.info(&e))
+    }
+
+    pub fn counts(&self) -> crate::api::ContainerCounts {
+        let mut c = crate::api::ContainerCounts::default();
+        for e in self.registry.lock().unwrap().entries.values() {
+            c.total += 1;
+            match e.state() {
+                State::Running => c.running += 1,
+                State::Exited => c.exited += 1,
+                State::Created => c.created += 1,
+            }
+        }
+        c
+    }
+
+    pub fn stats(&self, name: &str) -> Result<cgroup::Stats, ApiError> {
+        let e = self.entry(name)?;
+        Ok(self.cgroup_of(&e.rec()).stats())
+    }
+
+    /// `(info, stats)` of every container, for /metrics.
+    pub fn all_stats(&self) -> Vec<(ContainerInfo, cgroup::Stats)> {
+        let entries: Vec<Arc<Entry>> = self
+            .registry
+            .lock()
+            .unwrap()
+            .entries
+            .values()
+            .cloned()
+            .collect();
+        entries
+            .iter()
+            .map(|e| (self.info(e), self.cgroup_of(&e.rec()).stats()))
+            .collect()
+    }
+}
