@@ -109,7 +109,18 @@ pub async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
                         let mut needs_restart = Vec::new();
                         if new.api != current.api { needs_restart.push("api"); }
                         if new.cgroup != current.cgroup { needs_restart.push("cgroup"); }
-                        if new.network != current.network { needs_restart.push("network (not in use yet)"); }
+                        if new.network.allowlist != current.network.allowlist {
+                            if let Some(net) = sup.network().cloned() {
+                                let a = crate::network::Allowlist { cidrs: new.network.allowlist.clone() };
+                                match tokio::task::spawn_blocking(move || net.set_allowlist(&a)).await {
+                                    Ok(Ok(_)) => changed.push(format!("network.allowlist = {:?}", new.network.allowlist)),
+                                    Ok(Err(e)) => tracing::error!(error = %e, "SIGHUP: cannot apply network.allowlist"),
+                                    Err(e) => tracing::error!(error = %e, "SIGHUP: allowlist task failed"),
+                                }
+                            }
+                        }
+                        let net_rest = crate::config::NetworkConfig { allowlist: current.network.allowlist.clone(), ..new.network.clone() };
+                        if net_rest != current.network { needs_restart.push("network (except allowlist)"); }
                         if new.collector != current.collector { needs_restart.push("collector (not in use yet)"); }
                         tracing::info!(reloaded = ?changed, not_reloaded_need_restart = ?needs_restart, "SIGHUP: configuration reloaded");
                         current = new;

@@ -472,7 +472,7 @@ async fn socket_mode_sighup_reload_and_socket_flag() {
     std::fs::write(
         &a.config,
         format!(
-            "[cgroup]\nparent = \"{}\"\n[agent]\nlog_level = \"debug\"\n[logs]\nmax_files = 5\n",
+            "[cgroup]\nparent = \"{}\"\n[agent]\nlog_level = \"debug\"\n[logs]\nmax_files = 5\n[network]\nallowlist = [\"192.0.2.0/24\"]\n",
             a.parent
         ),
     )
@@ -495,6 +495,21 @@ async fn socket_mode_sighup_reload_and_socket_flag() {
         line.contains("log_level") && line.contains("logs"),
         "{line}"
     );
+    assert!(line.contains("network.allowlist"), "{line}");
+    let al: serde_json::Value = a
+        .client
+        .call("GET", "/v1/firewall/allowlist", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        al["cidrs"],
+        serde_json::json!(["192.0.2.0/24"]),
+        "SIGHUP applied the allowlist"
+    );
+    assert!(a
+        .host
+        .sh("iptables -S HYDRA-ALLOW")
+        .contains("-A HYDRA-ALLOW -s 192.0.2.0/24 -j ACCEPT"));
     // the new level is in force: requests are now logged at debug
     a.client.raw("GET", "/v1/host", None).await.unwrap();
     eventually(10, "debug lines", async || a.log().contains("DEBUG")).await;
