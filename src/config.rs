@@ -86,6 +86,9 @@ pub struct NetworkConfig {
     pub egress_allow: Vec<String>,
     /// Resolvers written to containers' /etc/resolv.conf (default: the host's, minus loopback ones).
     pub dns: Vec<String>,
+    /// Part of `subnet` the agent allocates from (like Docker's --fixed-cidr),
+    /// so it can share Docker's bridge with Docker's own containers.
+    pub ip_range: Option<String>,
     /// How often the firewall is checked for rules removed by someone else.
     pub drift_interval_s: u64,
 }
@@ -101,6 +104,7 @@ impl Default for NetworkConfig {
             host_ports: Vec::new(),
             egress_allow: Vec::new(),
             dns: Vec::new(),
+            ip_range: None,
             drift_interval_s: 5,
         }
     }
@@ -237,6 +241,23 @@ impl Config {
         {
             return inv("network.dns", format!("{bad:?} is not an IP address"));
         }
+        if let Some(r) = &self.network.ip_range {
+            let inside = crate::network::ipam::Cidr::parse(r)
+                .ok()
+                .zip(crate::network::ipam::Cidr::parse(&self.network.subnet).ok());
+            match inside {
+                Some((r, s)) if r.prefix >= s.prefix && s.contains(r.net) => {}
+                _ => {
+                    return inv(
+                        "network.ip_range",
+                        format!(
+                            "{r:?} must be a CIDR inside network.subnet {:?}",
+                            self.network.subnet
+                        ),
+                    )
+                }
+            }
+        }
         if self.network.drift_interval_s == 0 {
             return inv("network.drift_interval_s", "must be at least 1".into());
         }
@@ -332,6 +353,7 @@ mod tests {
             ("[network]\nsubnet = \"300.0.0.0/8\"", "network.subnet"),
             ("[cgroup]\nparent = \"../x\"", "cgroup.parent"),
             ("[logs]\nmax_files = 0", "logs.max_files"),
+            ("[network]\nip_range = \"10.0.0.0/24\"", "network.ip_range"),
         ] {
             let e = Config::parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text}: {e}");

@@ -22,7 +22,7 @@ fn reach(from: &Host, addr: &str) -> bool {
 fn start_dockerd(host: &Host, dir: &std::path::Path) -> Bg {
     let d = dir.display();
     let bg = host.spawn_bg(&format!(
-        "exec dockerd --data-root {d}/data --exec-root {d}/exec --host unix://{d}/docker.sock --pidfile {d}/docker.pid >> {d}/dockerd.log 2>&1"
+        "exec dockerd --data-root {d}/data --exec-root {d}/exec --host unix://{d}/docker.sock --pidfile {d}/docker.pid --fixed-cidr 172.17.0.0/17 >> {d}/dockerd.log 2>&1"
     ));
     let sock = dir.join("docker.sock");
     let t0 = std::time::Instant::now();
@@ -70,9 +70,8 @@ async fn coexists_with_dockerd_owning_docker0() {
     );
     let a = Agent::start_on(
         host,
-        "[network]\nallowlist = [\"10.99.1.0/24\"]\ndrift_interval_s = 1\n",
-    )
-    .await;
+        "[network]\nallowlist = [\"10.99.1.0/24\"]\ndrift_interval_s = 1\nip_range = \"172.17.128.0/17\"\n",
+    ).await;
     let central = a.host.peer(1);
     let stranger = a.host.peer(2);
     // our hook went into DOCKER-USER, Docker's bridge was used as it is
@@ -86,6 +85,11 @@ async fn coexists_with_dockerd_owning_docker0() {
         .await
         .unwrap();
     let hp = info.ports[0].host_port;
+    assert!(
+        info.ip.as_deref().unwrap().starts_with("172.17.1"),
+        "our half of Docker's subnet (ip_range): {:?}",
+        info.ip
+    );
     let (c, s) = (format!("10.99.1.1:{hp}"), format!("10.99.2.1:{hp}"));
     eventually(20, "central reaches", async || reach(&central, &c)).await;
     assert!(

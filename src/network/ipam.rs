@@ -63,14 +63,23 @@ impl std::fmt::Display for Cidr {
 #[derive(Debug, Clone)]
 pub struct Ipam {
     subnet: Cidr,
+    /// Where new addresses come from (Docker's `--fixed-cidr`): a part of the
+    /// subnet, so the agent and Docker can share one bridge without overlap.
+    range: Cidr,
     used: BTreeSet<u32>,
     next: u32,
 }
 
 impl Ipam {
     pub fn new(subnet: Cidr) -> Ipam {
+        Ipam::with_range(subnet, subnet)
+    }
+
+    /// Allocates only inside `range` (which must lie inside `subnet`).
+    pub fn with_range(subnet: Cidr, range: Cidr) -> Ipam {
         Ipam {
             subnet,
+            range,
             used: BTreeSet::new(),
             next: u32::from(subnet.gateway()) + 1,
         }
@@ -87,8 +96,9 @@ impl Ipam {
     }
 
     pub fn allocate(&mut self) -> Option<Ipv4Addr> {
-        let first = u32::from(self.subnet.gateway()) + 1;
-        let last = u32::from(self.subnet.broadcast()).checked_sub(1)?;
+        let first = (u32::from(self.subnet.gateway()) + 1).max(u32::from(self.range.net));
+        let last = (u32::from(self.subnet.broadcast()).checked_sub(1)?)
+            .min(u32::from(self.range.broadcast()));
         if first > last {
             return None;
         }
@@ -128,6 +138,31 @@ mod tests {
         assert!(Cidr::parse("10.0.0.0/33").is_err());
         assert!(Cidr::parse("10.0.0/8").is_err());
         assert_eq!(Cidr::parse("0.0.0.0/0").unwrap().prefix, 0);
+    }
+
+    #[test]
+    fn range_inside_the_subnet() {
+        let mut a = Ipam::with_range(
+            Cidr::parse("172.17.0.0/16").unwrap(),
+            Cidr::parse("172.17.128.0/30").unwrap(),
+        );
+        let got: Vec<_> = std::iter::from_fn(|| a.allocate()).collect();
+        assert_eq!(
+            got,
+            (0..4)
+                .map(|i| Ipv4Addr::new(172, 17, 128, i))
+                .collect::<Vec<_>>()
+        );
+        let mut b = Ipam::with_range(
+            Cidr::parse("10.9.0.0/29").unwrap(),
+            Cidr::parse("10.9.0.0/30").unwrap(),
+        );
+        let got: Vec<_> = std::iter::from_fn(|| b.allocate()).collect();
+        assert_eq!(
+            got,
+            vec![Ipv4Addr::new(10, 9, 0, 2), Ipv4Addr::new(10, 9, 0, 3)],
+            "never the network or the gateway"
+        );
     }
 
     #[test]

@@ -41,6 +41,7 @@ pub struct Settings {
     pub host_ports: Vec<u16>,
     pub egress_allow: Vec<Cidr>,
     pub dns: Vec<String>,
+    pub ip_range: Cidr,
 }
 
 impl Settings {
@@ -58,6 +59,10 @@ impl Settings {
             host_ports: c.host_ports.clone(),
             egress_allow: cidrs(&c.egress_allow)?,
             dns: c.dns.clone(),
+            ip_range: match &c.ip_range {
+                Some(r) => Cidr::parse(r)?,
+                None => Cidr::parse(&c.subnet)?,
+            },
         })
     }
 }
@@ -167,7 +172,7 @@ impl Network {
             None => settings.allowlist.clone(),
         };
         let mut st = State {
-            ipam: Ipam::new(settings.subnet),
+            ipam: Ipam::with_range(settings.subnet, settings.ip_range),
             pool: PortPool::new(settings.pool.0, settings.pool.1),
             mappings: BTreeMap::new(),
             allowlist,
