@@ -126,6 +126,9 @@ pub struct Network {
     applied: Mutex<Vec<String>>,
     allowlist_file: PathBuf,
     pub drift_restores: AtomicU64,
+    /// Serialises changes to the rules with the drift check, so a check in
+    /// the middle of an install never mistakes it for drift.
+    ops: Mutex<()>,
 }
 
 fn map_err(e: impl std::fmt::Display) -> ApiError {
@@ -204,6 +207,7 @@ impl Network {
             applied: Mutex::new(Vec::new()),
             allowlist_file,
             drift_restores: AtomicU64::new(0),
+            ops: Mutex::new(()),
         };
         net.apply_all()?;
         Ok(net)
@@ -273,6 +277,7 @@ impl Network {
 
     /// Installs the DNAT rules of a started container.
     pub fn install(&self, name: &str, a: &Allocation) -> Result<(), ApiError> {
+        let _ops = self.ops.lock().unwrap();
         let Some(ip) = a.ip else { return Ok(()) };
         let maps: Vec<Mapping> = a
             .ports
@@ -301,6 +306,7 @@ impl Network {
     /// Removes a container's rules and frees its address and ports; errors
     /// are logged and the rest is still released.
     pub fn release(&self, name: &str, a: &Allocation) {
+        let _ops = self.ops.lock().unwrap();
         let maps = self
             .state
             .lock()
@@ -360,6 +366,7 @@ impl Network {
         for (i, c) in a.cidrs.iter().enumerate() {
             cidrs.push(Cidr::parse(c).map_err(|m| ApiError::bad(format!("cidrs[{i}]"), m))?);
         }
+        let _ops = self.ops.lock().unwrap();
         let mut st = self.state.lock().unwrap();
         let old = std::mem::replace(&mut st.allowlist, cidrs);
         let spec = self.spec(&st);
@@ -385,6 +392,7 @@ impl Network {
 
     /// Restores our rules if someone removed or changed them. True if it did.
     pub fn check_drift(&self) -> Result<bool, firewall::FirewallError> {
+        let _ops = self.ops.lock().unwrap();
         let now = firewall::saved_rules()?;
         let drifted =
             now != *self.applied.lock().unwrap() || !firewall::hooks_present(&self.settings.bridge);
