@@ -197,8 +197,18 @@ pub fn read(
         Err(e) => return Err(e),
     };
     let mut lines: Vec<String> = Vec::new();
+    // If the file we opened as current has been rotated since, it is among
+    // the rotated ones: stop there (it is read through `current`), and reach
+    // the newer files by walking forward below, so nothing is read twice.
+    let cur_ino = match current.as_ref() {
+        Some(f) => Some(f.metadata()?.ino()),
+        None => None,
+    };
     for p in files_oldest_first(dir) {
         if let Ok(f) = File::open(&p) {
+            if Some(f.metadata()?.ino()) == cur_ino {
+                break;
+            }
             lines.extend(BufReader::new(f).lines().map_while(Result::ok));
         }
     }
@@ -222,9 +232,9 @@ pub fn read(
             return Ok(());
         }
     }
-    if !follow {
-        return Ok(());
-    }
+    // Without follow: still drain what was written meanwhile and walk past
+    // rotations up to the current file, then stop.
+    let keep_going = || follow && keep_going();
     let mut buf = [0u8; 64 * 1024];
     loop {
         let mut got = 0;
