@@ -74,6 +74,20 @@ pub struct Allocation {
     pub ports: Vec<PortMapping>,
 }
 
+impl Allocation {
+    /// The DNAT mappings of these ports to `ip`.
+    fn mappings(&self, ip: Ipv4Addr) -> Vec<Mapping> {
+        self.ports
+            .iter()
+            .map(|p| Mapping {
+                host_port: p.host_port,
+                ip,
+                container_port: p.container_port,
+            })
+            .collect()
+    }
+}
+
 struct State {
     ipam: Ipam,
     pool: PortPool,
@@ -185,15 +199,7 @@ impl Network {
                 if !st.ipam.reserve(ip) {
                     tracing::error!(container = %name, %ip, "address outside the subnet or already in use; not reserved");
                 }
-                let maps: Vec<Mapping> = a
-                    .ports
-                    .iter()
-                    .map(|p| Mapping {
-                        host_port: p.host_port,
-                        ip,
-                        container_port: p.container_port,
-                    })
-                    .collect();
+                let maps = a.mappings(ip);
                 for p in &a.ports {
                     st.pool.reserve(p.host_port, name);
                 }
@@ -279,17 +285,19 @@ impl Network {
     pub fn install(&self, name: &str, a: &Allocation) -> Result<(), ApiError> {
         let _ops = self.ops.lock().unwrap();
         let Some(ip) = a.ip else { return Ok(()) };
-        let maps: Vec<Mapping> = a
-            .ports
-            .iter()
-            .map(|p| Mapping {
-                host_port: p.host_port,
-                ip,
-                container_port: p.container_port,
-            })
-            .collect();
-        for m in &maps {
-            firewall::add_mapping(m).map_err(map_err)?;
+        let maps = a.mappings(ip);
+        for (i, m) in maps.iter().enumerate() {
+            if let Err(e) = firewall::add_mapping(m) {
+                // roll back the ones added, so a failed create leaves no rule
+                for done in &maps[..i] {
+                    let _ = firewall::remove_mapping(done);
+                    let mut b = self.applied.lock().unwrap();
+                    if let Ok(j) = b.binary_search(&firewall::saved_form(done)) {
+                        b.remove(j);
+                    }
+                }
+                return Err(map_err(e));
+            }
             let mut b = self.applied.lock().unwrap();
             let line = firewall::saved_form(m);
             let at = b.binary_search(&line).unwrap_or_else(|i| i);

@@ -7,6 +7,17 @@ use crate::store::State;
 use std::sync::Arc;
 
 impl Supervisor {
+    /// A snapshot of the registry, so no lock is held while reading cgroups.
+    fn entries(&self) -> Vec<Arc<Entry>> {
+        self.registry
+            .lock()
+            .unwrap()
+            .entries
+            .values()
+            .cloned()
+            .collect()
+    }
+
     pub(super) fn info(&self, e: &Entry) -> ContainerInfo {
         let r = e.rec();
         let cg = self.cgroup_of(&r);
@@ -35,14 +46,7 @@ impl Supervisor {
     }
 
     pub fn list(&self) -> Vec<ContainerInfo> {
-        let entries: Vec<Arc<Entry>> = self
-            .registry
-            .lock()
-            .unwrap()
-            .entries
-            .values()
-            .cloned()
-            .collect();
+        let entries = self.entries();
         entries.iter().map(|e| self.info(e)).collect()
     }
 
@@ -71,14 +75,7 @@ impl Supervisor {
 
     /// `(info, stats)` of every container, for /metrics.
     pub fn all_stats(&self) -> Vec<(ContainerInfo, cgroup::Stats)> {
-        let entries: Vec<Arc<Entry>> = self
-            .registry
-            .lock()
-            .unwrap()
-            .entries
-            .values()
-            .cloned()
-            .collect();
+        let entries = self.entries();
         entries
             .iter()
             .map(|e| (self.info(e), self.cgroup_of(&e.rec()).stats()))
