@@ -1,20 +1,22 @@
 //! Container logs as NDJSON records `{"ts","stream","line"}` in size-capped
-//! rotating files: `container.log` (newest), `container.log.1`, ... A line
-//! longer than [`MAX_LINE`] is split into records marked `"partial": true`.
+//! segments `log-00000001.ndjson`, `log-00000002.ndjson`, ... The newest
+//! segment is the one being written. A segment is never renamed: rotation
+//! creates the next number and deletes the oldest beyond `max_files`, so a
+//! rotation costs O(1) and a reader (`follow`, a shipper's cursor) always
+//! knows where it is by (segment number, offset). A line longer than
+//! [`MAX_LINE`] is split into records marked `"partial": true`.
 //!
 //! The shim writes them (so nothing is lost while the agent is down); the
 //! agent only reads them.
 
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::MetadataExt;
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Longest line stored as one record.
 pub const MAX_LINE: usize = 16 * 1024;
-pub const FILE: &str = "container.log";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Record {
@@ -25,11 +27,36 @@ pub struct Record {
     pub partial: bool,
 }
 
-/// Appends records to the current file, rotating when it would pass `max_size`.
+/// Path of segment `seq` in `dir`.
+pub fn segment(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("log-{seq:08}.ndjson"))
+}
+
+/// The segments present in `dir`, oldest first.
+pub fn segments(dir: &Path) -> Vec<u64> {
+    let mut seqs: Vec<u64> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().into_string().ok()?;
+            n.strip_prefix("log-")?
+                .strip_suffix(".ndjson")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    seqs.sort_unstable();
+    seqs
+}
+
+/// Appends records to the newest segment, starting the next one when a
+/// record would take it past `max_size`.
 pub struct LogWriter {
     dir: PathBuf,
     max_size: u64,
     max_files: u32,
+    seq: u64,
     file: File,
     size: u64,
 }
@@ -37,15 +64,22 @@ pub struct LogWriter {
 impl LogWriter {
     pub fn open(dir: &Path, max_size: u64, max_files: u32) -> io::Result<LogWriter> {
         fs::create_dir_all(dir)?;
+        let present = segments(dir);
+        let seq = present.last().copied().unwrap_or(1);
+        let keep_from = (seq + 1).saturating_sub(u64::from(max_files.max(1)));
+        for old in present.into_iter().take_while(|s| *s < keep_from) {
+            let _ = fs::remove_file(segment(dir, old));
+        }
         let file = OpenOptions::new()
             .create(true)
             .append(true)
-            .open(dir.join(FILE))?;
+            .open(segment(dir, seq))?;
         let size = file.metadata()?.len();
         Ok(LogWriter {
             dir: dir.to_path_buf(),
             max_size,
             max_files: max_files.max(1),
+            seq,
             file,
             size,
         })
@@ -69,20 +103,18 @@ impl LogWriter {
     }
 
     fn rotate(&mut self) -> io::Result<()> {
-        let path = |i: u32| {
-            if i == 0 {
-                self.dir.join(FILE)
-            } else {
-                self.dir.join(format!("{FILE}.{i}"))
-            }
-        };
-        let last = self.max_files - 1;
-        let _ = fs::remove_file(path(last));
-        for i in (0..last).rev() {
-            let _ = fs::rename(path(i), path(i + 1));
-        }
-        self.file = OpenOptions::new().create(true).append(true).open(path(0))?;
+        let next = self.seq + 1;
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(segment(&self.dir, next))?;
+        self.seq = next;
         self.size = 0;
+        // O(1): only the segment that just fell off the end (open() sweeps
+        // older leftovers, e.g. after max_files was lowered).
+        if let Some(old) = next.checked_sub(u64::from(self.max_files)) {
+            let _ = fs::remove_file(segment(&self.dir, old));
+        }
         Ok(())
     }
 }
@@ -127,57 +159,18 @@ impl LineSplitter {
     }
 }
 
-fn files_oldest_first(dir: &Path) -> Vec<PathBuf> {
-    let mut rotated: Vec<(u32, PathBuf)> = fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let n = e.file_name().into_string().ok()?;
-            let i: u32 = n.strip_prefix(&format!("{FILE}."))?.parse().ok()?;
-            Some((i, e.path()))
-        })
-        .collect();
-    rotated.sort_by_key(|r| std::cmp::Reverse(r.0));
-    rotated.into_iter().map(|(_, p)| p).collect()
-}
-
-fn numbered(dir: &Path, i: u32) -> PathBuf {
-    if i == 0 {
-        dir.join(FILE)
-    } else {
-        dir.join(format!("{FILE}.{i}"))
-    }
-}
-
-/// Index of the file holding inode `ino` (0 is the current file).
-fn index_of(dir: &Path, ino: u64) -> Option<u32> {
-    (0..1024)
-        .take_while(|i| *i == 0 || numbered(dir, *i).exists() || numbered(dir, i + 1).exists())
-        .find(|i| fs::metadata(numbered(dir, *i)).is_ok_and(|m| m.ino() == ino))
-}
-
-/// After the file with inode `ino` was rotated away: the file written right
-/// after it (one index newer), or the oldest one left if it was dropped.
-fn next_file(dir: &Path, ino: u64) -> Option<File> {
-    for _ in 0..100 {
-        let Some(k) = index_of(dir, ino) else {
-            // Dropped by the size cap: continue from the oldest file left.
-            return files_oldest_first(dir)
-                .first()
-                .and_then(|p| File::open(p).ok())
-                .or_else(|| File::open(dir.join(FILE)).ok());
-        };
-        if k == 0 {
-            return File::open(dir.join(FILE)).ok();
+/// Emits every complete line in `pending`, keeping an unterminated tail.
+/// False when `out` asked to stop.
+fn emit_lines(pending: &mut Vec<u8>, out: &mut dyn FnMut(String) -> bool) -> bool {
+    let mut start = 0;
+    while let Some(i) = pending[start..].iter().position(|&b| b == b'\n') {
+        if !out(String::from_utf8_lossy(&pending[start..start + i]).into_owned()) {
+            return false;
         }
-        let f = File::open(numbered(dir, k - 1)).ok();
-        // A rotation between the two looks shifts every name: try again.
-        if index_of(dir, ino) == Some(k) {
-            return f;
-        }
+        start += i + 1;
     }
-    File::open(dir.join(FILE)).ok()
+    pending.drain(..start);
+    true
 }
 
 /// Follows a container's log: the last `tail` records, then (if `follow`) new
@@ -190,25 +183,20 @@ pub fn read(
     keep_going: &dyn Fn() -> bool,
     out: &mut dyn FnMut(String) -> bool,
 ) -> io::Result<()> {
-    let current_path = dir.join(FILE);
-    let mut current = match File::open(&current_path) {
-        Ok(f) => Some(f),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e),
-    };
+    // The backlog: every segment but the newest, read whole; the newest is
+    // read through `current` and followed from there. Segments are never
+    // renamed, so each one is read exactly once, in order.
+    let listed = segments(dir);
     let mut lines: Vec<String> = Vec::new();
-    // If the file we opened as current has been rotated since, it is among
-    // the rotated ones: stop there (it is read through `current`), and reach
-    // the newer files by walking forward below, so nothing is read twice.
-    let cur_ino = match current.as_ref() {
-        Some(f) => Some(f.metadata()?.ino()),
-        None => None,
-    };
-    for p in files_oldest_first(dir) {
-        if let Ok(f) = File::open(&p) {
-            if Some(f.metadata()?.ino()) == cur_ino {
-                break;
-            }
+    let mut current: Option<File> = None;
+    let mut cur_seq: Option<u64> = None;
+    for (i, &seq) in listed.iter().enumerate() {
+        let Ok(f) = File::open(segment(dir, seq)) else {
+            continue; // dropped by the cap meanwhile
+        };
+        if i + 1 == listed.len() {
+            (current, cur_seq) = (Some(f), Some(seq));
+        } else {
             lines.extend(BufReader::new(f).lines().map_while(Result::ok));
         }
     }
@@ -232,8 +220,8 @@ pub fn read(
             return Ok(());
         }
     }
-    // Without follow: still drain what was written meanwhile and walk past
-    // rotations up to the current file, then stop.
+    // Without follow: still drain what was written meanwhile and walk to the
+    // newest segment, then stop.
     let keep_going = || follow && keep_going();
     let mut buf = [0u8; 64 * 1024];
     loop {
@@ -248,29 +236,31 @@ pub fn read(
                 pending.extend_from_slice(&buf[..n]);
             }
         }
-        while let Some(i) = pending.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=i).collect();
-            if !out(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned()) {
-                return Ok(());
-            }
+        if !emit_lines(&mut pending, out) {
+            return Ok(());
         }
         if got > 0 {
             continue;
         }
-        // Drained: has the file been rotated away under us?
-        let rotated = match (fs::metadata(&current_path), current.as_ref()) {
-            (Ok(m), Some(f)) => m.ino() != f.metadata()?.ino(),
-            (Ok(_), None) => true,
-            (Err(_), _) => false,
-        };
-        if rotated {
-            current = match current.as_ref() {
-                Some(f) => next_file(dir, f.metadata()?.ino()),
-                None => File::open(&current_path).ok(),
-            };
+        #[cfg(test)]
+        tests::AFTER_DRAIN.with(|h| h.borrow_mut().as_mut().map(|f| f()));
+        // Drained. A newer segment means this one is finished: the writer
+        // created the newer one before writing there, and never comes back.
+        let newer = segments(dir)
+            .into_iter()
+            .find(|s| cur_seq.is_none_or(|c| *s > c));
+        if let Some(next) = newer {
             if let Some(f) = current.as_mut() {
-                f.seek(SeekFrom::Start(0))?;
+                f.read_to_end(&mut pending)?;
+                if !emit_lines(&mut pending, out) {
+                    return Ok(());
+                }
             }
+            pending.clear();
+            // `next` may be dropped by the cap before we open it: then the
+            // next listing finds the oldest one left after it.
+            cur_seq = Some(next);
+            current = File::open(segment(dir, next)).ok();
             continue;
         }
         if !keep_going() {
@@ -283,6 +273,57 @@ pub fn read(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
+
+    thread_local! {
+        /// Runs in `read` between draining a segment and looking for a newer
+        /// one: the window a writer's last line + rotation can fall into.
+        pub static AFTER_DRAIN: RefCell<Option<Box<dyn FnMut()>>> = RefCell::new(None);
+    }
+
+    #[test]
+    fn a_line_written_just_before_a_rotation_is_not_lost() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let w = std::rc::Rc::new(RefCell::new(LogWriter::open(&dir, 200, 10).unwrap()));
+        w.borrow_mut().write("stdout", b"line 0", false).unwrap();
+        let (w2, mut step) = (w.clone(), 0);
+        AFTER_DRAIN.with(|h| {
+            *h.borrow_mut() = Some(Box::new(move || {
+                // line 1 is appended to segment 1 after the reader's last
+                // read of it; then the writer moves on to segments 2 and 3
+                if step == 0 {
+                    let mut w = w2.borrow_mut();
+                    w.write("stdout", b"line 1", false).unwrap();
+                    w.write("stdout", &[b'x'; 150], false).unwrap();
+                    w.write("stdout", b"line 2", false).unwrap();
+                }
+                step += 1;
+            }))
+        });
+        let mut seen = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        read(
+            &dir,
+            None,
+            true,
+            &|| std::time::Instant::now() < deadline,
+            &mut |l| {
+                let r: Record = serde_json::from_str(&l).unwrap();
+                seen.push(r.line);
+                seen.len() < 4
+            },
+        )
+        .unwrap();
+        AFTER_DRAIN.with(|h| h.borrow_mut().take());
+        assert_eq!(segments(&dir), vec![1, 2, 3], "the writer rotated twice");
+        assert_eq!(
+            seen[..2],
+            ["line 0", "line 1"],
+            "line 1 came from segment 1 after its last read"
+        );
+        assert_eq!(seen[3], "line 2");
+    }
 
     #[test]
     fn splits_long_lines_and_marks_them() {
@@ -355,6 +396,47 @@ mod tests {
         .unwrap();
         assert_eq!(tail.len(), 2);
         assert!(tail[1].contains("line 299"));
+    }
+
+    /// Writer and follower race freely: the follower still sees every line
+    /// once, in order (the writer never drops a file here: the cap is high).
+    #[test]
+    fn follow_races_a_fast_writer() {
+        const N: u32 = 5000;
+        for _ in 0..2 {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().to_path_buf();
+            let mut w = LogWriter::open(&dir, 1024, 100_000).unwrap();
+            let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let (d2, done2) = (dir.clone(), done.clone());
+            let reader = std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                read(
+                    &d2,
+                    None,
+                    true,
+                    &|| !done2.load(std::sync::atomic::Ordering::SeqCst),
+                    &mut |l| {
+                        let r: Record = serde_json::from_str(&l).unwrap();
+                        seen.push(r.line[5..].parse::<u32>().unwrap());
+                        true
+                    },
+                )
+                .unwrap();
+                seen
+            });
+            for i in 0..N {
+                w.write("stdout", format!("line {i}").as_bytes(), false)
+                    .unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            let seen = reader.join().unwrap();
+            assert_eq!(seen.len(), N as usize, "every line once");
+            assert!(
+                seen.iter().enumerate().all(|(i, n)| *n == i as u32),
+                "in order"
+            );
+        }
     }
 
     #[test]
