@@ -185,7 +185,7 @@ fn net(sizes: &[usize], reps: usize) {
     use hydra_agent::network::firewall::{self, Mapping, Spec};
     use hydra_agent::network::ipam::Cidr;
     let mapping = |i: usize| Mapping {
-        host_port: 20000 + (i % 40000) as u16,
+        host_port: 20000 + 2 * (i % 20000) as u16, // even ports; odd ones free
         ip: std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(172, 17, 0, 2)) + i as u32),
         container_port: 8080,
     };
@@ -204,13 +204,27 @@ fn net(sizes: &[usize], reps: usize) {
         firewall::apply_all(&spec(n)).expect("apply");
         let resync = ms(t0.elapsed());
         let (mut add, mut del) = (Vec::new(), Vec::new());
+        let installed = spec(n).mappings;
         for r in 0..reps {
-            let m = mapping(50_000 + r);
+            // a free port in an existing bucket half the time, a new bucket else
+            let host_port = if r % 2 == 0 && n > 0 {
+                20_001 + 2 * ((r * 37) % n) as u16
+            } else {
+                50_001 + 64 * (r % 200) as u16
+            };
+            let m = Mapping {
+                host_port,
+                ..mapping(r)
+            };
             let t = Instant::now();
-            firewall::add_mapping(&m).expect("add");
+            let (input, _) = firewall::render_change(&installed, std::slice::from_ref(&m), &[]);
+            firewall::apply_change(&input).expect("add");
             add.push(ms(t.elapsed()));
+            let mut with = installed.clone();
+            with.push(m.clone());
             let t = Instant::now();
-            firewall::remove_mapping(&m).expect("remove");
+            let (input, _) = firewall::render_change(&with, &[], std::slice::from_ref(&m));
+            firewall::apply_change(&input).expect("remove");
             del.push(ms(t.elapsed()));
         }
         println!(

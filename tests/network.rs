@@ -431,7 +431,7 @@ async fn allocations_never_handed_out_twice_across_restarts() {
     let nat = a.host.sh("iptables-save -t nat");
     let dnat: Vec<&str> = nat
         .lines()
-        .filter(|l| l.starts_with("-A HYDRA-DNAT"))
+        .filter(|l| l.starts_with("-A HYDRA-DNAT") && l.contains("-j DNAT"))
         .collect();
     assert_eq!(dnat.len(), list.len(), "{nat}");
     for c in &list {
@@ -472,7 +472,11 @@ async fn allocations_never_handed_out_twice_across_restarts() {
     let nat = a.host.sh("iptables-save -t nat");
     assert!(
         !nat.lines().any(|l| l.starts_with("-A HYDRA-DNAT")),
-        "{nat}"
+        "no DNAT or dispatch rule left: {nat}"
+    );
+    assert!(
+        !nat.lines().any(|l| l.starts_with(":HYDRA-DNAT-")),
+        "no bucket chain left: {nat}"
     );
     eventually(10, "veths gone", async || {
         a.host

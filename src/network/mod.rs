@@ -281,33 +281,21 @@ impl Network {
         })
     }
 
-    /// Installs the DNAT rules of a started container.
+    /// Installs the DNAT rules of a started container: one transaction, so a
+    /// failure leaves no rule behind.
     pub fn install(&self, name: &str, a: &Allocation) -> Result<(), ApiError> {
         let _ops = self.ops.lock().unwrap();
         let Some(ip) = a.ip else { return Ok(()) };
         let maps = a.mappings(ip);
-        for (i, m) in maps.iter().enumerate() {
-            if let Err(e) = firewall::add_mapping(m) {
-                // roll back the ones added, so a failed create leaves no rule
-                for done in &maps[..i] {
-                    let _ = firewall::remove_mapping(done);
-                    let mut b = self.applied.lock().unwrap();
-                    if let Ok(j) = b.binary_search(&firewall::saved_form(done)) {
-                        b.remove(j);
-                    }
-                }
-                return Err(map_err(e));
-            }
-            let mut b = self.applied.lock().unwrap();
-            let line = firewall::saved_form(m);
-            let at = b.binary_search(&line).unwrap_or_else(|i| i);
-            b.insert(at, line);
-        }
+        let before: Vec<Mapping> = self.all_mappings();
+        let (input, touched) = firewall::render_change(&before, &maps, &[]);
+        firewall::apply_change(&input).map_err(map_err)?;
         self.state
             .lock()
             .unwrap()
             .mappings
             .insert(name.to_string(), maps);
+        self.rebase(&touched);
         Ok(())
     }
 
@@ -315,6 +303,7 @@ impl Network {
     /// are logged and the rest is still released.
     pub fn release(&self, name: &str, a: &Allocation) {
         let _ops = self.ops.lock().unwrap();
+        let before: Vec<Mapping> = self.all_mappings();
         let maps = self
             .state
             .lock()
@@ -322,13 +311,16 @@ impl Network {
             .mappings
             .remove(name)
             .unwrap_or_default();
-        for m in &maps {
-            if let Err(e) = firewall::remove_mapping(m) {
-                tracing::error!(container = name, error = %e, "teardown: DNAT rule");
-            }
-            let mut b = self.applied.lock().unwrap();
-            if let Ok(i) = b.binary_search(&firewall::saved_form(m)) {
-                b.remove(i);
+        if !maps.is_empty() {
+            let (input, touched) = firewall::render_change(&before, &[], &maps);
+            match firewall::apply_change(&input) {
+                Ok(()) => self.rebase(&touched),
+                Err(e) => {
+                    tracing::error!(container = name, error = %e, "teardown: DNAT rules; the drift check resyncs");
+                    // an empty baseline makes the next drift check reapply
+                    // everything from the state, which no longer has them
+                    self.applied.lock().unwrap().clear();
+                }
             }
         }
         let mut st = self.state.lock().unwrap();
@@ -338,6 +330,28 @@ impl Network {
         if let Some(ip) = a.ip {
             st.ipam.release(ip);
         }
+    }
+
+    fn all_mappings(&self) -> Vec<Mapping> {
+        let st = self.state.lock().unwrap();
+        st.mappings.values().flatten().cloned().collect()
+    }
+
+    /// Updates the drift baseline for the buckets a change touched.
+    fn rebase(&self, touched: &[u16]) {
+        let all = self.all_mappings();
+        let mut b = self.applied.lock().unwrap();
+        let ours = |l: &str| {
+            touched.iter().any(|t| {
+                l == format!("nat -A {}", firewall::dispatch_rule(*t))
+                    || l.starts_with(&format!("nat -A HYDRA-DNAT-{t} "))
+            })
+        };
+        b.retain(|l| !ours(l));
+        for t in touched {
+            b.extend(firewall::saved_bucket(*t, &all));
+        }
+        b.sort();
     }
 
     /// The plan for the container's init.
