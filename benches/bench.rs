@@ -196,6 +196,7 @@ fn net(sizes: &[usize], reps: usize) {
         mappings: (0..n).map(mapping).collect(),
         host_ports: vec![],
         egress_allow: vec![],
+        ours: None,
     };
     println!("| mappings installed | full resync (whole rule set, one restore) ms | add one mapping p50 / p99 ms | remove one mapping p50 / p99 ms |");
     println!("|---|---|---|---|");

@@ -19,6 +19,27 @@ fn reach(from: &Host, addr: &str) -> bool {
     .is_ok()
 }
 
+fn have_dockerd() -> bool {
+    let ok = std::process::Command::new("dockerd")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !ok {
+        eprintln!("SKIPPED: dockerd (docker.io) is not installed here (scripts/test installs it on the host; the VM has none)");
+    }
+    ok
+}
+
+/// Runs the docker CLI against the test's dockerd.
+fn docker(host: &Host, dir: &std::path::Path, args: &str) -> String {
+    host.sh(&format!(
+        "DOCKER_BUILDKIT=0 docker -H unix://{}/docker.sock {args}",
+        dir.display()
+    ))
+    .trim()
+    .to_string()
+}
+
 fn start_dockerd(host: &Host, dir: &std::path::Path) -> Bg {
     let d = dir.display();
     let bg = host.spawn_bg(&format!(
@@ -49,12 +70,7 @@ fn start_dockerd(host: &Host, dir: &std::path::Path) -> Bg {
 #[tokio::test(flavor = "multi_thread")]
 async fn coexists_with_dockerd_owning_docker0() {
     require_root!();
-    if std::process::Command::new("dockerd")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIPPED: dockerd (docker.io) is not installed here (scripts/test installs it on the host; the VM has none)");
+    if !have_dockerd() {
         return;
     }
     let host = Host::new();
@@ -117,5 +133,121 @@ async fn coexists_with_dockerd_owning_docker0() {
     )
     .await;
     assert!(!reach(&stranger, &s));
+    drop(dockerd);
+}
+
+/// Docker's own containers on the same docker0: no address or port clash,
+/// Docker's containers keep Docker's behaviour (publishing, talking to each
+/// other), and tenants on either side cannot reach each other.
+#[tokio::test(flavor = "multi_thread")]
+async fn docker_containers_live_alongside_ours() {
+    require_root!();
+    if !have_dockerd() {
+        return;
+    }
+    let host = Host::new();
+    let ddir = tempfile::Builder::new()
+        .prefix("hydra-test-docker-")
+        .tempdir()
+        .unwrap();
+    let d = ddir.path();
+    let dockerd = start_dockerd(&host, d);
+    let _ = demo(); // builds build/images (docker-demo included)
+    let ctx = repo().join("build/images/docker-demo");
+    docker(
+        &host,
+        d,
+        &format!("build -q -t hydra-demo {}", ctx.display()),
+    );
+    docker(&host, d, "run -d --name dweb -p 20500:8080 hydra-demo");
+    let dip = docker(&host, d, "inspect -f '{{.NetworkSettings.IPAddress}}' dweb");
+    assert!(
+        dip.starts_with("172.17.0."),
+        "Docker's half (--fixed-cidr): {dip}"
+    );
+
+    let a = Agent::start_on(
+        host,
+        "[network]\nallowlist = [\"10.99.1.0/24\"]\nip_range = \"172.17.128.0/17\"\n",
+    )
+    .await;
+    let central = a.host.peer(1);
+    let stranger = a.host.peer(2);
+    let ours = a
+        .run(json!({"name": "web", "image": demo(), "ports": [{"container_port": 8080}]}))
+        .await
+        .unwrap();
+    let (ip, hp) = (ours.ip.clone().unwrap(), ours.ports[0].host_port);
+    assert!(ip.starts_with("172.17.1"), "our half: {ip}");
+
+    // Docker's published port is in our pool: seen as taken, never handed out
+    eventually(10, "docker-proxy seen in the inventory", async || {
+        let p: hydra_agent::network::PortsInfo =
+            a.client.call("GET", "/v1/ports", None).await.unwrap();
+        p.taken_by_others
+            .iter()
+            .any(|t| t.port == 20500 && t.process.as_deref() == Some("docker-proxy"))
+    })
+    .await;
+    let err = a
+        .run(json!({"name": "clash", "image": demo(), "ports": [{"container_port": 8080, "host_port": 20500}]}))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("20500"), "{err}");
+
+    // both answer the allowlisted central; a stranger gets only Docker's
+    // (our allowlist guards our addresses; Docker's published ports keep
+    // Docker's behaviour, as DOCKER-USER rules of the operator decide)
+    for port in [hp, 20500] {
+        let c = format!("10.99.1.1:{port}");
+        eventually(20, "central reaches", async || reach(&central, &c)).await;
+    }
+    assert!(
+        !reach(&stranger, &format!("10.99.2.1:{hp}")),
+        "a stranger, ours"
+    );
+    assert!(reach(&stranger, "10.99.2.1:20500"), "a stranger, Docker's");
+
+    // tenants cannot reach across: ours -> Docker's, Docker's -> ours
+    // (any HTTP answer counts as open)
+    let check = |target: &str| {
+        let (h, p) = target.split_once(':').unwrap();
+        format!("if echo GET | nc -w 2 {h} {p} 2>/dev/null | grep -q HTTP/; then echo {target}=open; else echo {target}=closed; fi")
+    };
+    a.run(json!({"name": "probe", "image": busybox(), "command": ["sh", "-c", check(&format!("{dip}:8080"))]}))
+        .await
+        .unwrap();
+    assert_eq!(a.wait("probe").await.exit_code, Some(0));
+    let lines: Vec<String> = a.logs("probe").await.into_iter().map(|r| r.line).collect();
+    assert_eq!(
+        lines,
+        vec![format!("{dip}:8080=closed")],
+        "ours cannot reach Docker's"
+    );
+    let from_docker = docker(
+        &a.host,
+        d,
+        &format!(
+            "run --rm --entrypoint /bin/sh hydra-demo -c '{}'",
+            check(&format!("{ip}:8080"))
+        ),
+    );
+    assert_eq!(
+        from_docker,
+        format!("{ip}:8080=closed"),
+        "Docker's cannot reach ours"
+    );
+    // and a Docker container still reaches another Docker container (Docker's
+    // default, not ours to change)
+    let docker_to_docker = docker(
+        &a.host,
+        d,
+        &format!(
+            "run --rm --entrypoint /bin/sh hydra-demo -c '{}'",
+            check(&format!("{dip}:8080"))
+        ),
+    );
+    assert_eq!(docker_to_docker, format!("{dip}:8080=open"));
+    docker(&a.host, d, "rm -f dweb");
     drop(dockerd);
 }

@@ -36,6 +36,10 @@ pub struct Spec {
     /// Host ports containers may reach (e.g. the platform's reverse proxy).
     pub host_ports: Vec<u16>,
     pub egress_allow: Vec<Cidr>,
+    /// When the bridge is shared (Docker owns it and `ip_range` is our part
+    /// of the subnet): our rules match only our addresses, so Docker's own
+    /// containers keep Docker's behaviour. None: the whole bridge is ours.
+    pub ours: Option<Cidr>,
 }
 
 /// Host ports per DNAT bucket chain. HYDRA-DNAT dispatches on the port range
@@ -144,6 +148,10 @@ pub fn render_change(
 /// The `filter` table part: INPUT from containers, FORWARD, the allowlist.
 pub fn render_filter(s: &Spec) -> String {
     let br = &s.bridge;
+    let (src, dst) = match &s.ours {
+        Some(c) => (format!(" -s {c}"), format!(" -d {c}")),
+        None => (String::new(), String::new()),
+    };
     let mut o = String::from(
         "*filter\n:HYDRA-INPUT - [0:0]\n:HYDRA-FORWARD - [0:0]\n:HYDRA-ALLOW - [0:0]\n",
     );
@@ -153,15 +161,15 @@ pub fn render_filter(s: &Spec) -> String {
     }
     o += "-A HYDRA-INPUT -j DROP\n";
     o += "-A HYDRA-FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n";
-    o += &format!("-A HYDRA-FORWARD -o {br} -m conntrack --ctstate DNAT -j HYDRA-ALLOW\n");
-    o += &format!("-A HYDRA-FORWARD -o {br} -j DROP\n");
+    o += &format!("-A HYDRA-FORWARD{dst} -o {br} -m conntrack --ctstate DNAT -j HYDRA-ALLOW\n");
+    o += &format!("-A HYDRA-FORWARD{dst} -o {br} -j DROP\n");
     for c in &s.egress_allow {
-        o += &format!("-A HYDRA-FORWARD -i {br} -d {c} -j ACCEPT\n");
+        o += &format!("-A HYDRA-FORWARD{src} -d {c} -i {br} -j ACCEPT\n");
     }
     for c in PRIVATE {
-        o += &format!("-A HYDRA-FORWARD -i {br} -d {c} -j DROP\n");
+        o += &format!("-A HYDRA-FORWARD{src} -d {c} -i {br} -j DROP\n");
     }
-    o += &format!("-A HYDRA-FORWARD -i {br} -j ACCEPT\n");
+    o += &format!("-A HYDRA-FORWARD{src} -i {br} -j ACCEPT\n");
     o += &render_allow_rules(s);
     o += "COMMIT\n";
     o
@@ -222,12 +230,17 @@ pub fn render_nat(s: &Spec, stale: &[String]) -> String {
 }
 
 /// Jumps from the built-in chains: (table, chain, rule).
-pub fn hooks(bridge: &str, forward_chain: &str) -> Vec<(&'static str, String, String)> {
+pub fn hooks(
+    bridge: &str,
+    ours: Option<&Cidr>,
+    forward_chain: &str,
+) -> Vec<(&'static str, String, String)> {
+    let src = ours.map(|c| format!("-s {c} ")).unwrap_or_default();
     vec![
         (
             "filter",
             "INPUT".into(),
-            format!("-i {bridge} -j HYDRA-INPUT"),
+            format!("{src}-i {bridge} -j HYDRA-INPUT"),
         ),
         ("filter", forward_chain.into(), "-j HYDRA-FORWARD".into()),
         (
@@ -334,7 +347,7 @@ fn bucket_chains() -> Result<Vec<String>, FirewallError> {
 /// Applies the whole rule set (each table in one transaction) and the hooks.
 pub fn apply_all(s: &Spec) -> Result<Vec<String>, FirewallError> {
     restore(&(render_filter(s) + &render_nat(s, &bucket_chains()?)))?;
-    ensure_hooks(&s.bridge)?;
+    ensure_hooks(&s.bridge, s.ours.as_ref())?;
     saved_rules()
 }
 
@@ -361,9 +374,9 @@ pub fn forward_chain() -> String {
 }
 
 /// Inserts any missing jump at position 1.
-pub fn ensure_hooks(bridge: &str) -> Result<(), FirewallError> {
+pub fn ensure_hooks(bridge: &str, ours: Option<&Cidr>) -> Result<(), FirewallError> {
     let ipt = iptables::new(false).map_err(|e| FirewallError::Other(e.to_string()))?;
-    for (table, chain, rule) in hooks(bridge, &forward_chain()) {
+    for (table, chain, rule) in hooks(bridge, ours, &forward_chain()) {
         if !ipt
             .exists(table, &chain, &rule)
             .map_err(|e| FirewallError::Other(format!("check {table} {chain} {rule}: {e}")))?
@@ -376,11 +389,11 @@ pub fn ensure_hooks(bridge: &str) -> Result<(), FirewallError> {
 }
 
 /// Whether every hook is in place.
-pub fn hooks_present(bridge: &str) -> bool {
+pub fn hooks_present(bridge: &str, ours: Option<&Cidr>) -> bool {
     let Ok(ipt) = iptables::new(false) else {
         return false;
     };
-    hooks(bridge, &forward_chain())
+    hooks(bridge, ours, &forward_chain())
         .iter()
         .all(|(t, c, r)| ipt.exists(t, c, r).unwrap_or(false))
 }
@@ -401,6 +414,7 @@ mod tests {
             }],
             host_ports: vec![3128],
             egress_allow: vec![Cidr::parse("10.2.0.5/32").unwrap()],
+            ours: None,
         }
     }
 
@@ -429,9 +443,36 @@ mod tests {
         );
         // allowed egress comes before the private-range drops
         let pos = |needle: &str| lines.iter().position(|l| l.contains(needle)).unwrap();
-        assert!(pos("-d 10.2.0.5/32 -j ACCEPT") < pos("-d 10.0.0.0/8 -j DROP"));
+        assert!(
+            pos("-d 10.2.0.5/32 -i docker0 -j ACCEPT") < pos("-d 10.0.0.0/8 -i docker0 -j DROP")
+        );
         assert!(pos("--ctstate DNAT -j HYDRA-ALLOW") < pos("-o docker0 -j DROP"));
         assert_eq!(*lines.last().unwrap(), "COMMIT");
+    }
+
+    #[test]
+    fn on_a_shared_bridge_rules_match_only_our_range() {
+        let ours = Cidr::parse("172.17.128.0/17").unwrap();
+        let f = render_filter(&Spec {
+            ours: Some(ours),
+            ..spec()
+        });
+        let fwd: Vec<&str> = f
+            .lines()
+            .filter(|l| l.starts_with("-A HYDRA-FORWARD"))
+            .collect();
+        assert!(fwd.contains(&"-A HYDRA-FORWARD -d 172.17.128.0/17 -o docker0 -j DROP"));
+        assert!(fwd.contains(&"-A HYDRA-FORWARD -s 172.17.128.0/17 -i docker0 -j ACCEPT"));
+        // every bridge rule names our range; only conntrack's shortcut does not
+        assert!(fwd
+            .iter()
+            .all(|l| l.contains("172.17.128.0/17") || l.contains("RELATED,ESTABLISHED")));
+        let h = hooks("docker0", Some(&ours), "DOCKER-USER");
+        assert_eq!(h[0].2, "-s 172.17.128.0/17 -i docker0 -j HYDRA-INPUT");
+        assert_eq!(
+            hooks("docker0", None, "FORWARD")[0].2,
+            "-i docker0 -j HYDRA-INPUT"
+        );
     }
 
     #[test]

@@ -227,6 +227,7 @@ impl Network {
             mappings: st.mappings.values().flatten().cloned().collect(),
             host_ports: self.settings.host_ports.clone(),
             egress_allow: self.settings.egress_allow.clone(),
+            ours: self.ours(),
         }
     }
 
@@ -332,6 +333,11 @@ impl Network {
         }
     }
 
+    /// Our part of a shared bridge (see [`firewall::Spec::ours`]).
+    fn ours(&self) -> Option<Cidr> {
+        (self.settings.ip_range != self.settings.subnet).then_some(self.settings.ip_range)
+    }
+
     fn all_mappings(&self) -> Vec<Mapping> {
         let st = self.state.lock().unwrap();
         st.mappings.values().flatten().cloned().collect()
@@ -416,8 +422,8 @@ impl Network {
     pub fn check_drift(&self) -> Result<bool, firewall::FirewallError> {
         let _ops = self.ops.lock().unwrap();
         let now = firewall::saved_rules()?;
-        let drifted =
-            now != *self.applied.lock().unwrap() || !firewall::hooks_present(&self.settings.bridge);
+        let drifted = now != *self.applied.lock().unwrap()
+            || !firewall::hooks_present(&self.settings.bridge, self.ours().as_ref());
         if drifted {
             self.apply_all()?;
             self.drift_restores.fetch_add(1, Ordering::Relaxed);

@@ -32,7 +32,10 @@ pub fn images() -> (String, String) {
     static ONCE: std::sync::Once = std::sync::Once::new();
     let dir = repo().join("build/images");
     ONCE.call_once(|| {
-        if !dir.join("demo/index.json").exists() || !dir.join("busybox/bin/busybox").exists() {
+        if !dir.join("demo/index.json").exists()
+            || !dir.join("busybox/bin/busybox").exists()
+            || !dir.join("docker-demo/Dockerfile").exists()
+        {
             let st = Command::new(repo().join("scripts/build-images"))
                 .status()
                 .expect("run scripts/build-images");
