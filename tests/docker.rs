@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use serde_json::json;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 fn reach(from: &Host, addr: &str) -> bool {
@@ -31,7 +32,7 @@ fn have_dockerd() -> bool {
 }
 
 /// Runs the docker CLI against the test's dockerd.
-fn docker(host: &Host, dir: &std::path::Path, args: &str) -> String {
+fn docker(host: &Host, dir: &Path, args: &str) -> String {
     host.sh(&format!(
         "DOCKER_BUILDKIT=0 docker -H unix://{}/docker.sock {args}",
         dir.display()
@@ -40,31 +41,143 @@ fn docker(host: &Host, dir: &std::path::Path, args: &str) -> String {
     .to_string()
 }
 
-fn start_dockerd(host: &Host, dir: &std::path::Path) -> Bg {
-    let d = dir.display();
-    let bg = host.spawn_bg(&format!(
-        "exec dockerd --data-root {d}/data --exec-root {d}/exec --host unix://{d}/docker.sock --pidfile {d}/docker.pid --fixed-cidr 172.17.0.0/17 >> {d}/dockerd.log 2>&1"
-    ));
-    let sock = dir.join("docker.sock");
-    let t0 = std::time::Instant::now();
-    let ready = || {
-        sock.exists()
-            && host
-                .sh("iptables -S DOCKER-USER 2>/dev/null || true")
-                .contains("-N DOCKER-USER")
-            && host
-                .sh("ip -4 -o addr show docker0 2>/dev/null || true")
-                .contains("172.17.0.1/16")
-    };
-    while !ready() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "dockerd did not start: {}",
-            std::fs::read_to_string(dir.join("dockerd.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
+/// A dockerd on the simulated host. Its containers' cgroups go under the
+/// test's own (a relative `--cgroup-parent`). Dropping it removes its
+/// containers, stops it, then kills by pid and removes whatever a failed test
+/// left: shims (their cwd is under our exec root), container processes and
+/// cgroups.
+struct Dockerd {
+    bg: Option<Bg>,
+    dir: PathBuf,
+    cgroup: String,
+}
+
+impl Dockerd {
+    fn start(host: &Host, dir: &Path) -> Dockerd {
+        let cgroup = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let mut d = Dockerd {
+            bg: None,
+            dir: dir.to_path_buf(),
+            cgroup,
+        };
+        d.spawn(host);
+        d
     }
-    bg
+
+    fn spawn(&mut self, host: &Host) {
+        let (d, cg) = (self.dir.display(), &self.cgroup);
+        self.bg = Some(host.spawn_bg(&format!(
+            "exec dockerd --data-root {d}/data --exec-root {d}/exec --host unix://{d}/docker.sock --pidfile {d}/docker.pid --fixed-cidr 172.17.0.0/17 --cgroup-parent {cg} >> {d}/dockerd.log 2>&1"
+        )));
+        let sock = self.dir.join("docker.sock");
+        let t0 = std::time::Instant::now();
+        let ready = || {
+            sock.exists()
+                && host
+                    .sh("iptables -S DOCKER-USER 2>/dev/null || true")
+                    .contains("-N DOCKER-USER")
+                && host
+                    .sh("ip -4 -o addr show docker0 2>/dev/null || true")
+                    .contains("172.17.0.1/16")
+        };
+        while !ready() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "dockerd did not start: {}",
+                std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM and wait; true if it stopped.
+    fn terminate(&mut self) -> bool {
+        self.bg
+            .take()
+            .is_some_and(|mut bg| bg.terminate(Duration::from_secs(60)))
+    }
+}
+
+fn cgroup_dirs_named(root: &Path, name: &str, depth: u32, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        let p = e.path();
+        if !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        if e.file_name() == name {
+            out.push(p);
+        } else if depth > 0 {
+            cgroup_dirs_named(&p, name, depth - 1, out);
+        }
+    }
+}
+
+/// Kills every process in the cgroup tree at `dir`, then removes it.
+fn kill_and_remove_cgroup(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            kill_and_remove_cgroup(&e.path());
+        }
+    }
+    for _ in 0..50 {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.lines().filter_map(|l| l.parse::<i32>().ok()) {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+        }
+        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("could not remove {}", dir.display());
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let sock = format!("unix://{}/docker.sock", self.dir.display());
+        if self.bg.is_some() {
+            let ids = std::process::Command::new("docker")
+                .args(["-H", &sock, "ps", "-aq"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let _ = std::process::Command::new("docker")
+                    .args(["-H", &sock, "rm", "-f"])
+                    .args(&ids)
+                    .output();
+            }
+            self.terminate();
+        }
+        // dockerd's containerd and shims, if dockerd died without them
+        let exec = self.dir.join("exec");
+        if let Ok(pid) = std::fs::read_to_string(exec.join("containerd/containerd.pid")) {
+            if let Ok(pid) = pid.trim().parse::<i32>() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::SIGKILL,
+                );
+            }
+        }
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            if std::fs::read_link(e.path().join("cwd")).is_ok_and(|c| c.starts_with(&exec)) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::SIGKILL,
+                );
+            }
+        }
+        let mut dirs = Vec::new();
+        cgroup_dirs_named(Path::new("/sys/fs/cgroup"), &self.cgroup, 6, &mut dirs);
+        for d in dirs {
+            kill_and_remove_cgroup(&d);
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -78,7 +191,7 @@ async fn coexists_with_dockerd_owning_docker0() {
         .prefix("hydra-test-docker-")
         .tempdir()
         .unwrap();
-    let mut dockerd = start_dockerd(&host, ddir.path());
+    let mut dockerd = Dockerd::start(&host, ddir.path());
     let docker_addr = host.sh("ip -4 -o addr show docker0");
     assert!(
         docker_addr.contains("172.17.0.1/16"),
@@ -114,12 +227,8 @@ async fn coexists_with_dockerd_owning_docker0() {
     );
 
     // dockerd restarts and rewrites its chains: ours survive (or are restored)
-    assert!(
-        dockerd.terminate(Duration::from_secs(60)),
-        "dockerd stopped on SIGTERM"
-    );
-    drop(dockerd);
-    dockerd = start_dockerd(&a.host, ddir.path());
+    assert!(dockerd.terminate(), "dockerd stopped on SIGTERM");
+    dockerd.spawn(&a.host);
     eventually(10, "hook in DOCKER-USER again", async || {
         a.host
             .sh("iptables -S DOCKER-USER")
@@ -151,7 +260,7 @@ async fn docker_containers_live_alongside_ours() {
         .tempdir()
         .unwrap();
     let d = ddir.path();
-    let dockerd = start_dockerd(&host, d);
+    let dockerd = Dockerd::start(&host, d);
     let _ = demo(); // builds build/images (docker-demo included)
     let ctx = repo().join("build/images/docker-demo");
     docker(
