@@ -154,7 +154,10 @@ impl Drop for Dockerd {
         // dockerd's containerd and shims, if dockerd died without them
         let exec = self.dir.join("exec");
         if let Ok(pid) = std::fs::read_to_string(exec.join("containerd/containerd.pid")) {
-            if let Ok(pid) = pid.trim().parse::<i32>() {
+            let pid = pid.trim().parse::<i32>().unwrap_or(0);
+            // only if that pid is still containerd (pids are reused)
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if pid > 0 && comm.trim() == "containerd" {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid),
                     nix::sys::signal::SIGKILL,
