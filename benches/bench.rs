@@ -181,7 +181,7 @@ async fn adopt(sock: &str, n: usize) {
 
 /// Firewall costs with N mappings installed; run inside a fresh network
 /// namespace (scripts/bench net does `unshare --net`).
-fn net(sizes: &[usize], reps: usize) {
+fn net(sizes: &[usize], reps: usize, gap_ms: u64) {
     use hydra_agent::network::firewall::{self, Mapping, Spec};
     use hydra_agent::network::ipam::Cidr;
     let mapping = |i: usize| Mapping {
@@ -217,12 +217,16 @@ fn net(sizes: &[usize], reps: usize) {
                 host_port,
                 ..mapping(r)
             };
+            // apart, as changes come in real use: a removal's release (an
+            // RCU grace period in the kernel) ends before the next change
+            std::thread::sleep(std::time::Duration::from_millis(gap_ms));
             let t = Instant::now();
             let (input, _) = firewall::render_change(&installed, std::slice::from_ref(&m), &[]);
             firewall::apply_change(&input).expect("add");
             add.push(ms(t.elapsed()));
             let mut with = installed.clone();
             with.push(m.clone());
+            std::thread::sleep(std::time::Duration::from_millis(gap_ms));
             let t = Instant::now();
             let (input, _) = firewall::render_change(&with, &[], std::slice::from_ref(&m));
             firewall::apply_change(&input).expect("remove");
@@ -238,6 +242,50 @@ fn net(sizes: &[usize], reps: usize) {
     }
 }
 
+/// The veth/IP part of a start, alone: what the container's init does
+/// (veth created in its new netns with the peer in the host's, bridge port,
+/// isolation, address, route). Run inside a fresh network namespace.
+fn veth(n: usize) {
+    use hydra_agent::network::netlink::Netlink;
+    use hydra_agent::network::NetLaunch;
+    use std::os::fd::AsRawFd;
+    let mut host = Netlink::new().expect("netlink");
+    host.create_bridge("hbench0").expect("bridge");
+    let bidx = host.link_index("hbench0").unwrap().expect("bridge index");
+    host.set_up(bidx, None).unwrap();
+    let host_ns = std::fs::File::open("/proc/self/ns/net").unwrap();
+    let mut times = Vec::new();
+    for i in 0..n + 5 {
+        let launch = NetLaunch {
+            ip: std::net::Ipv4Addr::new(172, 17, (i / 250) as u8, (i % 250 + 2) as u8),
+            prefix: 16,
+            gateway: std::net::Ipv4Addr::new(172, 17, 0, 1),
+            bridge_index: bidx,
+            host_ifname: format!("hyb{i}"),
+            resolv_conf: String::new(),
+        };
+        let fd = host_ns.as_raw_fd();
+        // a thread of its own: its network namespace dies with it
+        let took = std::thread::spawn(move || {
+            let mut h = Netlink::new().expect("host netlink");
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
+            let t = Instant::now();
+            hydra_agent::runtime::init::setup_network(&launch, &mut h, fd).expect("setup");
+            ms(t.elapsed())
+        })
+        .join()
+        .unwrap();
+        if i >= 5 {
+            times.push(took);
+        }
+    }
+    println!(
+        "| veth/IP part of a start (N={n}) | p50 {:.2} ms | p99 {:.2} ms |",
+        pct(&mut times, 0.5),
+        pct(&mut times, 0.99)
+    );
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let a: Vec<String> = std::env::args().collect();
@@ -245,12 +293,14 @@ async fn main() {
         Some("start") => start(&a[2], &a[3], &a[4], a[5].parse().unwrap()).await,
         Some("memory") => memory(&a[2], a[3].parse().unwrap(), &a[4], a[5].parse().unwrap()).await,
         Some("adopt") => adopt(&a[2], a[3].parse().unwrap()).await,
+        Some("veth") => veth(a[2].parse().unwrap()),
         Some("net") => net(
             &a[2]
                 .split(',')
                 .map(|n| n.parse().unwrap())
                 .collect::<Vec<_>>(),
             a[3].parse().unwrap(),
+            a.get(4).map_or(0, |g| g.parse().unwrap()),
         ),
         _ => eprintln!("usage: see scripts/bench"),
     }

@@ -489,3 +489,47 @@ async fn allocations_never_handed_out_twice_across_restarts() {
     let p: hydra_agent::network::PortsInfo = a.client.call("GET", "/v1/ports", None).await.unwrap();
     assert_eq!(p.free, 301);
 }
+
+/// The long-lived iptables-restore: a bad transaction fails with iptables'
+/// own words and changes nothing; the next one works (a new child is started)
+/// and is visible as soon as `apply` returns. In a network namespace of this
+/// test's thread (the child inherits it).
+#[test]
+fn restorer_reports_errors_and_recovers() {
+    require_root!();
+    std::thread::spawn(|| {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
+        use hydra_agent::network::restore::apply;
+        let save = || {
+            let out = std::process::Command::new("iptables-save")
+                .args(["-t", "nat"])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        apply("*nat\n:HYDRA-T - [0:0]\n-A HYDRA-T -p tcp -m tcp --dport 1 -j ACCEPT\nCOMMIT\n")
+            .expect("first");
+        assert!(save().contains("-A HYDRA-T -p tcp -m tcp --dport 1 -j ACCEPT"));
+        let err =
+            apply("*nat\n-A HYDRA-T -p tcp --dport 2 -j ACCEPT\n-A HYDRA-NOPE -j ACCEPT\nCOMMIT\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("line 3 failed") && err.contains("(-A HYDRA-NOPE -j ACCEPT)"),
+            "iptables-restore's words, with the failing line of this transaction: {err}"
+        );
+        assert!(
+            !save().contains("--dport 2 "),
+            "nothing of a failed transaction"
+        );
+        apply("*nat\n-A HYDRA-T -p tcp -m tcp --dport 3 -j ACCEPT\nCOMMIT\n")
+            .expect("after a failure");
+        assert!(save().contains("--dport 3 "));
+        // two tables, one input: both committed before it returns
+        apply("*filter\n:HYDRA-F - [0:0]\n-A HYDRA-F -j DROP\nCOMMIT\n*nat\n-F HYDRA-T\nCOMMIT\n")
+            .expect("two blocks");
+        assert!(!save().contains("-A HYDRA-T"));
+    })
+    .join()
+    .unwrap();
+}

@@ -6,9 +6,8 @@
 //! and drift detected by comparing `iptables-save` with what was applied.
 
 use super::ipam::Cidr;
-use std::io::Write;
 use std::net::Ipv4Addr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// Private ranges containers may not reach unless listed in `egress_allow`.
 pub const PRIVATE: [&str; 5] = [
@@ -268,39 +267,7 @@ pub enum FirewallError {
 }
 
 fn restore(input: &str) -> Result<(), FirewallError> {
-    let cmd = "iptables-restore --noflush -w 5";
-    let mut child = Command::new("iptables-restore")
-        .args(["--noflush", "-w", "5"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| FirewallError::Spawn {
-            cmd: cmd.into(),
-            source,
-        })?;
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(input.as_bytes())
-        .map_err(|source| FirewallError::Spawn {
-            cmd: cmd.into(),
-            source,
-        })?;
-    let out = child
-        .wait_with_output()
-        .map_err(|source| FirewallError::Spawn {
-            cmd: cmd.into(),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(FirewallError::Failed {
-            cmd: cmd.into(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(())
+    super::restore::apply(input)
 }
 
 /// Our rules as iptables-save prints them (`table -A ...`, sorted): the

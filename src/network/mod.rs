@@ -7,6 +7,7 @@ pub mod firewall;
 pub mod ipam;
 pub mod netlink;
 pub mod ports;
+pub mod restore;
 
 use crate::api::{ApiError, PortMapping, PortSpec};
 use crate::config::NetworkConfig;
@@ -288,6 +289,9 @@ impl Network {
         let _ops = self.ops.lock().unwrap();
         let Some(ip) = a.ip else { return Ok(()) };
         let maps = a.mappings(ip);
+        if maps.is_empty() {
+            return Ok(());
+        }
         let before: Vec<Mapping> = self.all_mappings();
         let (input, touched) = firewall::render_change(&before, &maps, &[]);
         firewall::apply_change(&input).map_err(map_err)?;

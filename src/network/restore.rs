@@ -1,0 +1,395 @@
+//! One long-lived `iptables-restore --noflush`, fed a transaction at a time
+//! and acknowledged by the kernel's "new generation" announcement (the
+//! nftables multicast group carries the pid of the process that committed).
+//!
+//! Why not a process per change: a process that deleted rules pays for their
+//! release when it exits (closing a netfilter netlink socket flushes
+//! nf_tables' destroy work, an RCU grace period: ~15 ms on these machines,
+//! whatever the table size), plus the spawn. iptables-restore applies each
+//! `COMMIT` block as it reads it, so one child serves every change; iptables
+//! stays the tool (what hosts running Docker use), only its lifetime changes.
+//!
+//! Hand-written: the parse of one netlink message type (NFT_MSG_NEWGEN). The
+//! netlink-packet-* crates have no nftables family.
+
+use super::firewall::FirewallError;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{
+    bind, recv, setsockopt, socket, sockopt, AddressFamily, MsgFlags, NetlinkAddr, SockFlag,
+    SockProtocol, SockType,
+};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::process::{Child, ChildStderr, ChildStdin, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const NFNLGRP_NFTABLES: u32 = 7;
+/// (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN
+const NEWGEN: u16 = (10 << 8) | 15;
+const NFTA_GEN_PROC_PID: u16 = 2;
+const CMD: &str = "iptables-restore --noflush -w 5";
+/// How long one transaction may take before the child is killed.
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+struct Restorer {
+    child: Child,
+    stdin: ChildStdin,
+    stderr: ChildStderr,
+    /// Subscribed to the nftables group: sees every commit in this netns.
+    mon: OwnedFd,
+    /// Lines written to the child so far: its error messages count from its
+    /// first input line, ours from the transaction's.
+    fed: usize,
+}
+
+static RESTORER: Mutex<Option<Restorer>> = Mutex::new(None);
+
+fn spawn_err(source: std::io::Error) -> FirewallError {
+    FirewallError::Spawn {
+        cmd: CMD.into(),
+        source,
+    }
+}
+
+impl Restorer {
+    fn spawn() -> Result<Restorer, FirewallError> {
+        // subscribe before the child exists, so no commit of it is missed
+        let mon = socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            SockProtocol::NetlinkNetFilter,
+        )
+        .map_err(|e| spawn_err(e.into()))?;
+        let _ = setsockopt(&mon, sockopt::RcvBuf, &(1 << 20));
+        bind(
+            mon.as_raw_fd(),
+            &NetlinkAddr::new(0, 1 << (NFNLGRP_NFTABLES - 1)),
+        )
+        .map_err(|e| spawn_err(e.into()))?;
+        let mut child = Command::new("iptables-restore")
+            .args(["--noflush", "-w", "5"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(spawn_err)?;
+        let stdin = child.stdin.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        nix::fcntl::fcntl(
+            stderr.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .map_err(|e| spawn_err(e.into()))?;
+        Ok(Restorer {
+            child,
+            stdin,
+            stderr,
+            mon,
+            fed: 0,
+        })
+    }
+
+    /// Reads the announcements queued on the monitor socket: how many were
+    /// commits of `pid`. Err(()) if some were lost (the socket overflowed).
+    fn count_commits(&self, pid: u32) -> Result<usize, ()> {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut n = 0;
+        loop {
+            match recv(self.mon.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                Ok(len) => n += committers(&buf[..len]).filter(|p| *p == pid).count(),
+                Err(nix::errno::Errno::EAGAIN) => return Ok(n),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return Err(()),
+            }
+        }
+    }
+}
+
+/// Reads what a non-blocking pipe has; true at end of file (the child is
+/// exiting).
+fn read_stderr(pipe: &mut ChildStderr, into: &mut Vec<u8>) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        match pipe.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(n) => into.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return true,
+        }
+    }
+}
+
+/// iptables-restore's "line N failed" counts from the child's first line:
+/// rewritten to count from this input's, with the line itself appended.
+fn relative_lines(stderr: &str, input: &str, fed: usize) -> String {
+    let text = stderr.trim();
+    let Some(at) = text.find("line ") else {
+        return text.to_string();
+    };
+    let digits: String = text[at + 5..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let Some(k) = digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_sub(fed))
+    else {
+        return text.to_string();
+    };
+    let rest = &text[at + 5 + digits.len()..];
+    match input.lines().nth(k.wrapping_sub(1)) {
+        Some(line) if k > 0 => format!("{}line {k}{rest} ({line})", &text[..at]),
+        _ => text.to_string(),
+    }
+}
+
+/// How many `*table ... COMMIT` blocks of `input` change something (an empty
+/// block commits nothing, so nothing would be announced).
+fn commits_in(input: &str) -> usize {
+    let mut n = 0;
+    let mut lines_in_block = 0;
+    for l in input.lines().map(str::trim) {
+        if l.starts_with('*') {
+            lines_in_block = 0;
+        } else if l == "COMMIT" {
+            n += usize::from(lines_in_block > 0);
+        } else if !l.is_empty() && !l.starts_with('#') {
+            lines_in_block += 1;
+        }
+    }
+    n
+}
+
+/// The pids in the NEWGEN messages of a netlink datagram.
+fn committers(mut buf: &[u8]) -> impl Iterator<Item = u32> {
+    let mut pids = Vec::new();
+    while buf.len() >= 16 {
+        let len = u32::from_ne_bytes(buf[0..4].try_into().unwrap()) as usize;
+        let kind = u16::from_ne_bytes(buf[4..6].try_into().unwrap());
+        if len < 16 || len > buf.len() {
+            break;
+        }
+        if kind == NEWGEN && len >= 20 {
+            // nlmsghdr (16) + nfgenmsg (4), then attributes
+            let mut attrs = &buf[20..len];
+            while attrs.len() >= 4 {
+                let alen = u16::from_ne_bytes(attrs[0..2].try_into().unwrap()) as usize;
+                let atype = u16::from_ne_bytes(attrs[2..4].try_into().unwrap()) & 0x3fff;
+                if alen < 4 || alen > attrs.len() {
+                    break;
+                }
+                if atype == NFTA_GEN_PROC_PID && alen == 8 {
+                    pids.push(u32::from_be_bytes(attrs[4..8].try_into().unwrap()));
+                }
+                attrs = &attrs[((alen + 3) & !3).min(attrs.len())..];
+            }
+        }
+        buf = &buf[((len + 3) & !3).min(buf.len())..];
+    }
+    pids.into_iter()
+}
+
+/// Applies an `iptables-restore --noflush` input (one or more `*table ...
+/// COMMIT` blocks, none of them empty) and returns once the kernel has
+/// committed every block, or with iptables-restore's error.
+pub fn apply(input: &str) -> Result<(), FirewallError> {
+    let blocks = commits_in(input);
+    if blocks == 0 {
+        return Ok(());
+    }
+    let mut guard = RESTORER.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(r) = guard.as_mut() {
+        if !matches!(r.child.try_wait(), Ok(None)) {
+            *guard = None;
+        }
+    }
+    if guard.is_none() {
+        *guard = Some(Restorer::spawn()?);
+    }
+    let r = guard.as_mut().expect("set above");
+    let pid = r.child.id();
+    // what is queued is about earlier commits (ours were all counted)
+    if r.count_commits(pid).is_err() {
+        *guard = None;
+        return apply_once(input);
+    }
+    let mut stderr = Vec::new();
+    let wrote = r
+        .stdin
+        .write_all(input.as_bytes())
+        .and_then(|()| r.stdin.flush());
+    let deadline = Instant::now() + TIMEOUT;
+    let mut seen = 0;
+    let fed = r.fed;
+    r.fed += input.lines().count();
+    let failed = |r: &mut Restorer, stderr: &mut Vec<u8>| {
+        // a failed block ends iptables-restore: collect its words
+        let _ = r.child.kill();
+        let _ = r.child.wait();
+        read_stderr(&mut r.stderr, stderr);
+        FirewallError::Failed {
+            cmd: CMD.into(),
+            stderr: relative_lines(&String::from_utf8_lossy(stderr), input, fed),
+        }
+    };
+    if wrote.is_err() {
+        // the child had exited (a broken pipe): its stderr says why
+        let e = failed(r, &mut stderr);
+        *guard = None;
+        return Err(e);
+    }
+    while seen < blocks {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let e = failed(r, &mut stderr);
+            *guard = None;
+            return Err(FirewallError::Other(format!(
+                "{CMD}: no commit announced within {TIMEOUT:?} ({e})"
+            )));
+        }
+        let mut fds = [
+            PollFd::new(r.mon.as_fd(), PollFlags::POLLIN),
+            PollFd::new(r.stderr.as_fd(), PollFlags::POLLIN),
+        ];
+        let ms =
+            PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, ms) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(spawn_err(e.into())),
+        }
+        let (mon_ready, err_ready) = (
+            fds[0].revents().is_some_and(|f| !f.is_empty()),
+            fds[1].revents().is_some_and(|f| !f.is_empty()),
+        );
+        if mon_ready {
+            match r.count_commits(pid) {
+                Ok(n) => seen += n,
+                Err(()) => {
+                    // announcements were lost: the exit status decides
+                    let Restorer {
+                        mut child,
+                        stdin,
+                        stderr: mut pipe,
+                        ..
+                    } = guard.take().expect("set");
+                    drop(stdin);
+                    let st = child.wait().map_err(spawn_err)?;
+                    read_stderr(&mut pipe, &mut stderr);
+                    return if st.success() {
+                        Ok(())
+                    } else {
+                        Err(FirewallError::Failed {
+                            cmd: CMD.into(),
+                            stderr: String::from_utf8_lossy(&stderr).trim().to_string(),
+                        })
+                    };
+                }
+            }
+        }
+        if err_ready && seen < blocks && read_stderr(&mut r.stderr, &mut stderr) {
+            let e = failed(r, &mut stderr);
+            *guard = None;
+            return Err(e);
+        }
+    }
+    if !stderr.is_empty() {
+        tracing::warn!(stderr = %String::from_utf8_lossy(&stderr).trim(), "iptables-restore");
+    }
+    Ok(())
+}
+
+/// A process for this input alone (the fallback when announcements were lost).
+fn apply_once(input: &str) -> Result<(), FirewallError> {
+    let mut child = Command::new("iptables-restore")
+        .args(["--noflush", "-w", "5"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(spawn_err)?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(input.as_bytes())
+        .map_err(spawn_err)?;
+    let out = child.wait_with_output().map_err(spawn_err)?;
+    if !out.status.success() {
+        return Err(FirewallError::Failed {
+            cmd: CMD.into(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_lines_count_from_the_transaction() {
+        assert_eq!(
+            relative_lines(
+                "iptables-restore: line 7 failed: No chain/target/match by that name.\n",
+                "*nat\n-A X -j ACCEPT\n-A NOPE -j ACCEPT\nCOMMIT\n",
+                4
+            ),
+            "iptables-restore: line 3 failed: No chain/target/match by that name. (-A NOPE -j ACCEPT)"
+        );
+        assert_eq!(relative_lines("something else", "", 4), "something else");
+    }
+
+    #[test]
+    fn empty_blocks_are_not_waited_for() {
+        assert_eq!(commits_in("*nat\nCOMMIT\n"), 0);
+        assert_eq!(
+            commits_in("*nat\n# a comment\nCOMMIT\n*filter\n:X - [0:0]\nCOMMIT\n"),
+            1
+        );
+        assert_eq!(
+            commits_in("*nat\n-A X -j DROP\nCOMMIT\n*filter\n-A Y -j DROP\nCOMMIT\n"),
+            2
+        );
+    }
+
+    #[test]
+    fn newgen_pids_are_read() {
+        // two messages: a NEWGEN of pid 1808 and something else
+        let mut m = Vec::new();
+        let newgen = |pid: u32| {
+            let mut v = Vec::new();
+            let attrs: Vec<u8> = [
+                &8u16.to_ne_bytes()[..],
+                &1u16.to_ne_bytes(),
+                &4u32.to_be_bytes(),
+                &8u16.to_ne_bytes(),
+                &2u16.to_ne_bytes(),
+                &pid.to_be_bytes(),
+                &8u16.to_ne_bytes(),
+                &3u16.to_ne_bytes(),
+                b"nft\0",
+            ]
+            .concat();
+            let len = 16 + 4 + attrs.len();
+            v.extend_from_slice(&(len as u32).to_ne_bytes());
+            v.extend_from_slice(&NEWGEN.to_ne_bytes());
+            v.extend_from_slice(&[0u8; 10]);
+            v.extend_from_slice(&[0, 0, 0, 4]);
+            v.extend_from_slice(&attrs);
+            v
+        };
+        m.extend(newgen(1808));
+        let mut other = vec![0u8; 20];
+        other[0..4].copy_from_slice(&20u32.to_ne_bytes());
+        other[4..6].copy_from_slice(&((10u16 << 8) | 3).to_ne_bytes());
+        m.extend(other);
+        m.extend(newgen(7));
+        assert_eq!(committers(&m).collect::<Vec<_>>(), vec![1808, 7]);
+        assert_eq!(committers(&m[..10]).count(), 0, "a truncated datagram");
+    }
+}
