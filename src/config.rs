@@ -27,6 +27,7 @@ pub struct Config {
     pub network: NetworkConfig,
     pub logs: LogsConfig,
     pub collector: CollectorConfig,
+    pub security: SecurityConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -151,6 +152,30 @@ impl Default for CollectorConfig {
     }
 }
 
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// Capabilities beyond the default set that specs may add.
+    pub allowed_capabilities: Vec<String>,
+    /// RLIMIT_NOFILE of container processes (soft and hard).
+    pub nofile: u64,
+    /// oom_score_adj of containers (the agent and its helpers are at -999).
+    pub oom_score_adj: i32,
+    /// pids limit of a container whose spec gives none.
+    pub default_pids: u64,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            allowed_capabilities: Vec::new(),
+            nofile: 1024,
+            oom_score_adj: 500,
+            default_pids: 4096,
+        }
+    }
+}
+
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -266,6 +291,23 @@ impl Config {
         }
         if self.collector.stats_interval_s == 0 {
             return inv("collector.stats_interval_s", "must be at least 1".into());
+        }
+        for (i, c) in self.security.allowed_capabilities.iter().enumerate() {
+            if crate::runtime::security::canonical_cap(c).is_none() {
+                return Err(ConfigError::Invalid {
+                    key: "security.allowed_capabilities",
+                    message: format!("[{i}] {c:?} is not a capability"),
+                });
+            }
+        }
+        if !(-1000..=1000).contains(&self.security.oom_score_adj) {
+            return inv("security.oom_score_adj", "must be in -1000..=1000".into());
+        }
+        if self.security.nofile < 16 {
+            return inv("security.nofile", "must be at least 16".into());
+        }
+        if self.security.default_pids < 1 {
+            return inv("security.default_pids", "must be at least 1".into());
         }
         Ok(())
     }

@@ -50,6 +50,11 @@ pub async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
         )
         .init();
 
+    // The agent and everything it starts (launcher, shims) are the last the
+    // kernel picks under memory pressure; containers raise their own score.
+    if let Err(e) = std::fs::write("/proc/self/oom_score_adj", "-999") {
+        tracing::warn!(error = %e, "cannot set the agent's oom_score_adj to -999");
+    }
     let paths = Paths::new(args.root.as_deref(), &cfg, args.socket.as_deref());
     std::fs::create_dir_all(&paths.run)?;
     let t0 = std::time::Instant::now();

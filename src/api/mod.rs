@@ -38,6 +38,26 @@ pub struct ContainerSpec {
     pub restart: RestartSpec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthSpec>,
+    /// Changes to the default capability set (containerd's); `add` only
+    /// within the agent's `security.allowed_capabilities`.
+    #[serde(default, skip_serializing_if = "CapabilitiesSpec::is_empty")]
+    pub capabilities: CapabilitiesSpec,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CapabilitiesSpec {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<String>,
+    /// Names, or `ALL`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drop: Vec<String>,
+}
+
+impl CapabilitiesSpec {
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.drop.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -220,6 +240,17 @@ fn unknown_field_name(msg: &str) -> Option<String> {
 /// Checks what the types cannot: ranges, relations, characters.
 pub fn validate_spec(s: &ContainerSpec) -> Result<(), ApiError> {
     validate_name(&s.name).map_err(|m| ApiError::bad("name", m))?;
+    for (list, names) in [("add", &s.capabilities.add), ("drop", &s.capabilities.drop)] {
+        for (i, c) in names.iter().enumerate() {
+            let all_ok = list == "drop" && c.eq_ignore_ascii_case("ALL");
+            if !all_ok && crate::runtime::security::canonical_cap(c).is_none() {
+                return Err(ApiError::bad(
+                    format!("capabilities.{list}[{i}]"),
+                    format!("{c:?} is not a capability"),
+                ));
+            }
+        }
+    }
     for (field, v) in [("app", &s.app), ("version", &s.version)] {
         if let Some(v) = v {
             if v.len() > 128 || v.chars().any(|c| c.is_control()) {

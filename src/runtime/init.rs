@@ -1,7 +1,7 @@
 //! The container's side, run in the cloned child inside its new namespaces:
 //! root filesystem, /proc, /dev, /sys, hostname, loopback, user, exec.
 
-use super::Launch;
+use super::{security, Launch};
 use crate::network::netlink::Netlink;
 use crate::network::NetLaunch;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -10,7 +10,7 @@ use nix::unistd::{chdir, execve, pivot_root, setgid, setgroups, sethostname, set
 use std::ffi::CString;
 use std::fs;
 use std::os::fd::RawFd;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::{symlink, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Why the container could not start; `field` names the spec field at fault.
@@ -36,8 +36,8 @@ fn sys(what: &str) -> impl FnOnce(nix::Error) -> InitError + '_ {
 pub type HostNet<'a> = (&'a mut Netlink, RawFd);
 
 /// Sets up the container and execs its process; returns only on failure.
-pub fn run(l: &Launch, host: Option<HostNet>) -> InitError {
-    match setup_and_exec(l, host) {
+pub fn run(l: &Launch, host: Option<HostNet>, fail_fd: RawFd) -> InitError {
+    match setup_and_exec(l, host, fail_fd) {
         Ok(never) => match never {},
         Err(e) => e,
     }
@@ -46,6 +46,7 @@ pub fn run(l: &Launch, host: Option<HostNet>) -> InitError {
 fn setup_and_exec(
     l: &Launch,
     host: Option<HostNet>,
+    fail_fd: RawFd,
 ) -> Result<std::convert::Infallible, InitError> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
         .map_err(sys("unshare cgroup namespace"))?;
@@ -60,6 +61,7 @@ fn setup_and_exec(
     mount_rootfs(l)?;
     let root = &l.rootfs;
     mount_proc_sys_dev(root, l.cgroup_v2)?;
+    mask_paths(root)?;
     sethostname(&l.hostname).map_err(sys("sethostname"))?;
     super::sys::loopback_up().map_err(|e| fail("runtime", format!("loopback up: {e}")))?;
     if let (Some(n), Some((host_nl, host_ns))) = (&l.net, host) {
@@ -72,6 +74,17 @@ fn setup_and_exec(
     pivot_root(".", ".").map_err(sys("pivot_root"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(sys("detach the old root"))?;
     chdir("/").map_err(sys("chdir /"))?;
+
+    let h = &l.hardening;
+    // Through the /proc we mounted ourselves (checked to be procfs), never
+    // one the image could fake (CVE-2019-16884). Lowering the inherited -999
+    // needs no privilege; it is done while we still have them anyway.
+    write_own_proc("oom_score_adj", &h.oom_score_adj.to_string())?;
+    security::set_nofile(h.nofile).map_err(|m| fail("runtime", m))?;
+    // Only 0-2 and the failure pipe stay open from here (CVE-2024-21626: no
+    // fd of the host can be reached through /proc/self/fd, e.g. as workdir).
+    super::sys::close_fds_except_checked(&[fail_fd])
+        .map_err(|e| fail("runtime", format!("close inherited fds: {e}")))?;
 
     let p = &l.process;
     let env: Vec<CString> = p.env.iter().map(|e| cstr(e)).collect::<Result<_, _>>()?;
@@ -88,12 +101,23 @@ fn setup_and_exec(
             .map_err(|e| fail("workdir", format!("cannot create {}: {e}", p.cwd)))?;
         let _ = nix::unistd::chown(cwd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
     }
+    security::limit_bounding(h).map_err(|m| fail("capabilities", m))?;
     setgroups(&[Gid::from_raw(gid)]).map_err(sys("setgroups"))?;
     setgid(Gid::from_raw(gid)).map_err(sys("setgid"))?;
     setuid(Uid::from_raw(uid)).map_err(sys("setuid"))?;
+    security::set_process_caps(h, uid).map_err(|m| fail("capabilities", m))?;
     chdir(cwd).map_err(|e| fail("workdir", format!("cannot enter {}: {e}", p.cwd)))?;
+    // the working directory must be inside the root (getcwd says
+    // "(unreachable)" or fails for anything outside it)
+    match nix::unistd::getcwd() {
+        Ok(d) if d.is_absolute() => {}
+        _ => return Err(fail("workdir", format!("{} is outside the container", p.cwd))),
+    }
     let argv: Vec<CString> = p.argv.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?;
-    let err = execve(&cstr(&prog.to_string_lossy())?, &argv, &env).unwrap_err();
+    let prog_c = cstr(&prog.to_string_lossy())?;
+    security::no_new_privs().map_err(|m| fail("runtime", m))?;
+    security::apply_seccomp().map_err(|m| fail("runtime", m))?;
+    let err = execve(&prog_c, &argv, &env).unwrap_err();
     Err(fail(
         "command",
         format!("cannot execute {:?}: {err}", p.argv[0]),
@@ -234,6 +258,66 @@ fn mount_proc_sys_dev(root: &Path, cgroup_v2: bool) -> Result<(), InitError> {
             .map_err(|e| fail("runtime", format!("symlink /dev/{link}: {e}")))?;
     }
     Ok(())
+}
+
+/// Masks (containerd's list) and read-only paths, on the /proc and /sys we
+/// just mounted. Fails closed: a path that exists but cannot be masked stops
+/// the start. Files are masked with our own /dev/null (a char device 1:3 in
+/// the tmpfs we made, never the image's: CVE-2025-31133).
+fn mask_paths(root: &Path) -> Result<(), InitError> {
+    use std::os::unix::fs::FileTypeExt;
+    let null = root.join("dev/null");
+    match fs::symlink_metadata(&null) {
+        Ok(m) if m.file_type().is_char_device() && m.rdev() == makedev(1, 3) => {}
+        _ => return Err(fail("runtime", "/dev/null is not the null device")),
+    }
+    let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    for rel in security::MASKED {
+        let p = root.join(rel);
+        let Ok(m) = fs::symlink_metadata(&p) else {
+            continue; // not on this kernel
+        };
+        let res = if m.is_dir() {
+            mount(Some("tmpfs"), &p, Some("tmpfs"), ro, Some("size=0,mode=0555"))
+        } else {
+            mount(Some(&null), &p, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        };
+        res.map_err(|e| fail("runtime", format!("mask /{rel}: {e}")))?;
+    }
+    for rel in security::READ_ONLY {
+        let p = root.join(rel);
+        if fs::symlink_metadata(&p).is_err() {
+            continue;
+        }
+        mount(Some(&p), &p, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+            .and_then(|()| {
+                mount(
+                    None::<&str>,
+                    &p,
+                    None::<&str>,
+                    ro | MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
+                    None::<&str>,
+                )
+            })
+            .map_err(|e| fail("runtime", format!("read-only /{rel}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Writes /proc/self/<file> through the procfs mounted at /proc, after
+/// checking it is procfs.
+fn write_own_proc(file: &str, value: &str) -> Result<(), InitError> {
+    let st = nix::sys::statfs::statfs("/proc").map_err(sys("statfs /proc"))?;
+    if st.filesystem_type() != nix::sys::statfs::PROC_SUPER_MAGIC {
+        return Err(fail("runtime", "/proc is not procfs"));
+    }
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(format!("/proc/self/{file}"))
+        .map_err(|e| fail("runtime", format!("open /proc/self/{file}: {e}")))?;
+    std::io::Write::write_all(&mut f, value.as_bytes())
+        .map_err(|e| fail("runtime", format!("write /proc/self/{file}: {e}")))
 }
 
 /// Finds `prog` on `path` inside the (already pivoted) root.

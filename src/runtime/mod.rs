@@ -7,6 +7,7 @@
 
 pub mod init;
 pub mod shim;
+pub mod security;
 pub mod sys;
 
 use serde::{Deserialize, Serialize};
@@ -42,6 +43,7 @@ pub struct Launch {
     pub shim_log: PathBuf,
     /// Host networking (veth, address, route); none: loopback only.
     pub net: Option<crate::network::NetLaunch>,
+    pub hardening: security::Hardening,
 }
 
 /// What the shim reports on its stdout once the container has exec'd (or failed to).

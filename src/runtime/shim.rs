@@ -23,6 +23,11 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 /// is gone); the shims it made are detached and live on.
 pub fn launcher_main() -> ! {
     super::sys::ignore_signals(&[Signal::SIGHUP, Signal::SIGINT, Signal::SIGPIPE]);
+    // compiled once here, inherited by every shim and container init forked
+    // from us; a failure is reported by each start that needs it
+    if let Err(e) = super::security::prepare() {
+        eprintln!("hydra launcher: {e}");
+    }
     let mut stdin = std::io::stdin().lock();
     loop {
         let mut len = [0u8; 4];
@@ -163,7 +168,7 @@ fn shim(launch: &Launch, mut out: File) -> Result<(), String> {
             return 126;
         }
         let host = host_net.as_mut().map(|(nl, ns)| (nl, ns.as_raw_fd()));
-        let err = init::run(&launch_c, host);
+        let err = init::run(&launch_c, host, fw);
         let msg = serde_json::to_vec(&err).unwrap_or_default();
         let _ = super::sys::write_raw(fw, &msg);
         127

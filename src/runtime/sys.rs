@@ -94,6 +94,36 @@ pub fn close_fds_except(keep: &[RawFd]) {
     }
 }
 
+/// Like [`close_fds_except`], but fails if /proc/self/fd cannot be read, and
+/// checks afterwards that nothing else is open.
+pub fn close_fds_except_checked(keep: &[RawFd]) -> std::io::Result<()> {
+    let list = || -> std::io::Result<Vec<RawFd>> {
+        let mut v = Vec::new();
+        for e in std::fs::read_dir("/proc/self/fd")? {
+            if let Some(fd) = e?.file_name().to_str().and_then(|n| n.parse().ok()) {
+                v.push(fd);
+            }
+        }
+        Ok(v)
+    };
+    for fd in list()? {
+        if fd > 2 && !keep.contains(&fd) {
+            let _ = nix::unistd::close(fd);
+        }
+    }
+    // the listing's own directory fd shows up in the second listing; it is
+    // closed by then, so a still-open one is what matters
+    let left: Vec<RawFd> = list()?
+        .into_iter()
+        .filter(|fd| *fd > 2 && !keep.contains(fd))
+        .filter(|fd| nix::fcntl::fcntl(*fd, nix::fcntl::FcntlArg::F_GETFD).is_ok())
+        .collect();
+    if !left.is_empty() {
+        return Err(std::io::Error::other(format!("fds still open: {left:?}")));
+    }
+    Ok(())
+}
+
 /// Ignores `sigs` (SIG_IGN).
 pub fn ignore_signals(sigs: &[nix::sys::signal::Signal]) {
     for s in sigs {

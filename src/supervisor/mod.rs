@@ -87,6 +87,7 @@ pub struct Supervisor {
     net_settings: Option<crate::network::Settings>,
     /// Set up by `adopt` from the records, before the API serves.
     network: std::sync::OnceLock<Arc<Network>>,
+    security: crate::config::SecurityConfig,
 }
 
 impl Supervisor {
@@ -115,6 +116,7 @@ impl Supervisor {
             events: broadcast::channel(1024).0,
             net_settings,
             network: std::sync::OnceLock::new(),
+            security: cfg.security.clone(),
         }))
     }
 
@@ -197,6 +199,25 @@ impl Supervisor {
             image::ImageError::Store { .. } => ApiError::internal(e.to_string()),
             _ => ApiError::unprocessable("image", e.to_string()),
         })?;
+        for (i, c) in spec.capabilities.add.iter().enumerate() {
+            let c = crate::runtime::security::canonical_cap(c).unwrap_or_default();
+            let allowed = crate::runtime::security::DEFAULT_CAPS.contains(&c.as_str())
+                || self
+                    .security
+                    .allowed_capabilities
+                    .iter()
+                    .any(|a| crate::runtime::security::canonical_cap(a).as_deref() == Some(&c));
+            if !allowed {
+                return Err(ApiError {
+                    status: 403,
+                    code: "forbidden",
+                    message: format!(
+                        "{c} is not allowed on this host (security.allowed_capabilities)"
+                    ),
+                    field: Some(format!("capabilities.add[{i}]")),
+                });
+            }
+        }
         let process = process::merge(&spec, &img.defaults)?;
         let dir = self.store.dir(&spec.name);
         let _ = std::fs::remove_dir_all(&dir);
@@ -257,7 +278,10 @@ impl Supervisor {
                 ),
                 None => None,
             };
-            let writes = cgroup::plan(cg.mode, &rec.spec.limits, io_dev);
+            // every container has a pids limit, the spec's or the default
+            let mut limits = rec.spec.limits.clone();
+            limits.pids.get_or_insert(self.security.default_pids);
+            let writes = cgroup::plan(cg.mode, &limits, io_dev);
             cg.apply(&writes)
                 .map_err(|e| ApiError::unprocessable("limits", e.to_string()))?;
             rec.limits = cg.read_limits();
@@ -330,6 +354,14 @@ impl Supervisor {
             net: match (self.network.get(), rec.ip) {
                 (Some(n), Some(ip)) => Some(n.launch(ip)),
                 _ => None,
+            },
+            hardening: crate::runtime::security::Hardening {
+                caps: crate::runtime::security::cap_set(
+                    &rec.spec.capabilities.add,
+                    &rec.spec.capabilities.drop,
+                ),
+                nofile: self.security.nofile,
+                oom_score_adj: self.security.oom_score_adj,
             },
         };
         let _ = std::fs::remove_file(&launch.exit_file);
