@@ -41,6 +41,19 @@ pub fn shares_from_weight(weight: u64) -> u64 {
     2 + (weight.saturating_sub(1) * 262_142) / 9_999
 }
 
+/// Device rules of a container (v1 devices controller syntax): null, zero,
+/// full, random, urandom, tty, ptmx and the ptys of its devpts.
+pub const STANDARD_DEVICES: [&str; 8] = [
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+];
+
 /// The writes that apply `l`; `io_dev` is the disk io limits apply to.
 pub fn plan(mode: Mode, l: &Limits, io_dev: Option<(u64, u64)>) -> Vec<Write> {
     let quota = l
@@ -89,6 +102,11 @@ pub fn plan(mode: Mode, l: &Limits, io_dev: Option<(u64, u64)>) -> Vec<Write> {
             }
         }
         Mode::Hybrid => {
+            // devices: nothing but the standard ones the init makes in /dev
+            out.push(w("devices", "devices.deny", "a"));
+            for d in STANDARD_DEVICES {
+                out.push(w("devices", "devices.allow", d));
+            }
             if let Some(m) = l.memory {
                 out.push(w("memory", "memory.limit_in_bytes", m.0));
                 let swap = l.memory_swap.map_or(0, |s| s.0);

@@ -12,7 +12,7 @@ mod limits;
 mod stats;
 
 pub use detect::{detect, Layout};
-pub use limits::{plan, shares_from_weight, AppliedLimits, IoApplied, Write};
+pub use limits::{plan, shares_from_weight, AppliedLimits, IoApplied, Write, STANDARD_DEVICES};
 pub use stats::{CpuStats, MemoryStats, PidsStats, Stats};
 
 use serde::{Deserialize, Serialize};
@@ -62,7 +62,7 @@ impl Mode {
 }
 
 /// Controllers the agent uses on v1; `cpuacct` for usage, the rest for limits.
-pub const V1_CONTROLLERS: [&str; 5] = ["memory", "cpu", "cpuacct", "pids", "blkio"];
+pub const V1_CONTROLLERS: [&str; 6] = ["memory", "cpu", "cpuacct", "pids", "blkio", "devices"];
 
 /// One container's cgroup: a single directory on v2, one per controller on v1.
 #[derive(Debug, Clone, PartialEq)]

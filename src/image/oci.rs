@@ -271,9 +271,30 @@ fn extract(blob: &Path, dest: &Path) -> Result<String, String> {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
+            // Device nodes are dropped: the container's /dev is the agent's
+            // own, and a node from a layer could open a host disk.
+            if matches!(
+                entry.header().entry_type(),
+                tar::EntryType::Char | tar::EntryType::Block
+            ) {
+                continue;
+            }
             if let Some(hidden) = fname.strip_prefix(".wh.") {
                 let parent = dest.join(rel.parent().unwrap_or(Path::new("")));
                 fs::create_dir_all(&parent).map_err(|e| e.to_string())?;
+                // a symlink planted by an earlier entry must not carry the
+                // whiteout (a mknod or xattr) out of the layer
+                let inside = fs::canonicalize(&parent)
+                    .ok()
+                    .zip(fs::canonicalize(dest).ok())
+                    .is_some_and(|(p, d)| p.starts_with(d));
+                if !inside {
+                    return Err(format!(
+                        "layer {} has a whiteout outside the layer: {}",
+                        blob.display(),
+                        path.display()
+                    ));
+                }
                 if hidden == ".wh..opq" {
                     xattr::set(&parent, "trusted.overlay.opaque", b"y")
                         .map_err(|e| format!("opaque whiteout {}: {e}", parent.display()))?;

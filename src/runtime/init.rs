@@ -111,7 +111,12 @@ fn setup_and_exec(
     // "(unreachable)" or fails for anything outside it)
     match nix::unistd::getcwd() {
         Ok(d) if d.is_absolute() => {}
-        _ => return Err(fail("workdir", format!("{} is outside the container", p.cwd))),
+        _ => {
+            return Err(fail(
+                "workdir",
+                format!("{} is outside the container", p.cwd),
+            ))
+        }
     }
     let argv: Vec<CString> = p.argv.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?;
     let prog_c = cstr(&prog.to_string_lossy())?;
@@ -142,11 +147,14 @@ fn mount_rootfs(l: &Launch) -> Result<(), InitError> {
         l.upper.display(),
         l.work.display()
     );
+    // nodev: a device node in the image opens nothing (the container's /dev
+    // is a tmpfs of ours); nosuid: setuid files elevate nothing (no_new_privs
+    // says so too)
     mount(
         Some("overlay"),
         &l.rootfs,
         Some("overlay"),
-        MsFlags::empty(),
+        MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
         Some(opts.as_str()),
     )
     .map_err(|e| {
@@ -278,9 +286,21 @@ fn mask_paths(root: &Path) -> Result<(), InitError> {
             continue; // not on this kernel
         };
         let res = if m.is_dir() {
-            mount(Some("tmpfs"), &p, Some("tmpfs"), ro, Some("size=0,mode=0555"))
+            mount(
+                Some("tmpfs"),
+                &p,
+                Some("tmpfs"),
+                ro,
+                Some("size=0,mode=0555"),
+            )
         } else {
-            mount(Some(&null), &p, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            mount(
+                Some(&null),
+                &p,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
         };
         res.map_err(|e| fail("runtime", format!("mask /{rel}: {e}")))?;
     }
@@ -289,17 +309,23 @@ fn mask_paths(root: &Path) -> Result<(), InitError> {
         if fs::symlink_metadata(&p).is_err() {
             continue;
         }
-        mount(Some(&p), &p, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-            .and_then(|()| {
-                mount(
-                    None::<&str>,
-                    &p,
-                    None::<&str>,
-                    ro | MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
-                    None::<&str>,
-                )
-            })
-            .map_err(|e| fail("runtime", format!("read-only /{rel}: {e}")))?;
+        mount(
+            Some(&p),
+            &p,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .and_then(|()| {
+            mount(
+                None::<&str>,
+                &p,
+                None::<&str>,
+                ro | MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
+                None::<&str>,
+            )
+        })
+        .map_err(|e| fail("runtime", format!("read-only /{rel}: {e}")))?;
     }
     Ok(())
 }

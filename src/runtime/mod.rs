@@ -6,8 +6,8 @@
 //! agent can die at any moment without its containers noticing.
 
 pub mod init;
-pub mod shim;
 pub mod security;
+pub mod shim;
 pub mod sys;
 
 use serde::{Deserialize, Serialize};

@@ -97,7 +97,8 @@ pub fn limit_bounding(h: &Hardening) -> Result<(), String> {
     let keep = hash_set(&h.caps);
     for c in caps::all() {
         if !keep.contains(&c) && caps::has_cap(None, CapSet::Bounding, c).unwrap_or(false) {
-            caps::drop(None, CapSet::Bounding, c).map_err(|e| format!("drop {c} from bounding: {e}"))?;
+            caps::drop(None, CapSet::Bounding, c)
+                .map_err(|e| format!("drop {c} from bounding: {e}"))?;
         }
     }
     caps::clear(None, CapSet::Inheritable).map_err(|e| format!("clear inheritable: {e}"))?;
@@ -249,7 +250,8 @@ fn compile() -> Result<Vec<BpfProgram>, String> {
     )
     .map_err(|e| format!("seccomp filter: {e}"))?;
     Ok(vec![
-        deny.try_into().map_err(|e| format!("seccomp compile: {e}"))?,
+        deny.try_into()
+            .map_err(|e| format!("seccomp compile: {e}"))?,
         clone3
             .try_into()
             .map_err(|e| format!("seccomp compile: {e}"))?,
@@ -266,7 +268,10 @@ pub fn prepare() -> Result<(), String> {
 
 /// Installs the filter on the calling thread (needs no_new_privs first).
 pub fn apply_seccomp() -> Result<(), String> {
-    let progs = PROGRAMS.get_or_init(compile).as_ref().map_err(Clone::clone)?;
+    let progs = PROGRAMS
+        .get_or_init(compile)
+        .as_ref()
+        .map_err(Clone::clone)?;
     for p in progs {
         seccompiler::apply_filter(p).map_err(|e| format!("seccomp: {e}"))?;
     }
@@ -302,6 +307,9 @@ mod tests {
         prepare().unwrap();
         let progs = PROGRAMS.get().unwrap().as_ref().unwrap();
         assert_eq!(progs.len(), 2);
-        assert!(progs[0].len() > DENIED.len(), "one jump at least per denied call");
+        assert!(
+            progs[0].len() > DENIED.len(),
+            "one jump at least per denied call"
+        );
     }
 }
