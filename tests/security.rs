@@ -157,7 +157,7 @@ mknod /tmp/sda b 8 0 2>/dev/null && echo mknod=ok || echo mknod=refused
 #[tokio::test(flavor = "multi_thread")]
 async fn capabilities_are_added_only_where_the_operator_allows() {
     require_root!();
-    let a = Agent::start("[security]\nallowed_capabilities = [\"NET_ADMIN\"]\nnofile = 4096\noom_score_adj = 900\ndefault_pids = 100\n").await;
+    let a = Agent::start("[security]\nallowed_capabilities = [\"NET_ADMIN\", \"MKNOD\"]\nnofile = 4096\noom_score_adj = 900\ndefault_pids = 100\n").await;
     let status = ["grep", "-E", "^Cap(Eff|Bnd):", "/proc/self/status"];
     // NET_ADMIN is bit 12
     let l = output(
@@ -183,6 +183,22 @@ async fn capabilities_are_added_only_where_the_operator_allows() {
     .await;
     assert_eq!(l, vec!["oom=900 nofile=4096"]);
     assert_eq!(a.inspect("limits").await.limits.pids, Some(100));
+
+    // even with CAP_MKNOD, a node of a device outside the standard set does
+    // not open (v1: the devices controller; v2: the eBPF device filter);
+    // a standard one does
+    // (/dev/kmsg, 1:11: writing it needs no capability, and would put a line
+    // into the host's kernel log)
+    // (a failed mknod must not let the write create a plain file: -c first)
+    let script = "mknod /dev/kmsg2 c 1 11 2>/dev/null; [ -c /dev/kmsg2 ] && echo hydra-device-filter-test > /dev/kmsg2 2>/dev/null && echo kmsg=written || echo kmsg=refused; \
+                  mknod /dev/null2 c 1 3 && [ -c /dev/null2 ] && echo x > /dev/null2 && echo null=ok";
+    let l = output(
+        &a,
+        "mknod",
+        json!({"image": busybox(), "command": ["sh", "-c", script], "capabilities": {"add": ["MKNOD"]}}),
+    )
+    .await;
+    assert_eq!(l, vec!["kmsg=refused", "null=ok"]);
 
     // not allowed here: 403 naming the entry; unknown: 400; nothing left
     let before = a.snapshot();

@@ -8,6 +8,7 @@
 //! passes in, so unit tests run against a temp dir.
 
 mod detect;
+pub mod devices;
 mod limits;
 mod stats;
 
@@ -111,6 +112,11 @@ impl ContainerCgroup {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(io_err("create", d)(e)),
+            }
+            // v2: the device allow list is an eBPF program on the cgroup
+            // (v1 has the devices controller, written with the limits)
+            if self.mode == Mode::V2 {
+                devices::attach_standard(d).map_err(io_err("attach the device filter to", d))?;
             }
         }
         Ok(())
