@@ -113,9 +113,15 @@ impl ContainerCgroup {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(io_err("create", d)(e)),
             }
-            // v2: the device allow list is an eBPF program on the cgroup
-            // (v1 has the devices controller, written with the limits)
-            if self.mode == Mode::V2 {
+        }
+        Ok(())
+    }
+
+    /// v2: attaches the device allow list, an eBPF program, to the cgroup
+    /// (v1 has the devices controller, written with the limits).
+    pub fn restrict_devices(&self) -> Result<(), CgroupError> {
+        if self.mode == Mode::V2 {
+            for (_, d) in &self.dirs {
                 devices::attach_standard(d).map_err(io_err("attach the device filter to", d))?;
             }
         }

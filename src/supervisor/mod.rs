@@ -264,6 +264,8 @@ impl Supervisor {
                 })?;
             }
             cg.create().map_err(|e| ApiError::internal(e.to_string()))?;
+            cg.restrict_devices()
+                .map_err(|e| ApiError::internal(e.to_string()))?;
             let io_dev = match &rec.spec.limits.io {
                 Some(_) => Some(
                     cgroup::block_device_of(&self.paths.state, std::path::Path::new("/sys"))
