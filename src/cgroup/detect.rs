@@ -78,15 +78,31 @@ impl Layout {
     pub fn container(&self, parent: &str, name: &str) -> ContainerCgroup {
         let dirs = match self.mode {
             Mode::V2 => vec![("", self.v2_own.join(parent).join(name))],
+            // devices: shared by all containers, see devices_cgroup
             Mode::Hybrid => self
                 .v1_own
                 .iter()
+                .filter(|(c, _)| *c != "devices")
                 .map(|(c, own)| (*c, own.join(parent).join(name)))
                 .collect(),
         };
         ContainerCgroup {
             mode: self.mode,
             dirs,
+        }
+    }
+
+    /// v1: the devices cgroup every container is under (deny all but the
+    /// standard devices), `<own>/<parent>/_devices` (no container name starts
+    /// with `_`). The launcher joins it, so its children are born there.
+    pub fn devices_cgroup(&self, parent: &str) -> Option<PathBuf> {
+        match self.mode {
+            Mode::V2 => None,
+            Mode::Hybrid => self
+                .v1_own
+                .iter()
+                .find(|(c, _)| *c == "devices")
+                .map(|(_, own)| own.join(parent).join("_devices")),
         }
     }
 
@@ -153,6 +169,16 @@ impl Layout {
                         mkdir(&dir)?;
                     }
                 }
+                if let Some(d) = self.devices_cgroup(parent) {
+                    mkdir(&d)?;
+                    let write = |file: &str, v: &str| {
+                        fs::write(d.join(file), v).map_err(io_err("write", &d))
+                    };
+                    write("devices.deny", "a")?;
+                    for rule in super::STANDARD_DEVICES {
+                        write("devices.allow", rule)?;
+                    }
+                }
                 Ok(())
             }
         }
@@ -160,6 +186,9 @@ impl Layout {
 
     /// Removes `<own>/<parent>` if empty (used by tests and uninstall).
     pub fn remove_parent(&self, parent: &str) {
+        if let Some(d) = self.devices_cgroup(parent) {
+            let _ = fs::remove_dir(d);
+        }
         let bases: Vec<PathBuf> = match self.mode {
             Mode::V2 => vec![self.v2_own.clone()],
             Mode::Hybrid => self.v1_own.iter().map(|(_, o)| o.clone()).collect(),

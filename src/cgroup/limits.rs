@@ -102,11 +102,6 @@ pub fn plan(mode: Mode, l: &Limits, io_dev: Option<(u64, u64)>) -> Vec<Write> {
             }
         }
         Mode::Hybrid => {
-            // devices: nothing but the standard ones the init makes in /dev
-            out.push(w("devices", "devices.deny", "a"));
-            for d in STANDARD_DEVICES {
-                out.push(w("devices", "devices.allow", d));
-            }
             if let Some(m) = l.memory {
                 out.push(w("memory", "memory.limit_in_bytes", m.0));
                 let swap = l.memory_swap.map_or(0, |s| s.0);

@@ -88,6 +88,10 @@ pub enum RuntimeError {
 pub struct Launcher {
     exe: PathBuf,
     arg: PathBuf,
+    /// v1: `cgroup.procs` of the shared devices cgroup the launcher joins,
+    /// so every shim and container it forks is born under the device allow
+    /// list (no per-container devices cgroup, no migration per start).
+    devices_procs: Option<PathBuf>,
     proc: std::sync::Mutex<Option<LauncherProc>>,
 }
 
@@ -100,10 +104,11 @@ struct LauncherProc {
 impl Launcher {
     /// `tag` goes on the helper's (and so the shims') command line, so ps
     /// tells which agent they belong to.
-    pub fn new(exe: &Path, tag: &Path) -> Launcher {
+    pub fn new(exe: &Path, tag: &Path, devices_procs: Option<PathBuf>) -> Launcher {
         Launcher {
             exe: exe.to_path_buf(),
             arg: tag.to_path_buf(),
+            devices_procs,
             proc: std::sync::Mutex::new(None),
         }
     }
@@ -121,6 +126,17 @@ impl Launcher {
                 exe: self.exe.clone(),
                 source,
             })?;
+        if let Some(procs) = &self.devices_procs {
+            // before its first request; failing closed
+            if let Err(source) = std::fs::write(procs, child.id().to_string()) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(RuntimeError::Spawn {
+                    exe: procs.clone(),
+                    source,
+                });
+            }
+        }
         let stdin = child.stdin.take().expect("piped");
         let stdout = BufReader::new(child.stdout.take().expect("piped"));
         Ok(LauncherProc {

@@ -98,7 +98,13 @@ impl Supervisor {
         let store = Store::new(&paths)?;
         std::fs::create_dir_all(paths.layers())?;
         let exe = std::env::current_exe()?;
-        let launcher = runtime::Launcher::new(&exe, &paths.state);
+        let launcher = runtime::Launcher::new(
+            &exe,
+            &paths.state,
+            layout
+                .devices_cgroup(&cfg.cgroup.parent)
+                .map(|d| d.join("cgroup.procs")),
+        );
         let net_settings = match cfg.network.enabled {
             true => Some(
                 crate::network::Settings::from_config(&cfg.network).map_err(anyhow::Error::msg)?,
