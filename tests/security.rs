@@ -501,7 +501,14 @@ async fn crafted_images_do_not_reach_the_host() {
     // a symlink out used as workdir stays inside
     let l = layer(|b| {
         raw_entry(b, "dev", tar::EntryType::Directory, None, 0o755, b"");
-        raw_entry(b, "dev/null", sym, Some(&format!("{cdir}/victim")), 0o777, b"");
+        raw_entry(
+            b,
+            "dev/null",
+            sym,
+            Some(&format!("{cdir}/victim")),
+            0o777,
+            b"",
+        );
         raw_entry(b, &format!("{cdir}/abs"), reg, None, 0o644, b"abs");
         raw_entry(b, "blk", tar::EntryType::Block, None, 0o666, b"");
         raw_entry(b, "suid", reg, None, 0o4755, b"#!/bin/sh\nid -u\n");

@@ -280,27 +280,40 @@ fn mask_paths(root: &Path) -> Result<(), InitError> {
         _ => return Err(fail("runtime", "/dev/null is not the null device")),
     }
     let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    // one empty read-only tmpfs, bound onto every masked directory after the
+    // first (a bind is cheaper than a new superblock per directory)
+    let mut empty_dir: Option<PathBuf> = None;
     for rel in security::MASKED {
         let p = root.join(rel);
         let Ok(m) = fs::symlink_metadata(&p) else {
             continue; // not on this kernel
         };
-        let res = if m.is_dir() {
-            mount(
-                Some("tmpfs"),
+        let res = match (m.is_dir(), &empty_dir) {
+            (true, None) => {
+                let r = mount(
+                    Some("tmpfs"),
+                    &p,
+                    Some("tmpfs"),
+                    ro,
+                    Some("size=0,mode=0555"),
+                );
+                empty_dir = Some(p.clone());
+                r
+            }
+            (true, Some(first)) => mount(
+                Some(first),
                 &p,
-                Some("tmpfs"),
-                ro,
-                Some("size=0,mode=0555"),
-            )
-        } else {
-            mount(
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            ),
+            (false, _) => mount(
                 Some(&null),
                 &p,
                 None::<&str>,
                 MsFlags::MS_BIND,
                 None::<&str>,
-            )
+            ),
         };
         res.map_err(|e| fail("runtime", format!("mask /{rel}: {e}")))?;
     }
