@@ -459,7 +459,22 @@ impl Drop for Agent {
                 nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
             errors.push(format!("leaked shim {pid}"));
         }
-        layout.remove_parent(&self.parent);
+        // the shared devices cgroup (v1) empties once the launcher and the
+        // shims killed above have fully exited: retry for a while
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            layout.remove_parent(&self.parent);
+            let busy = layout
+                .devices_cgroup(&self.parent)
+                .is_some_and(|d| d.exists());
+            if !busy || Instant::now() > deadline {
+                if busy {
+                    errors.push(format!("devices cgroup of {} left", self.parent));
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let left = layout.children(&self.parent);
         if !std::thread::panicking() {
             assert!(errors.is_empty(), "cleanup: {errors:?}");
