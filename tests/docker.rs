@@ -183,18 +183,33 @@ impl Drop for Dockerd {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn coexists_with_dockerd_owning_docker0() {
-    require_root!();
+/// A simulated host with dockerd running on it. Fields drop in order:
+/// dockerd (and what it left) before its directory.
+struct DockerEnv {
+    dockerd: Dockerd,
+    dir: tempfile::TempDir,
+}
+
+fn docker_env() -> Option<(Host, DockerEnv)> {
     if !have_dockerd() {
-        return;
+        return None;
     }
     let host = Host::new();
-    let ddir = tempfile::Builder::new()
+    let dir = tempfile::Builder::new()
         .prefix("hydra-test-docker-")
         .tempdir()
         .unwrap();
-    let mut dockerd = Dockerd::start(&host, ddir.path());
+    let dockerd = Dockerd::start(&host, dir.path());
+    Some((host, DockerEnv { dockerd, dir }))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn coexists_with_dockerd_owning_docker0() {
+    require_root!();
+    let Some((host, mut env)) = docker_env() else {
+        return;
+    };
+    let dockerd = &mut env.dockerd;
     let docker_addr = host.sh("ip -4 -o addr show docker0");
     assert!(
         docker_addr.contains("172.17.0.1/16"),
@@ -245,7 +260,7 @@ async fn coexists_with_dockerd_owning_docker0() {
     )
     .await;
     assert!(!reach(&stranger, &s));
-    drop(dockerd);
+    drop(env);
 }
 
 /// Docker's own containers on the same docker0: no address or port clash,
@@ -254,16 +269,10 @@ async fn coexists_with_dockerd_owning_docker0() {
 #[tokio::test(flavor = "multi_thread")]
 async fn docker_containers_live_alongside_ours() {
     require_root!();
-    if !have_dockerd() {
+    let Some((host, env)) = docker_env() else {
         return;
-    }
-    let host = Host::new();
-    let ddir = tempfile::Builder::new()
-        .prefix("hydra-test-docker-")
-        .tempdir()
-        .unwrap();
-    let d = ddir.path();
-    let dockerd = Dockerd::start(&host, d);
+    };
+    let d = env.dir.path();
     let _ = demo(); // builds build/images (docker-demo included)
     let ctx = repo().join("build/images/docker-demo");
     docker(
@@ -361,5 +370,5 @@ async fn docker_containers_live_alongside_ours() {
     );
     assert_eq!(docker_to_docker, format!("{dip}:8080=open"));
     docker(&a.host, d, "rm -f dweb");
-    drop(dockerd);
+    drop(env);
 }

@@ -68,13 +68,7 @@ impl Restorer {
             &NetlinkAddr::new(0, 1 << (NFNLGRP_NFTABLES - 1)),
         )
         .map_err(|e| spawn_err(e.into()))?;
-        let mut child = Command::new("iptables-restore")
-            .args(["--noflush", "-w", "5"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(spawn_err)?;
+        let mut child = spawn_restore()?;
         let stdin = child.stdin.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
         nix::fcntl::fcntl(
@@ -302,15 +296,20 @@ pub fn apply(input: &str) -> Result<(), FirewallError> {
     Ok(())
 }
 
-/// A process for this input alone (the fallback when announcements were lost).
-fn apply_once(input: &str) -> Result<(), FirewallError> {
-    let mut child = Command::new("iptables-restore")
+/// `iptables-restore --noflush` with its stdin and stderr piped.
+fn spawn_restore() -> Result<Child, FirewallError> {
+    Command::new("iptables-restore")
         .args(["--noflush", "-w", "5"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(spawn_err)?;
+        .map_err(spawn_err)
+}
+
+/// A process for this input alone (the fallback when announcements were lost).
+fn apply_once(input: &str) -> Result<(), FirewallError> {
+    let mut child = spawn_restore()?;
     child
         .stdin
         .take()
