@@ -331,10 +331,7 @@ async fn docker_containers_live_alongside_ours() {
 
     // tenants cannot reach across: ours -> Docker's, Docker's -> ours
     // (any HTTP answer counts as open)
-    let check = |target: &str| {
-        let (h, p) = target.split_once(':').unwrap();
-        format!("if echo GET | nc -w 2 {h} {p} 2>/dev/null | grep -q HTTP/; then echo {target}=open; else echo {target}=closed; fi")
-    };
+    let check = open_or_closed;
     a.run(json!({"name": "probe", "image": busybox(), "command": ["sh", "-c", check(&format!("{dip}:8080"))]}))
         .await
         .unwrap();

@@ -152,10 +152,7 @@ async fn containers_reach_only_what_is_allowed() {
     .await;
     // busybox's static wget crashes on getaddrinfo without NSS; nc does not.
     // Any HTTP answer (the demo app says 404 to a bare GET) counts as open.
-    let check = |target: &str| {
-        let (h, p) = target.split_once(':').unwrap();
-        format!("if echo GET | nc -w 2 {h} {p} 2>/dev/null | grep -q HTTP/; then echo {target}=open; else echo {target}=closed; fi")
-    };
+    let check = open_or_closed;
     let script = [
         check("172.17.0.1:3128"),
         check("172.17.0.1:7000"),

@@ -483,6 +483,14 @@ impl Drop for Agent {
     }
 }
 
+/// A shell line for a container (busybox nc: its static wget crashes without
+/// NSS) printing `HOST:PORT=open` if anything HTTP answers there, else
+/// `HOST:PORT=closed`.
+pub fn open_or_closed(target: &str) -> String {
+    let (h, p) = target.split_once(':').unwrap();
+    format!("if echo GET | nc -w 2 {h} {p} 2>/dev/null | grep -q HTTP/; then echo {target}=open; else echo {target}=closed; fi")
+}
+
 /// Polls `f` until it is true or `secs` pass.
 pub async fn eventually(secs: u64, what: &str, mut f: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
