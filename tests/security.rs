@@ -52,6 +52,8 @@ echo kcore_bytes=$(head -c 64 /proc/kcore 2>/dev/null | wc -c)
 echo timer_list_bytes=$(cat /proc/timer_list 2>/dev/null | wc -c)
 echo firmware_entries=$(ls /sys/firmware 2>/dev/null | wc -l)
 touch /sys/firmware/x 2>/dev/null && echo firmware=writable || echo firmware=read-only
+echo sigignored=$(grep SigIgn /proc/self/status | cut -f2)
+echo sigblocked=$(grep SigBlk /proc/self/status | cut -f2)
 echo oom=$(cat /proc/self/oom_score_adj)
 echo nofile=$(ulimit -n)
 mknod /tmp/sda b 8 0 2>/dev/null && echo mknod=ok || echo mknod=refused
@@ -105,6 +107,9 @@ mknod /tmp/sda b 8 0 2>/dev/null && echo mknod=ok || echo mknod=refused
     assert_eq!(field(&l, "timer_list_bytes"), "0");
     assert_eq!(field(&l, "firmware_entries"), "0");
     assert_eq!(field(&l, "firmware"), "read-only");
+    // nothing ignored or blocked by the agent's helpers reaches the container
+    assert_eq!(field(&l, "sigignored"), "0000000000000000");
+    assert_eq!(field(&l, "sigblocked"), "0000000000000000");
     assert_eq!(field(&l, "oom"), "500");
     assert_eq!(field(&l, "nofile"), "1024");
     assert_eq!(field(&l, "mknod"), "refused");

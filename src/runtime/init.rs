@@ -120,6 +120,7 @@ fn setup_and_exec(
     }
     let argv: Vec<CString> = p.argv.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?;
     let prog_c = cstr(&prog.to_string_lossy())?;
+    super::sys::reset_signals().map_err(sys("reset signal dispositions"))?;
     security::no_new_privs().map_err(|m| fail("runtime", m))?;
     security::apply_seccomp().map_err(|m| fail("runtime", m))?;
     let err = execve(&prog_c, &argv, &env).unwrap_err();

@@ -132,6 +132,49 @@ pub fn ignore_signals(sigs: &[nix::sys::signal::Signal]) {
     }
 }
 
+/// Every signal back to its default action and none blocked: what the agent,
+/// launcher and shim ignore (SIGPIPE, SIGHUP, ...) must not reach the
+/// container's process, since ignored dispositions survive execve.
+pub fn reset_signals() -> nix::Result<()> {
+    use nix::sys::signal::{SigSet, SigmaskHow};
+    /// The kernel's struct sigaction (x86_64 layout: handler, flags,
+    /// restorer, mask). libc's wrapper refuses glibc's reserved 32 and 33,
+    /// which a parent may well have set to ignore.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let dfl = KernelSigaction {
+        handler: 0, // SIG_DFL
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64i64 {
+        if sig == i64::from(libc::SIGKILL) || sig == i64::from(libc::SIGSTOP) {
+            continue;
+        }
+        // SAFETY: `dfl` is a valid kernel sigaction read during the call; no
+        // old action is requested; SIG_DFL installs no handler code.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &dfl as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            )
+        };
+        if r != 0 {
+            return Err(nix::errno::Errno::last());
+        }
+    }
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+}
+
 /// Writes to a raw fd the caller knows is open (used in a cloned child that
 /// holds fds only by number).
 pub fn write_raw(fd: RawFd, data: &[u8]) -> nix::Result<usize> {
