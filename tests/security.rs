@@ -469,6 +469,13 @@ async fn crafted_images_do_not_reach_the_host() {
             layer(|b| raw_entry(b, &format!("{up}{cdir}/dotdot"), reg, None, 0o644, b"x")),
         ),
         (
+            "whiteout under a symlink to /",
+            layer(|b| {
+                raw_entry(b, "root", sym, Some("/"), 0o777, b"");
+                raw_entry(b, &format!("root{cdir}/made/.wh.y"), reg, None, 0o644, b"");
+            }),
+        ),
+        (
             "whiteout via symlink",
             layer(|b| {
                 raw_entry(b, "lnk", sym, Some(&cdir), 0o777, b"");

@@ -169,8 +169,28 @@ impl Layout {
                         mkdir(&dir)?;
                     }
                 }
-                if let Some(d) = self.devices_cgroup(parent) {
-                    mkdir(&d)?;
+                // fail closed: without the devices controller nothing would
+                // stop a container from opening a device node it can make
+                let d = self.devices_cgroup(parent).ok_or_else(|| {
+                    CgroupError::Setup(
+                        "the v1 devices controller is not mounted: device access of containers could not be restricted".into(),
+                    )
+                })?;
+                mkdir(&d)?;
+                // Rewritten only when it differs: `deny a` first would leave
+                // the running containers without /dev/null for a moment.
+                let mut have: Vec<String> = fs::read_to_string(d.join("devices.list"))
+                    .unwrap_or_default()
+                    .lines()
+                    .map(String::from)
+                    .collect();
+                have.sort();
+                let mut want: Vec<String> = super::STANDARD_DEVICES
+                    .iter()
+                    .map(|r| r.to_string())
+                    .collect();
+                want.sort();
+                if have != want {
                     let write = |file: &str, v: &str| {
                         fs::write(d.join(file), v).map_err(io_err("write", &d))
                     };

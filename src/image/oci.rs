@@ -192,7 +192,7 @@ fn unpack_layer(
     fs::create_dir_all(store.join("sha256")).map_err(store_err)?;
     let tmp = store
         .join("sha256")
-        .join(format!(".{hex}.tmp-{}", std::process::id()));
+        .join(format!(".{hex}.tmp-{}-{}", std::process::id(), unique()));
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir(&tmp).map_err(store_err)?;
     let res = extract(&blob, &tmp).and_then(|uncompressed| {
@@ -280,21 +280,24 @@ fn extract(blob: &Path, dest: &Path) -> Result<String, String> {
                 continue;
             }
             if let Some(hidden) = fname.strip_prefix(".wh.") {
-                let parent = dest.join(rel.parent().unwrap_or(Path::new("")));
-                fs::create_dir_all(&parent).map_err(|e| e.to_string())?;
+                let rel_parent = rel.parent().unwrap_or(Path::new(""));
+                let parent = dest.join(rel_parent);
                 // a symlink planted by an earlier entry must not carry the
-                // whiteout (a mknod or xattr) out of the layer
-                let inside = fs::canonicalize(&parent)
-                    .ok()
-                    .zip(fs::canonicalize(dest).ok())
-                    .is_some_and(|(p, d)| p.starts_with(d));
-                if !inside {
+                // whiteout (a mkdir, mknod or xattr) out of the layer: no
+                // ancestor may be a symlink, checked before creating any
+                let mut at = dest.to_path_buf();
+                let through_symlink = rel_parent.components().any(|c| {
+                    at.push(c);
+                    fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink())
+                });
+                if through_symlink {
                     return Err(format!(
                         "layer {} has a whiteout outside the layer: {}",
                         blob.display(),
                         path.display()
                     ));
                 }
+                fs::create_dir_all(&parent).map_err(|e| e.to_string())?;
                 if hidden == ".wh..opq" {
                     xattr::set(&parent, "trusted.overlay.opaque", b"y")
                         .map_err(|e| format!("opaque whiteout {}: {e}", parent.display()))?;
@@ -325,6 +328,13 @@ fn extract(blob: &Path, dest: &Path) -> Result<String, String> {
     io::copy(&mut hr, &mut io::sink())
         .map_err(|e| format!("layer {} is truncated or corrupt: {e}", blob.display()))?;
     Ok(hex::encode(hr.hash.finalize()))
+}
+
+/// A number no other unpack in this process is using (two pulls of one
+/// layer must not share a temp dir).
+fn unique() -> u64 {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// An error with its sources, `a: b: c`.

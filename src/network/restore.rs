@@ -34,7 +34,8 @@ const TIMEOUT: Duration = Duration::from_secs(20);
 
 struct Restorer {
     child: Child,
-    stdin: ChildStdin,
+    /// None once closed (the child then finishes and exits).
+    stdin: Option<ChildStdin>,
     stderr: ChildStderr,
     /// Subscribed to the nftables group: sees every commit in this netns.
     mon: OwnedFd,
@@ -44,6 +45,21 @@ struct Restorer {
 }
 
 static RESTORER: Mutex<Option<Restorer>> = Mutex::new(None);
+
+/// Set when this host gives no usable announcements (the agent in a pid
+/// namespace of its own sees other pids than the kernel reports, or a
+/// legacy iptables sends none): every transaction then gets a process of
+/// its own, acknowledged by its exit status.
+static NO_ACKS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+impl Drop for Restorer {
+    /// A replaced or failed child is killed and reaped, never left mid-way
+    /// (its late commits would be counted for the next transaction).
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 fn spawn_err(source: std::io::Error) -> FirewallError {
     FirewallError::Spawn {
@@ -78,11 +94,40 @@ impl Restorer {
         .map_err(|e| spawn_err(e.into()))?;
         Ok(Restorer {
             child,
-            stdin,
+            stdin: Some(stdin),
             stderr,
             mon,
             fed: 0,
         })
+    }
+
+    /// Whether a commit of this child is announced with its pid: a probe
+    /// transaction (a chain made and removed) must be seen within 2 s.
+    fn acknowledges(&mut self) -> bool {
+        let pid = self.child.id();
+        let probe = "*filter\n:HYDRA-PROBE - [0:0]\n-X HYDRA-PROBE\nCOMMIT\n";
+        let Some(stdin) = self.stdin.as_mut() else {
+            return false;
+        };
+        if stdin
+            .write_all(probe.as_bytes())
+            .and_then(|()| stdin.flush())
+            .is_err()
+        {
+            return false;
+        }
+        self.fed += probe.lines().count();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            let mut fds = [PollFd::new(self.mon.as_fd(), PollFlags::POLLIN)];
+            let _ = poll(&mut fds, PollTimeout::from(100u16));
+            match self.count_commits(pid) {
+                Ok(n) if n > 0 => return true,
+                Ok(_) => {}
+                Err(()) => return false,
+            }
+        }
+        false
     }
 
     /// Reads the announcements queued on the monitor socket: how many were
@@ -196,13 +241,23 @@ pub fn apply(input: &str) -> Result<(), FirewallError> {
         return Ok(());
     }
     let mut guard = RESTORER.lock().unwrap_or_else(|e| e.into_inner());
+    if NO_ACKS.load(std::sync::atomic::Ordering::Relaxed) {
+        return apply_once(input);
+    }
     if let Some(r) = guard.as_mut() {
         if !matches!(r.child.try_wait(), Ok(None)) {
             *guard = None;
         }
     }
     if guard.is_none() {
-        *guard = Some(Restorer::spawn()?);
+        let mut r = Restorer::spawn()?;
+        if !r.acknowledges() {
+            tracing::warn!("iptables-restore commits are not announced with its pid here: one process per firewall change");
+            NO_ACKS.store(true, std::sync::atomic::Ordering::Relaxed);
+            drop(r);
+            return apply_once(input);
+        }
+        *guard = Some(r);
     }
     let r = guard.as_mut().expect("set above");
     let pid = r.child.id();
@@ -212,10 +267,12 @@ pub fn apply(input: &str) -> Result<(), FirewallError> {
         return apply_once(input);
     }
     let mut stderr = Vec::new();
-    let wrote = r
-        .stdin
-        .write_all(input.as_bytes())
-        .and_then(|()| r.stdin.flush());
+    let wrote = match r.stdin.as_mut() {
+        Some(stdin) => stdin
+            .write_all(input.as_bytes())
+            .and_then(|()| stdin.flush()),
+        None => Err(std::io::ErrorKind::BrokenPipe.into()),
+    };
     let deadline = Instant::now() + TIMEOUT;
     let mut seen = 0;
     let fed = r.fed;
@@ -253,7 +310,10 @@ pub fn apply(input: &str) -> Result<(), FirewallError> {
             PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX);
         match poll(&mut fds, ms) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(spawn_err(e.into())),
+            Err(e) => {
+                *guard = None;
+                return Err(spawn_err(e.into()));
+            }
         }
         let (mon_ready, err_ready) = (
             fds[0].revents().is_some_and(|f| !f.is_empty()),
@@ -264,15 +324,10 @@ pub fn apply(input: &str) -> Result<(), FirewallError> {
                 Ok(n) => seen += n,
                 Err(()) => {
                     // announcements were lost: the exit status decides
-                    let Restorer {
-                        mut child,
-                        stdin,
-                        stderr: mut pipe,
-                        ..
-                    } = guard.take().expect("set");
-                    drop(stdin);
-                    let st = child.wait().map_err(spawn_err)?;
-                    read_stderr(&mut pipe, &mut stderr);
+                    let mut g = guard.take().expect("set");
+                    drop(g.stdin.take());
+                    let st = g.child.wait().map_err(spawn_err)?;
+                    read_stderr(&mut g.stderr, &mut stderr);
                     return if st.success() {
                         Ok(())
                     } else {

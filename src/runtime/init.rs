@@ -425,8 +425,26 @@ fn resolve_user(user: Option<&str>) -> Result<(u32, u32), InitError> {
     Ok((uid, gid))
 }
 
+/// An image's /etc/passwd or /etc/group, read while the init still has every
+/// capability: only a regular file (not a symlink to /proc/kmsg or
+/// /dev/zero), opened without blocking, at most 4 MiB.
+fn read_image_file(path: &str) -> Option<String> {
+    use std::io::Read;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+        .ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    f.take(4 << 20).read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
 fn lookup_by_uid(uid: u32) -> Option<u32> {
-    let text = fs::read_to_string("/etc/passwd").ok()?;
+    let text = read_image_file("/etc/passwd")?;
     text.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
         (f.len() >= 4 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[3].parse().ok())?
@@ -435,7 +453,7 @@ fn lookup_by_uid(uid: u32) -> Option<u32> {
 
 /// `(id, next field as a number)` of `name` in a passwd or group file.
 fn lookup_name(file: &str, name: &str) -> Option<(u32, Option<u32>)> {
-    let text = fs::read_to_string(file).ok()?;
+    let text = read_image_file(file)?;
     for l in text.lines() {
         let f: Vec<&str> = l.split(':').collect();
         if f.len() >= 3 && f[0] == name {
