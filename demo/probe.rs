@@ -67,6 +67,7 @@ fn main() {
                 attempt("open_by_handle_at", 304, [0, 0, 0, 0, 0]),
                 attempt("userfaultfd", 323, [0, 0, 0, 0, 0]),
                 attempt("personality_bad", 135, [0x0040_0000, 0, 0, 0, 0]),
+                attempt("personality_query", 135, [0xffff_ffff, 0, 0, 0, 0]),
                 attempt("x32_getpid", 0x4000_0000 | 39, [0, 0, 0, 0, 0]),
                 attempt("getpid", 39, [0, 0, 0, 0, 0]),
             ] {

@@ -96,6 +96,7 @@ mknod /tmp/sda b 8 0 2>/dev/null && echo mknod=ok || echo mknod=refused
     // x32 numbers (bit 30): EPERM from the filter (a kernel without x32
     // support would say ENOSYS)
     assert_eq!(field(&l, "x32_getpid"), "EPERM");
+    assert_eq!(field(&l, "personality_query"), "ok", "querying is allowed");
     assert_eq!(
         field(&l, "getpid"),
         "ok",

@@ -194,8 +194,9 @@ const CLONE_NS_FLAGS: [u64; 7] = [
     libc::CLONE_NEWCGROUP as u64,
 ];
 
-/// `personality` values Docker allows (the rest, e.g. READ_IMPLIES_EXEC, EPERM).
-const PERSONALITY_OK: [u64; 4] = [0, 0x0008, 0x20000, 0x20008];
+/// `personality` values Docker allows (0xffffffff only queries; the rest, e.g.
+/// READ_IMPLIES_EXEC, EPERM).
+const PERSONALITY_OK: [u64; 5] = [0, 0x0008, 0x20000, 0x20008, 0xffff_ffff];
 
 fn compile() -> Result<Vec<BpfProgram>, String> {
     let arch: seccompiler::TargetArch = std::env::consts::ARCH
