@@ -87,6 +87,31 @@ pub fn cap_set(add: &[String], drop: &[String]) -> Vec<String> {
     set
 }
 
+/// The first of `add` that is neither a default nor in the operator's
+/// `allowed` list: its index and canonical name.
+pub fn first_not_allowed(add: &[String], allowed: &[String]) -> Option<(usize, String)> {
+    add.iter().enumerate().find_map(|(i, c)| {
+        let c = canonical_cap(c).unwrap_or_else(|| c.clone());
+        let ok = DEFAULT_CAPS.contains(&c.as_str())
+            || allowed
+                .iter()
+                .any(|a| canonical_cap(a).as_deref() == Some(&c));
+        (!ok).then_some((i, c))
+    })
+}
+
+/// A container's hardening from its spec and the agent's `[security]`.
+pub fn hardening(
+    spec: &crate::api::CapabilitiesSpec,
+    cfg: &crate::config::SecurityConfig,
+) -> Hardening {
+    Hardening {
+        caps: cap_set(&spec.add, &spec.drop),
+        nofile: cfg.nofile,
+        oom_score_adj: cfg.oom_score_adj,
+    }
+}
+
 fn hash_set(names: &[String]) -> CapsHashSet {
     names.iter().filter_map(|n| n.parse().ok()).collect()
 }
@@ -335,6 +360,15 @@ mod tests {
         assert!(!s.contains(&"CAP_KILL".to_string()) && !s.contains(&"CAP_CHOWN".to_string()));
         assert_eq!(s.len(), 8);
         assert_eq!(cap_set(&[], &["ALL".into()]), Vec::<String>::new());
+        let allowed = ["net_admin".to_string()];
+        assert_eq!(
+            first_not_allowed(&["KILL".into(), "CAP_NET_ADMIN".into()], &allowed),
+            None
+        );
+        assert_eq!(
+            first_not_allowed(&["kill".into(), "sys_admin".into()], &allowed),
+            Some((1, "CAP_SYS_ADMIN".into()))
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::cgroup::{self, ContainerCgroup, Layout};
 use crate::config::{Config, LogsConfig, Paths};
 use crate::image;
 use crate::network::{Allocation, Network};
-use crate::runtime::{self, Launch, Ready};
+use crate::runtime::{self, security, Launch, Ready};
 use crate::store::{ContainerRecord, State, Store};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -205,24 +205,15 @@ impl Supervisor {
             image::ImageError::Store { .. } => ApiError::internal(e.to_string()),
             _ => ApiError::unprocessable("image", e.to_string()),
         })?;
-        for (i, c) in spec.capabilities.add.iter().enumerate() {
-            let c = crate::runtime::security::canonical_cap(c).unwrap_or_default();
-            let allowed = crate::runtime::security::DEFAULT_CAPS.contains(&c.as_str())
-                || self
-                    .security
-                    .allowed_capabilities
-                    .iter()
-                    .any(|a| crate::runtime::security::canonical_cap(a).as_deref() == Some(&c));
-            if !allowed {
-                return Err(ApiError {
-                    status: 403,
-                    code: "forbidden",
-                    message: format!(
-                        "{c} is not allowed on this host (security.allowed_capabilities)"
-                    ),
-                    field: Some(format!("capabilities.add[{i}]")),
-                });
-            }
+        if let Some((i, c)) =
+            security::first_not_allowed(&spec.capabilities.add, &self.security.allowed_capabilities)
+        {
+            return Err(ApiError {
+                status: 403,
+                code: "forbidden",
+                message: format!("{c} is not allowed on this host (security.allowed_capabilities)"),
+                field: Some(format!("capabilities.add[{i}]")),
+            });
         }
         let process = process::merge(&spec, &img.defaults)?;
         let dir = self.store.dir(&spec.name);
@@ -363,14 +354,7 @@ impl Supervisor {
                 (Some(n), Some(ip)) => Some(n.launch(ip)),
                 _ => None,
             },
-            hardening: crate::runtime::security::Hardening {
-                caps: crate::runtime::security::cap_set(
-                    &rec.spec.capabilities.add,
-                    &rec.spec.capabilities.drop,
-                ),
-                nofile: self.security.nofile,
-                oom_score_adj: self.security.oom_score_adj,
-            },
+            hardening: security::hardening(&rec.spec.capabilities, &self.security),
         };
         let _ = std::fs::remove_file(&launch.exit_file);
         rec.oom_base = cg.oom_kills();
