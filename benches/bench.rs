@@ -28,14 +28,15 @@ fn kb(pid: i32, file: &str, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-async fn start(sock: &str, bundle: &str, image: &str, n: usize) {
-    let c = Client::new(sock);
+/// Full cycles (create+start, wait, delete) through the API; returns
+/// (full, create+start) durations in ms.
+async fn hydra_cycles(c: &Client, image: &str, n: usize, userns: bool) -> (Vec<f64>, Vec<f64>) {
     let (mut full, mut create) = (Vec::new(), Vec::new());
     for i in 0..n + 5 {
         let name = format!("bench-{i}");
-        let spec = serde_json::to_vec(
-            &serde_json::json!({"name": name, "image": image, "command": ["/bin/true"]}),
-        )
+        let spec = serde_json::to_vec(&serde_json::json!({
+            "name": name, "image": image, "command": ["/bin/true"], "userns": userns
+        }))
         .unwrap();
         let t0 = Instant::now();
         let (st, body) = c.raw("POST", "/v1/containers", Some(spec)).await.unwrap();
@@ -56,12 +57,22 @@ async fn start(sock: &str, bundle: &str, image: &str, n: usize) {
             full.push(ms(t0.elapsed()));
         }
     }
+    (full, create)
+}
+
+async fn start(sock: &str, bundle: &str, image: &str, n: usize) {
+    let c = Client::new(sock);
+    let (full, create) = hydra_cycles(&c, image, n, false).await;
+    let (ufull, ucreate) = hydra_cycles(&c, image, n, true).await;
     let runtimes: Vec<String> = std::env::var("BENCH_RUNTIMES")
         .unwrap_or_else(|_| "runc".into())
         .split_whitespace()
         .map(String::from)
         .collect();
-    let mut results = vec![("hydra-agent".to_string(), full, create)];
+    let mut results = vec![
+        ("hydra-agent".to_string(), full, create),
+        ("hydra-agent, userns: true".to_string(), ufull, ucreate),
+    ];
     for rt in &runtimes {
         let (mut rfull, mut rcreate) = (Vec::new(), Vec::new());
         for i in 0..n + 5 {

@@ -163,7 +163,15 @@ pub struct SecurityConfig {
     pub oom_score_adj: i32,
     /// pids limit of a container whose spec gives none.
     pub default_pids: u64,
+    /// First host uid (and gid) of the ranges given to `userns: true`
+    /// containers; each gets [`USERNS_SIZE`] ids, never shared while in use.
+    pub userns_uid_start: u32,
+    /// How many such ranges there are.
+    pub userns_ranges: u32,
 }
+
+/// Ids per user namespace: container ids 0..65536 map to one host range.
+pub const USERNS_SIZE: u32 = 65536;
 
 impl Default for SecurityConfig {
     fn default() -> Self {
@@ -172,6 +180,8 @@ impl Default for SecurityConfig {
             nofile: 1024,
             oom_score_adj: 500,
             default_pids: 4096,
+            userns_uid_start: 1 << 31,
+            userns_ranges: 32767,
         }
     }
 }
@@ -308,6 +318,22 @@ impl Config {
         }
         if self.security.default_pids < 1 {
             return inv("security.default_pids", "must be at least 1".into());
+        }
+        let sec = &self.security;
+        if sec.userns_uid_start < USERNS_SIZE {
+            return inv(
+                "security.userns_uid_start",
+                format!("must be at least {USERNS_SIZE} (host system and user ids live below)"),
+            );
+        }
+        let end = sec.userns_uid_start as u64 + sec.userns_ranges as u64 * USERNS_SIZE as u64;
+        if sec.userns_ranges < 1 || end > u32::MAX as u64 {
+            return inv(
+                "security.userns_ranges",
+                format!(
+                    "must be at least 1, and the ranges must end below 2^32 - 1 (they end at {end})"
+                ),
+            );
         }
         Ok(())
     }

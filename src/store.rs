@@ -79,6 +79,9 @@ pub struct ContainerRecord {
     /// Host ports mapped to it.
     #[serde(default)]
     pub ports: Vec<crate::api::PortMapping>,
+    /// First host id of its user namespace (`spec.userns`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userns_base: Option<u32>,
 }
 
 pub const RECORD: &str = "container.json";
@@ -240,6 +243,7 @@ mod tests {
             limits: AppliedLimits::default(),
             ip: None,
             ports: vec![],
+            userns_base: None,
         }
     }
 

@@ -42,6 +42,10 @@ pub struct ContainerSpec {
     /// within the agent's `security.allowed_capabilities`.
     #[serde(default, skip_serializing_if = "CapabilitiesSpec::is_empty")]
     pub capabilities: CapabilitiesSpec,
+    /// Run in a user namespace: container ids 0..65536 are a host range of
+    /// unprivileged ids allocated to this container.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub userns: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]

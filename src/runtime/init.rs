@@ -9,7 +9,7 @@ use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use nix::unistd::{chdir, execve, pivot_root, setgid, setgroups, sethostname, setuid, Gid, Uid};
 use std::ffi::CString;
 use std::fs;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::fs::{symlink, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -36,8 +36,15 @@ fn sys(what: &str) -> impl FnOnce(nix::Error) -> InitError + '_ {
 pub type HostNet<'a> = (&'a mut Netlink, RawFd);
 
 /// Sets up the container and execs its process; returns only on failure.
-pub fn run(l: &Launch, host: Option<HostNet>, fail_fd: RawFd) -> InitError {
-    match setup_and_exec(l, host, fail_fd) {
+/// `userns`: the container's user namespace (made and mapped by the shim),
+/// entered last, after everything that needs the host's privileges.
+pub fn run(
+    l: &Launch,
+    host: Option<HostNet>,
+    fail_fd: RawFd,
+    userns: Option<BorrowedFd>,
+) -> InitError {
+    match setup_and_exec(l, host, fail_fd, userns) {
         Ok(never) => match never {},
         Err(e) => e,
     }
@@ -47,7 +54,10 @@ fn setup_and_exec(
     l: &Launch,
     host: Option<HostNet>,
     fail_fd: RawFd,
+    userns: Option<BorrowedFd>,
 ) -> Result<std::convert::Infallible, InitError> {
+    // host id of container root, when in a user namespace
+    let owner = userns.and(l.userns);
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
         .map_err(sys("unshare cgroup namespace"))?;
     mount(
@@ -58,14 +68,37 @@ fn setup_and_exec(
         None::<&str>,
     )
     .map_err(sys("make / private"))?;
+    if let (Some(ns), Some(base)) = (userns, owner) {
+        // the shared layers stay owned by 0 on disk and show as owned by
+        // container root: each is bound over itself, idmapped, in this mount
+        // namespace only; what the container writes lands in its upper dir
+        // under its own host ids
+        for layer in &l.lower {
+            super::sys::idmapped_bind_over(layer, ns.as_raw_fd())
+                .map_err(|e| fail("userns", format!("idmapped layer: {e}")))?;
+        }
+        let id = Some(base);
+        nix::unistd::chown(&l.upper, id.map(Uid::from_raw), id.map(Gid::from_raw))
+            .map_err(sys("chown the upper dir"))?;
+    }
     mount_rootfs(l)?;
     let root = &l.rootfs;
-    mount_proc_sys_dev(root, l.cgroup_v2)?;
+    mount_proc_sys_dev(root, l.cgroup_v2, owner)?;
+    if owner.is_some() && l.hardening.caps.iter().any(|c| c == "CAP_NET_BIND_SERVICE") {
+        // container root has no capability over the host-owned network
+        // namespace, so ports below 1024 are opened to every uid in it, as
+        // Docker does for all its containers
+        write_proc_at(
+            &root.join("proc"),
+            "sys/net/ipv4/ip_unprivileged_port_start",
+            "0",
+        )?;
+    }
     mask_paths(root)?;
     sethostname(&l.hostname).map_err(sys("sethostname"))?;
     super::sys::loopback_up().map_err(|e| fail("runtime", format!("loopback up: {e}")))?;
     if let (Some(n), Some((host_nl, host_ns))) = (&l.net, host) {
-        write_etc(root, n, &l.hostname)?;
+        write_etc(root, n, &l.hostname, owner)?;
         setup_network(n, host_nl, host_ns)
             .map_err(|e| fail("network", format!("container network: {e}")))?;
     }
@@ -83,7 +116,10 @@ fn setup_and_exec(
     security::set_nofile(h.nofile).map_err(|m| fail("runtime", m))?;
     // Only 0-2 and the failure pipe stay open from here (CVE-2024-21626: no
     // fd of the host can be reached through /proc/self/fd, e.g. as workdir).
-    super::sys::close_fds_except_checked(&[fail_fd])
+    let keep: Vec<RawFd> = std::iter::once(fail_fd)
+        .chain(userns.map(|n| n.as_raw_fd()))
+        .collect();
+    super::sys::close_fds_except_checked(&keep)
         .map_err(|e| fail("runtime", format!("close inherited fds: {e}")))?;
 
     let p = &l.process;
@@ -95,6 +131,17 @@ fn setup_and_exec(
         .unwrap_or(DEFAULT_PATH);
     let prog = resolve(&p.argv[0], path_var)?;
     let (uid, gid) = resolve_user(p.user.as_deref())?;
+    if let Some(ns) = userns {
+        // From here ids are the namespace's: become its root (host id
+        // `owner`) with every capability in it and none on the host.
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWUSER)
+            .map_err(sys("enter the user namespace"))?;
+        // this process's copy; the shim closes its own
+        let _ = nix::unistd::close(ns.as_raw_fd());
+        setgroups(&[]).map_err(sys("setgroups in the user namespace"))?;
+        setgid(Gid::from_raw(0)).map_err(sys("setgid 0 in the user namespace"))?;
+        setuid(Uid::from_raw(0)).map_err(sys("setuid 0 in the user namespace"))?;
+    }
     let cwd = Path::new(&p.cwd);
     if !cwd.exists() {
         fs::create_dir_all(cwd)
@@ -182,7 +229,8 @@ fn ensure_dir(root: &Path, rel: &str) -> Result<PathBuf, InitError> {
     }
 }
 
-fn mount_proc_sys_dev(root: &Path, cgroup_v2: bool) -> Result<(), InitError> {
+/// `owner`: host id of container root (user namespace), owner of /dev.
+fn mount_proc_sys_dev(root: &Path, cgroup_v2: bool, owner: Option<u32>) -> Result<(), InitError> {
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let proc = ensure_dir(root, "proc")?;
     mount(Some("proc"), &proc, Some("proc"), nosuid, None::<&str>).map_err(sys("mount /proc"))?;
@@ -209,12 +257,16 @@ fn mount_proc_sys_dev(root: &Path, cgroup_v2: bool) -> Result<(), InitError> {
         }
     }
     let dev = ensure_dir(root, "dev")?;
+    let dev_opts = match owner {
+        Some(id) => format!("mode=755,size=65536k,uid={id},gid={id}"),
+        None => "mode=755,size=65536k".to_string(),
+    };
     mount(
         Some("tmpfs"),
         &dev,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
-        Some("mode=755,size=65536k"),
+        Some(dev_opts.as_str()),
     )
     .map_err(sys("mount /dev"))?;
     for (name, major, minor) in [
@@ -344,20 +396,25 @@ fn mask_paths(root: &Path) -> Result<(), InitError> {
     Ok(())
 }
 
-/// Writes /proc/self/<file> through the procfs mounted at /proc, after
-/// checking it is procfs.
+/// Writes /proc/self/<file> through the procfs mounted at /proc.
 fn write_own_proc(file: &str, value: &str) -> Result<(), InitError> {
-    let st = nix::sys::statfs::statfs("/proc").map_err(sys("statfs /proc"))?;
+    write_proc_at(Path::new("/proc"), &format!("self/{file}"), value)
+}
+
+/// Writes `<proc>/<rel>` after checking that `proc` is a procfs (the one we
+/// mounted, never one the image could fake: CVE-2019-16884).
+fn write_proc_at(proc: &Path, rel: &str, value: &str) -> Result<(), InitError> {
+    let st = nix::sys::statfs::statfs(proc).map_err(sys("statfs /proc"))?;
     if st.filesystem_type() != nix::sys::statfs::PROC_SUPER_MAGIC {
         return Err(fail("runtime", "/proc is not procfs"));
     }
     let mut f = fs::OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_NOFOLLOW)
-        .open(format!("/proc/self/{file}"))
-        .map_err(|e| fail("runtime", format!("open /proc/self/{file}: {e}")))?;
+        .open(proc.join(rel))
+        .map_err(|e| fail("runtime", format!("open /proc/{rel}: {e}")))?;
     std::io::Write::write_all(&mut f, value.as_bytes())
-        .map_err(|e| fail("runtime", format!("write /proc/self/{file}: {e}")))
+        .map_err(|e| fail("runtime", format!("write /proc/{rel}: {e}")))
 }
 
 /// Finds `prog` on `path` inside the (already pivoted) root.
@@ -464,7 +521,12 @@ fn lookup_name(file: &str, name: &str) -> Option<(u32, Option<u32>)> {
 }
 
 /// /etc/hosts and /etc/resolv.conf in the container's (upper) filesystem.
-fn write_etc(root: &Path, n: &NetLaunch, hostname: &str) -> Result<(), InitError> {
+fn write_etc(
+    root: &Path,
+    n: &NetLaunch,
+    hostname: &str,
+    owner: Option<u32>,
+) -> Result<(), InitError> {
     let etc = ensure_dir(root, "etc")?;
     let hosts = format!(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}\t{hostname}\n",
@@ -480,6 +542,10 @@ fn write_etc(root: &Path, n: &NetLaunch, hostname: &str) -> Result<(), InitError
             let _ = fs::remove_file(&p);
         }
         fs::write(&p, text).map_err(|e| fail("network", format!("write /etc/{f}: {e}")))?;
+        if let Some(id) = owner {
+            std::os::unix::fs::lchown(&p, Some(id), Some(id))
+                .map_err(|e| fail("network", format!("chown /etc/{f}: {e}")))?;
+        }
     }
     Ok(())
 }

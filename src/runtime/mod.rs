@@ -44,6 +44,8 @@ pub struct Launch {
     /// Host networking (veth, address, route); none: loopback only.
     pub net: Option<crate::network::NetLaunch>,
     pub hardening: security::Hardening,
+    /// First host id of the container's user namespace, if it has one.
+    pub userns: Option<u32>,
 }
 
 /// What the shim reports on its stdout once the container has exec'd (or failed to).

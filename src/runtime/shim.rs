@@ -158,6 +158,15 @@ fn shim(launch: &Launch, mut out: File) -> Result<(), String> {
         )),
         None => None,
     };
+    // the user namespace, made and mapped here (the init, still host root,
+    // enters it last)
+    let userns = match launch.userns {
+        Some(base) => Some(
+            super::sys::new_userns(base, crate::config::USERNS_SIZE)
+                .map_err(|e| format!("user namespace: {e}"))?,
+        ),
+        None => None,
+    };
     let mut init = || {
         // In the child: stdio to the pipes, wait until we are in the cgroup.
         if dup2(dn, 0).is_err() || dup2(o, 1).is_err() || dup2(e, 2).is_err() {
@@ -168,7 +177,7 @@ fn shim(launch: &Launch, mut out: File) -> Result<(), String> {
             return 126;
         }
         let host = host_net.as_mut().map(|(nl, ns)| (nl, ns.as_raw_fd()));
-        let err = init::run(&launch_c, host, fw);
+        let err = init::run(&launch_c, host, fw, userns.as_ref().map(|n| n.as_fd()));
         let msg = serde_json::to_vec(&err).unwrap_or_default();
         let _ = super::sys::write_raw(fw, &msg);
         127
@@ -201,7 +210,7 @@ fn shim(launch: &Launch, mut out: File) -> Result<(), String> {
         None => super::sys::clone_into_namespaces(flags, &mut init),
     }
     .map_err(|e| format!("clone: {e}"))?;
-    drop((out_w, err_w, sync_r, fail_w, host_net));
+    drop((out_w, err_w, sync_r, fail_w, host_net, userns));
 
     for f in launch.cgroup_procs.iter().filter(|_| !born_in_cgroup) {
         if let Err(e) = fs::write(f, child.as_raw().to_string()) {

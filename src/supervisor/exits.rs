@@ -165,6 +165,9 @@ impl Supervisor {
             tokio::task::spawn_blocking(move || me.setup_network(&recs).map(|()| recs)).await??;
         let n = recs.len();
         for rec in recs {
+            if let Some(b) = rec.userns_base {
+                self.uid_ranges.mark(b);
+            }
             let name = rec.spec.name.clone();
             let running = rec.state == State::Running;
             let alive = running

@@ -11,6 +11,7 @@ mod exits;
 pub mod health;
 mod process;
 mod query;
+mod userns;
 
 use crate::api::{ApiError, ContainerInfo, ContainerSpec, Event, ExitStatus, HealthInfo};
 use crate::cgroup::{self, ContainerCgroup, Layout};
@@ -88,6 +89,7 @@ pub struct Supervisor {
     /// Set up by `adopt` from the records, before the API serves.
     network: std::sync::OnceLock<Arc<Network>>,
     security: crate::config::SecurityConfig,
+    uid_ranges: userns::UidRanges,
 }
 
 impl Supervisor {
@@ -123,6 +125,7 @@ impl Supervisor {
             net_settings,
             network: std::sync::OnceLock::new(),
             security: cfg.security.clone(),
+            uid_ranges: userns::UidRanges::new(&cfg.security),
         }))
     }
 
@@ -239,19 +242,34 @@ impl Supervisor {
             limits: Default::default(),
             ip: None,
             ports: Vec::new(),
+            userns_base: None,
             spec,
         };
+        if rec.spec.userns {
+            rec.userns_base = Some(self.uid_ranges.allocate().ok_or_else(|| ApiError {
+                status: 409,
+                code: "exhausted",
+                message: "no free user namespace id range left (security.userns_ranges)".into(),
+                field: Some("userns".into()),
+            })?);
+        }
         let net = self.network.get();
-        if net.is_none() && !rec.spec.ports.is_empty() {
-            return Err(ApiError::unprocessable(
+        let res = match net {
+            None if !rec.spec.ports.is_empty() => Err(ApiError::unprocessable(
                 "ports",
                 "host networking is disabled on this agent (network.enabled = false)",
-            ));
-        }
-        if let Some(n) = net {
-            let a = n.allocate(&rec.spec.name, &rec.spec.ports)?;
-            rec.ip = a.ip;
-            rec.ports = a.ports;
+            )),
+            None => Ok(()),
+            Some(n) => n.allocate(&rec.spec.name, &rec.spec.ports).map(|a| {
+                rec.ip = a.ip;
+                rec.ports = a.ports;
+            }),
+        };
+        if let Err(e) = res {
+            if let Some(b) = rec.userns_base {
+                self.uid_ranges.release(b);
+            }
+            return Err(e);
         }
         let cg = self.cgroup_of(&rec);
         let res = (|| {
@@ -308,6 +326,9 @@ impl Supervisor {
         if let Some(n) = self.network.get() {
             n.release(name, &allocation(rec));
         }
+        if let Some(b) = rec.userns_base {
+            self.uid_ranges.release(b);
+        }
         self.teardown_files(cg, name);
     }
 
@@ -355,6 +376,7 @@ impl Supervisor {
                 _ => None,
             },
             hardening: security::hardening(&rec.spec.capabilities, &self.security),
+            userns: rec.userns_base,
         };
         let _ = std::fs::remove_file(&launch.exit_file);
         rec.oom_base = cg.oom_kills();
