@@ -514,8 +514,12 @@ async fn crafted_images_do_not_reach_the_host() {
     // 3. neutralised: an absolute path lands inside, a device node is
     // dropped, a setuid file elevates nothing; /dev/null planted as a symlink
     // to the host canary is hidden by our /dev (the container writes to it);
-    // a symlink out used as workdir stays inside
+    // a symlink out used as workdir stays inside; /etc/hosts and resolv.conf
+    // planted as symlinks out are replaced, not followed
     let l = layer(|b| {
+        raw_entry(b, "etc/hosts", sym, Some(&format!("{cdir}/victim")), 0o777, b"");
+        let rel = format!("{up}{cdir}/victim");
+        raw_entry(b, "etc/resolv.conf", sym, Some(&rel), 0o777, b"");
         raw_entry(b, "dev", tar::EntryType::Directory, None, 0o755, b"");
         raw_entry(
             b,
@@ -533,7 +537,8 @@ async fn crafted_images_do_not_reach_the_host() {
     let img = image(vec![l]);
     let script = format!(
         "echo $(cat {cdir}/abs); ls /blk 2>/dev/null && echo blk=present || echo blk=absent; \
-         echo pwned > /dev/null; echo pwned > pwned && echo cwd=$(pwd)"
+         echo pwned > /dev/null; echo pwned > pwned && echo cwd=$(pwd); \
+         grep -c neutral /etc/hosts; test -L /etc/resolv.conf || echo resolv=own"
     );
     let out = output(
         &a,
@@ -546,6 +551,8 @@ async fn crafted_images_do_not_reach_the_host() {
         "the absolute path was put inside the image: {out:?}"
     );
     assert!(out.contains(&"blk=absent".to_string()), "{out:?}");
+    assert!(out.contains(&"1".to_string()), "its own /etc/hosts: {out:?}");
+    assert!(out.contains(&"resolv=own".to_string()), "{out:?}");
     assert!(
         out.contains(&format!("cwd={cdir}")),
         "wrote in its own {cdir}: {out:?}"

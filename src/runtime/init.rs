@@ -9,7 +9,7 @@ use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use nix::unistd::{chdir, execve, pivot_root, setgid, setgroups, sethostname, setuid, Gid, Uid};
 use std::ffi::CString;
 use std::fs;
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::{symlink, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -213,36 +213,75 @@ fn mount_rootfs(l: &Launch) -> Result<(), InitError> {
     })
 }
 
-fn ensure_dir(root: &Path, rel: &str) -> Result<PathBuf, InitError> {
-    let p = root.join(rel);
-    match fs::symlink_metadata(&p) {
-        Ok(m) if m.file_type().is_dir() => Ok(p),
-        Ok(_) => Err(fail(
-            "image",
-            format!("/{rel} in the image is not a directory"),
-        )),
-        Err(_) => {
-            fs::create_dir_all(&p)
-                .map_err(|e| fail("image", format!("cannot create /{rel}: {e}")))?;
-            Ok(p)
+/// A directory of the container root (created if missing), as an O_PATH
+/// handle the kernel resolved inside the root without following any symlink
+/// (openat2 RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS): whatever the image holds,
+/// what we mount on or write into is inside it. Used through
+/// [`fd_path`], so nothing is looked up by name a second time.
+fn ensure_dir(root: &Path, rel: &str) -> Result<OwnedFd, InitError> {
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    let rootfd = fs::File::open(root).map_err(|e| fail("runtime", format!("open root: {e}")))?;
+    let how = || {
+        OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+            .resolve(
+                ResolveFlag::RESOLVE_IN_ROOT
+                    | ResolveFlag::RESOLVE_NO_SYMLINKS
+                    | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+            )
+    };
+    let open = || openat2(rootfd.as_raw_fd(), rel, how());
+    let fd = match open() {
+        Err(nix::errno::Errno::ENOENT) => {
+            // only the last component may be missing; its parent is resolved
+            // the same way
+            let (parent, name) = match rel.rsplit_once('/') {
+                Some((p, n)) => (Some(ensure_dir(root, p)?), n),
+                None => (None, rel),
+            };
+            let dirfd = parent.as_ref().map_or(rootfd.as_raw_fd(), |p| p.as_raw_fd());
+            match nix::sys::stat::mkdirat(Some(dirfd), name, Mode::from_bits_truncate(0o755)) {
+                Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                Err(e) => return Err(fail("image", format!("cannot create /{rel}: {e}"))),
+            }
+            open()
         }
+        r => r,
+    };
+    match fd {
+        Ok(fd) => Ok(super::sys::own_new_fd(fd)),
+        Err(nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR | nix::errno::Errno::EXDEV) => {
+            Err(fail(
+                "image",
+                format!("/{rel} in the image is not a directory (a symlink or a file)"),
+            ))
+        }
+        Err(e) => Err(fail("image", format!("cannot open /{rel}: {e}"))),
     }
+}
+
+/// `/proc/self/fd/N`: the path that names exactly what an fd holds.
+fn fd_path(fd: &OwnedFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
 /// `owner`: host id of container root (user namespace), owner of /dev.
 fn mount_proc_sys_dev(root: &Path, cgroup_v2: bool, owner: Option<u32>) -> Result<(), InitError> {
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let proc = ensure_dir(root, "proc")?;
-    mount(Some("proc"), &proc, Some("proc"), nosuid, None::<&str>).map_err(sys("mount /proc"))?;
-    let sys_dir = ensure_dir(root, "sys")?;
+    mount(Some("proc"), &fd_path(&proc), Some("proc"), nosuid, None::<&str>)
+        .map_err(sys("mount /proc"))?;
+    let sys_fd = ensure_dir(root, "sys")?;
     mount(
         Some("sysfs"),
-        &sys_dir,
+        &fd_path(&sys_fd),
         Some("sysfs"),
         nosuid | MsFlags::MS_RDONLY,
         None::<&str>,
     )
     .map_err(sys("mount /sys"))?;
+    // from here on only in filesystems we just mounted ourselves
+    let sys_dir = root.join("sys");
     if cgroup_v2 {
         let cg = sys_dir.join("fs/cgroup");
         if cg.is_dir() {
@@ -256,19 +295,20 @@ fn mount_proc_sys_dev(root: &Path, cgroup_v2: bool, owner: Option<u32>) -> Resul
             .map_err(sys("mount /sys/fs/cgroup"))?;
         }
     }
-    let dev = ensure_dir(root, "dev")?;
+    let dev_fd = ensure_dir(root, "dev")?;
     let dev_opts = match owner {
         Some(id) => format!("mode=755,size=65536k,uid={id},gid={id}"),
         None => "mode=755,size=65536k".to_string(),
     };
     mount(
         Some("tmpfs"),
-        &dev,
+        &fd_path(&dev_fd),
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
         Some(dev_opts.as_str()),
     )
     .map_err(sys("mount /dev"))?;
+    let dev = root.join("dev");
     for (name, major, minor) in [
         ("null", 1, 3),
         ("zero", 1, 5),
@@ -536,15 +576,30 @@ fn write_etc(
         ("hosts", hosts.as_str()),
         ("resolv.conf", n.resolv_conf.as_str()),
     ] {
-        let p = etc.join(f);
-        // never follow a symlink planted in the image
-        if fs::symlink_metadata(&p).is_ok_and(|m| !m.file_type().is_file()) {
-            let _ = fs::remove_file(&p);
-        }
-        fs::write(&p, text).map_err(|e| fail("network", format!("write /etc/{f}: {e}")))?;
+        // a new file in the directory resolved inside the root: whatever
+        // the image has under that name (a symlink, a fifo) is replaced,
+        // never followed
+        let _ = nix::unistd::unlinkat(
+            Some(etc.as_raw_fd()),
+            f,
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
+        let err = |e: std::io::Error| fail("network", format!("write /etc/{f}: {e}"));
+        let fd = nix::fcntl::openat(
+            Some(etc.as_raw_fd()),
+            f,
+            nix::fcntl::OFlag::O_WRONLY
+                | nix::fcntl::OFlag::O_CREAT
+                | nix::fcntl::OFlag::O_EXCL
+                | nix::fcntl::OFlag::O_NOFOLLOW
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        )
+        .map_err(|e| err(e.into()))?;
+        let mut file = fs::File::from(super::sys::own_new_fd(fd));
+        std::io::Write::write_all(&mut file, text.as_bytes()).map_err(err)?;
         if let Some(id) = owner {
-            std::os::unix::fs::lchown(&p, Some(id), Some(id))
-                .map_err(|e| fail("network", format!("chown /etc/{f}: {e}")))?;
+            std::os::unix::fs::fchown(&file, Some(id), Some(id)).map_err(err)?;
         }
     }
     Ok(())
