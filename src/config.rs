@@ -51,6 +51,9 @@ pub struct ApiConfig {
     /// Unix socket path; default `/run/hydra-agent/agent.sock` (under `--root`).
     pub socket: Option<PathBuf>,
     pub tcp: Option<String>,
+    /// `host:port` of a plain-HTTP listener serving only `/metrics` and
+    /// `/healthz` (for Prometheus); none by default.
+    pub metrics: Option<String>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub client_ca: Option<PathBuf>,
@@ -136,7 +139,11 @@ pub struct CollectorConfig {
     pub relp: Option<String>,
     pub syslog: Option<String>,
     pub syslog_tls: bool,
+    /// Prometheus remote-write endpoint, `http://host:port/path`.
     pub remote_write: Option<String>,
+    /// Container samples (one container's stats of one pass) kept while the
+    /// remote-write endpoint is away; past it the oldest are dropped, counted.
+    pub remote_write_backlog: usize,
     pub stats_interval_s: u64,
 }
 
@@ -147,6 +154,7 @@ impl Default for CollectorConfig {
             syslog: None,
             syslog_tls: false,
             remote_write: None,
+            remote_write_backlog: 20_000,
             stats_interval_s: 10,
         }
     }
@@ -301,6 +309,23 @@ impl Config {
         }
         if self.collector.stats_interval_s == 0 {
             return inv("collector.stats_interval_s", "must be at least 1".into());
+        }
+        if let Some(u) = &self.collector.remote_write {
+            crate::telemetry::remote_write::check_url(u).map_err(|m| ConfigError::Invalid {
+                key: "collector.remote_write",
+                message: format!("{u:?} {m}"),
+            })?;
+        }
+        if self.collector.remote_write_backlog == 0 {
+            return inv(
+                "collector.remote_write_backlog",
+                "must be at least 1".into(),
+            );
+        }
+        if let Some(a) = &self.api.metrics {
+            if a.parse::<std::net::SocketAddr>().is_err() {
+                return inv("api.metrics", format!("{a:?} is not an address:port"));
+            }
         }
         for (i, c) in self.security.allowed_capabilities.iter().enumerate() {
             if crate::runtime::security::canonical_cap(c).is_none() {

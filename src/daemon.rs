@@ -60,6 +60,18 @@ pub async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
     let t0 = std::time::Instant::now();
     let sup = Supervisor::new(&cfg, paths.clone())?;
     let n = sup.adopt().await?;
+    sup.start_sampler();
+    if let Some(url) = &cfg.collector.remote_write {
+        let rw = crate::telemetry::remote_write::RemoteWrite::start(
+            url,
+            crate::telemetry::metrics::host_name(),
+            cfg.collector.remote_write_backlog,
+        )
+        .map_err(anyhow::Error::msg)?;
+        let q = rw.clone();
+        sup.sampler.set_sink(Box::new(move |pass| q.push(pass)));
+        let _ = sup.remote_write.set(rw);
+    }
     tracing::info!(
         version = crate::VERSION,
         cgroup_mode = sup.mode().as_str(),
@@ -93,6 +105,16 @@ pub async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let sock = paths.socket.clone();
     let sup2 = sup.clone();
+    if let Some(addr) = &cfg.api.metrics {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("api.metrics: cannot listen on {addr}: {e}"))?;
+        tokio::spawn(crate::api::server::serve_metrics(
+            sup.clone(),
+            l,
+            stop_rx.clone(),
+        ));
+    }
     let server =
         tokio::spawn(async move { crate::api::server::serve_unix(sup2, &sock, stop_rx).await });
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -126,7 +148,8 @@ pub async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
                         }
                         let net_rest = crate::config::NetworkConfig { allowlist: current.network.allowlist.clone(), ..new.network.clone() };
                         if net_rest != current.network { needs_restart.push("network (except allowlist)"); }
-                        if new.collector != current.collector { needs_restart.push("collector (not in use yet)"); }
+                        let collector_rest = crate::config::CollectorConfig { stats_interval_s: current.collector.stats_interval_s, ..new.collector.clone() };
+                        if collector_rest != current.collector { needs_restart.push("collector (except stats_interval_s)"); }
                         tracing::info!(reloaded = ?changed, not_reloaded_need_restart = ?needs_restart, "SIGHUP: configuration reloaded");
                         current = new;
                     }

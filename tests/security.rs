@@ -517,7 +517,14 @@ async fn crafted_images_do_not_reach_the_host() {
     // a symlink out used as workdir stays inside; /etc/hosts and resolv.conf
     // planted as symlinks out are replaced, not followed
     let l = layer(|b| {
-        raw_entry(b, "etc/hosts", sym, Some(&format!("{cdir}/victim")), 0o777, b"");
+        raw_entry(
+            b,
+            "etc/hosts",
+            sym,
+            Some(&format!("{cdir}/victim")),
+            0o777,
+            b"",
+        );
         let rel = format!("{up}{cdir}/victim");
         raw_entry(b, "etc/resolv.conf", sym, Some(&rel), 0o777, b"");
         raw_entry(b, "dev", tar::EntryType::Directory, None, 0o755, b"");
@@ -551,7 +558,10 @@ async fn crafted_images_do_not_reach_the_host() {
         "the absolute path was put inside the image: {out:?}"
     );
     assert!(out.contains(&"blk=absent".to_string()), "{out:?}");
-    assert!(out.contains(&"1".to_string()), "its own /etc/hosts: {out:?}");
+    assert!(
+        out.contains(&"1".to_string()),
+        "its own /etc/hosts: {out:?}"
+    );
     assert!(out.contains(&"resolv=own".to_string()), "{out:?}");
     assert!(
         out.contains(&format!("cwd={cdir}")),

@@ -74,7 +74,9 @@ exec sleep 300
     .await;
     let has = |l: &str| {
         let l: String = l.split_whitespace().collect();
-        lines.iter().any(|x| x.split_whitespace().collect::<String>() == l)
+        lines
+            .iter()
+            .any(|x| x.split_whitespace().collect::<String>() == l)
     };
     for want in [
         "uid=0 gid=0",
@@ -105,7 +107,10 @@ exec sleep 300
     }
     let layers = a.state().join("layers");
     let owners: std::collections::BTreeSet<u32> = walk_uids(&layers);
-    assert!(owners.iter().all(|&u| u < SIZE), "layers still owned by low ids: {owners:?}");
+    assert!(
+        owners.iter().all(|&u| u < SIZE),
+        "layers still owned by low ids: {owners:?}"
+    );
 
     // a plain container beside it stays host root; a second userns one gets
     // the next range; a third finds none (409 naming userns, nothing left)
@@ -119,18 +124,28 @@ exec sleep 300
         .await
         .unwrap();
     let second = START + SIZE;
-    assert_eq!(host_ids(u2.pid.unwrap()).0, format!("{second} {second} {second} {second}"));
+    assert_eq!(
+        host_ids(u2.pid.unwrap()).0,
+        format!("{second} {second} {second} {second}")
+    );
     let e = a
         .run(json!({"name": "u3", "image": busybox(), "userns": true, "command": ["true"]}))
         .await
         .unwrap_err();
     match &e {
         ClientError::Api { status, body } => {
-            assert_eq!((*status, body.error.field.as_deref()), (409, Some("userns")), "{e}")
+            assert_eq!(
+                (*status, body.error.field.as_deref()),
+                (409, Some("userns")),
+                "{e}"
+            )
         }
         other => panic!("{other}"),
     }
-    assert!(!a.state().join("containers/u3").exists(), "nothing left of u3");
+    assert!(
+        !a.state().join("containers/u3").exists(),
+        "nothing left of u3"
+    );
 
     // across a restart (SIGKILL) the ranges in use stay taken: with u1
     // removed, a new container gets u1's range and u2's stays u2's

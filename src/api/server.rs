@@ -113,6 +113,7 @@ pub async fn handle(
     let path = req.uri().path().to_string();
     let res = route(&sup, req).await;
     let resp = res.unwrap_or_else(|e| error(&e));
+    crate::telemetry::metrics::count_request(method.as_str(), resp.status().as_u16());
     tracing::debug!(%method, %path, status = resp.status().as_u16(), "api");
     Ok(resp)
 }
@@ -123,7 +124,11 @@ async fn route(sup: &Arc<Supervisor>, req: Request<Incoming>) -> Result<Response
     let m = req.method().clone();
     match (&m, segs.as_slice()) {
         (&Method::GET, ["healthz"]) => Ok(json(200, &serde_json::json!({"status": "ok"}))),
-        (&Method::GET, ["metrics"]) => Ok(full(200, "text/plain; version=0.0.4", metrics(sup))),
+        (&Method::GET, ["metrics"]) => Ok(full(
+            200,
+            "text/plain; version=0.0.4",
+            crate::telemetry::metrics::render(sup),
+        )),
         (&Method::GET, ["v1", "host"]) => Ok(json(200, &host(sup))),
         (&Method::GET, ["v1", "events"]) => {
             let mut sub = sup.subscribe();
@@ -277,107 +282,42 @@ fn host(sup: &Supervisor) -> HostInfo {
     }
 }
 
-fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// name, type, help, value of one per-container series.
-type Series = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&crate::cgroup::Stats, &super::ContainerInfo) -> f64,
-);
-
-/// Prometheus text exposition; per-container series carry container, app, version.
-fn metrics(sup: &Supervisor) -> String {
-    use std::fmt::Write;
-    let mut o = String::new();
-    let c = sup.counts();
-    let _ = writeln!(
-        o,
-        "# HELP hydra_agent_info Agent version and cgroup mode.\n# TYPE hydra_agent_info gauge"
-    );
-    let _ = writeln!(
-        o,
-        "hydra_agent_info{{version=\"{}\",cgroup_mode=\"{}\"}} 1",
-        crate::VERSION,
-        sup.mode().as_str()
-    );
-    let _ = writeln!(
-        o,
-        "# HELP hydra_containers Containers by state.\n# TYPE hydra_containers gauge"
-    );
-    for (s, n) in [
-        ("running", c.running),
-        ("exited", c.exited),
-        ("created", c.created),
-    ] {
-        let _ = writeln!(o, "hydra_containers{{state=\"{s}\"}} {n}");
-    }
-    if let Some(n) = sup.network() {
-        let _ = writeln!(o, "# HELP hydra_firewall_drift_restores_total Times our firewall rules were found changed by someone else and restored.\n# TYPE hydra_firewall_drift_restores_total counter");
-        let _ = writeln!(
-            o,
-            "hydra_firewall_drift_restores_total {}",
-            n.drift_restores.load(std::sync::atomic::Ordering::Relaxed)
-        );
-    }
-    let all = sup.all_stats();
-    let series: [Series; 6] = [
-        (
-            "hydra_container_cpu_usage_seconds_total",
-            "counter",
-            "CPU time used.",
-            |s, _| s.cpu.usage_usec as f64 / 1e6,
-        ),
-        (
-            "hydra_container_cpu_throttled_periods_total",
-            "counter",
-            "CFS periods throttled.",
-            |s, _| s.cpu.nr_throttled as f64,
-        ),
-        (
-            "hydra_container_memory_bytes",
-            "gauge",
-            "Memory in use.",
-            |s, _| s.memory.current as f64,
-        ),
-        (
-            "hydra_container_oom_kills_total",
-            "counter",
-            "OOM kills in the cgroup.",
-            |s, _| s.memory.oom_kill as f64,
-        ),
-        (
-            "hydra_container_pids",
-            "gauge",
-            "Processes and threads.",
-            |s, _| s.pids.current as f64,
-        ),
-        (
-            "hydra_container_restarts_total",
-            "counter",
-            "Restarts by policy.",
-            |_, i| i.restart_count as f64,
-        ),
-    ];
-    for (name, kind, help, f) in series {
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (info, st) in &all {
-            let _ = writeln!(
-                o,
-                "{name}{{container=\"{}\",app=\"{}\",version=\"{}\"}} {}",
-                esc(&info.name),
-                esc(info.app.as_deref().unwrap_or("")),
-                esc(info.version.as_deref().unwrap_or("")),
-                f(st, info)
-            );
+/// Serves `/metrics` and `/healthz` (nothing else) over plain HTTP on a TCP
+/// listener, for Prometheus, until `shutdown` fires.
+pub async fn serve_metrics(
+    sup: Arc<Supervisor>,
+    listener: tokio::net::TcpListener,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            acc = listener.accept() => {
+                let Ok((stream, _)) = acc else { continue };
+                let sup = sup.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let sup = sup.clone();
+                        async move {
+                            let resp = match (req.method(), req.uri().path()) {
+                                (&Method::GET, "/metrics") => full(
+                                    200,
+                                    "text/plain; version=0.0.4",
+                                    crate::telemetry::metrics::render(&sup),
+                                ),
+                                (&Method::GET, "/healthz") => json(200, &serde_json::json!({"status": "ok"})),
+                                _ => error(&ApiError::not_found("only /metrics and /healthz are served here")),
+                            };
+                            Ok::<_, Infallible>(resp)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+            _ = shutdown.changed() => break,
         }
     }
-    o
 }
 
 /// Serves the API on a Unix socket (mode 0660) until `shutdown` fires.

@@ -14,7 +14,9 @@ mod stats;
 
 pub use detect::{detect, Layout};
 pub use limits::{plan, shares_from_weight, AppliedLimits, IoApplied, Write, STANDARD_DEVICES};
-pub use stats::{CpuStats, MemoryStats, PidsStats, Stats};
+pub use stats::{
+    CpuStats, IoStats, MemoryStats, PidsStats, Pressure, Psi, PsiLine, StatFiles, Stats,
+};
 
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -152,8 +154,10 @@ impl ContainerCgroup {
         limits::read_back(self)
     }
 
+    /// One sample, opening the files for it (the sampler keeps a
+    /// [`StatFiles`] per container instead).
     pub fn stats(&self) -> Stats {
-        stats::read(self)
+        StatFiles::open(self).read()
     }
 
     /// The kernel's count of OOM kills in this cgroup.

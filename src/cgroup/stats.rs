@@ -1,17 +1,22 @@
-//! One snapshot of a container's cgroup counters, in bytes and microseconds.
+//! A container's cgroup counters, in bytes and microseconds. [`StatFiles`]
+//! keeps the cgroup's files open and re-reads them in place (`pread` at 0):
+//! a sample is one read per file, no path lookups, no directory walks.
 
-use super::{read_keyed, read_value, ContainerCgroup, Mode};
+use super::{ContainerCgroup, Mode};
 use serde::{Deserialize, Serialize};
-use std::fs;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Stats {
     pub cpu: CpuStats,
     pub memory: MemoryStats,
     pub pids: PidsStats,
-    pub io: Vec<serde_json::Value>,
-    /// PSI (`some`/`full` avg10 etc.) per resource on v2; null on v1.
-    pub pressure: Option<serde_json::Value>,
+    /// Per block device (`major:minor`).
+    pub io: Vec<IoStats>,
+    /// PSI per resource on v2; null on v1.
+    pub pressure: Option<Pressure>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -32,6 +37,9 @@ pub struct MemoryStats {
     pub oom_kill: u64,
     /// v2 `memory.events` high (times memory.high was hit); v1: failcnt.
     pub high_events: u64,
+    /// The main `memory.stat` fields, in bytes (counts for pgfault and
+    /// pgmajfault), named as on v2; v1's rss and cache show as anon and file.
+    pub stat: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -42,18 +50,148 @@ pub struct PidsStats {
     pub limit_hits: u64,
 }
 
-fn ticks_to_usec(ticks: u64) -> u64 {
-    // USER_HZ is 100 on every Linux ABI the agent supports.
-    ticks * 10_000
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct IoStats {
+    pub device: String,
+    pub rbytes: u64,
+    pub wbytes: u64,
+    pub rios: u64,
+    pub wios: u64,
 }
 
-pub(super) fn read(cg: &ContainerCgroup) -> Stats {
-    let f = |ctl: &str, name: &str| cg.dir(ctl).map(|d| d.join(name)).unwrap_or_default();
-    let mut s = Stats::default();
-    match cg.mode {
-        Mode::V2 => {
-            let cpu = f("", "cpu.stat");
-            let k = |key| read_keyed(&cpu, key).unwrap_or(0);
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Pressure {
+    pub cpu: Option<Psi>,
+    pub memory: Option<Psi>,
+    pub io: Option<Psi>,
+}
+
+/// One `*.pressure` file: the `some` line and, where the kernel has it, `full`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Psi {
+    pub some: PsiLine,
+    pub full: Option<PsiLine>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PsiLine {
+    pub avg10: f64,
+    pub avg60: f64,
+    pub avg300: f64,
+    /// Stalled time, microseconds.
+    pub total: u64,
+}
+
+/// `memory.stat` keys reported (v2 names).
+const MEMORY_STAT: [&str; 10] = [
+    "anon",
+    "file",
+    "kernel",
+    "kernel_stack",
+    "shmem",
+    "sock",
+    "slab",
+    "file_dirty",
+    "pgfault",
+    "pgmajfault",
+];
+
+/// The files read per sample, per mode: (controller, file).
+const V2_FILES: [&str; 13] = [
+    "cpu.stat",
+    "memory.current",
+    "memory.peak",
+    "memory.max",
+    "memory.events",
+    "memory.stat",
+    "pids.current",
+    "pids.max",
+    "pids.events",
+    "io.stat",
+    "cpu.pressure",
+    "memory.pressure",
+    "io.pressure",
+];
+const V1_FILES: [(&str, &str); 14] = [
+    ("cpuacct", "cpuacct.usage"),
+    ("cpuacct", "cpuacct.stat"),
+    ("cpu", "cpu.stat"),
+    ("memory", "memory.usage_in_bytes"),
+    ("memory", "memory.max_usage_in_bytes"),
+    ("memory", "memory.limit_in_bytes"),
+    ("memory", "memory.oom_control"),
+    ("memory", "memory.failcnt"),
+    ("memory", "memory.stat"),
+    ("pids", "pids.current"),
+    ("pids", "pids.max"),
+    ("pids", "pids.events"),
+    ("blkio", "blkio.throttle.io_service_bytes"),
+    ("blkio", "blkio.throttle.io_serviced"),
+];
+
+/// A container cgroup's counter files, opened once and re-read in place.
+pub struct StatFiles {
+    mode: Mode,
+    files: Vec<Option<File>>,
+    buf: Vec<u8>,
+}
+
+impl StatFiles {
+    /// Opens what exists (a missing file, e.g. memory.peak on older
+    /// kernels, reads as absent).
+    pub fn open(cg: &ContainerCgroup) -> StatFiles {
+        let open = |ctl: &str, name: &str| cg.dir(ctl).and_then(|d| File::open(d.join(name)).ok());
+        let files = match cg.mode {
+            Mode::V2 => V2_FILES.iter().map(|f| open("", f)).collect(),
+            Mode::Hybrid => V1_FILES.iter().map(|(c, f)| open(c, f)).collect(),
+        };
+        StatFiles {
+            mode: cg.mode,
+            files,
+            buf: Vec::with_capacity(4096),
+        }
+    }
+
+    /// Whether any file could be opened (false once the cgroup is gone).
+    pub fn is_live(&self) -> bool {
+        self.files.iter().any(|f| f.is_some())
+    }
+
+    /// File `i` read from offset 0 (the kernel regenerates it per read).
+    fn text(&mut self, i: usize) -> Option<&str> {
+        let f = self.files.get(i)?.as_ref()?;
+        self.buf.clear();
+        let mut chunk = [0u8; 4096];
+        loop {
+            match f.read_at(&mut chunk, self.buf.len() as u64) {
+                Ok(0) => break,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(_) => return None,
+            }
+        }
+        std::str::from_utf8(&self.buf).ok()
+    }
+
+    fn value(&mut self, i: usize) -> Option<u64> {
+        self.text(i).and_then(|t| t.trim().parse().ok())
+    }
+
+    fn keyed(&mut self, i: usize, key: &str) -> Option<u64> {
+        self.text(i).and_then(|t| keyed(t, key))
+    }
+
+    /// One sample.
+    pub fn read(&mut self) -> Stats {
+        match self.mode {
+            Mode::V2 => self.read_v2(),
+            Mode::Hybrid => self.read_v1(),
+        }
+    }
+
+    fn read_v2(&mut self) -> Stats {
+        let mut s = Stats::default();
+        if let Some(t) = self.text(0) {
+            let k = |key| keyed(t, key).unwrap_or(0);
             s.cpu = CpuStats {
                 usage_usec: k("usage_usec"),
                 user_usec: k("user_usec"),
@@ -62,95 +200,210 @@ pub(super) fn read(cg: &ContainerCgroup) -> Stats {
                 nr_throttled: k("nr_throttled"),
                 throttled_usec: k("throttled_usec"),
             };
-            s.memory = MemoryStats {
-                current: read_value(&f("", "memory.current")).unwrap_or(0),
-                peak: read_value(&f("", "memory.peak")),
-                max: read_value(&f("", "memory.max")),
-                oom_kill: read_keyed(&f("", "memory.events"), "oom_kill").unwrap_or(0),
-                high_events: read_keyed(&f("", "memory.events"), "high").unwrap_or(0),
-            };
-            s.pids = PidsStats {
-                current: read_value(&f("", "pids.current")).unwrap_or(0),
-                max: read_value(&f("", "pids.max")),
-                limit_hits: read_keyed(&f("", "pids.events"), "max").unwrap_or(0),
-            };
-            if let Ok(io) = fs::read_to_string(f("", "io.stat")) {
-                for line in io.lines() {
-                    let mut it = line.split_whitespace();
-                    let Some(dev) = it.next() else { continue };
-                    let mut obj = serde_json::Map::new();
-                    obj.insert("device".into(), dev.into());
-                    for kv in it {
-                        if let Some((k, v)) = kv.split_once('=') {
-                            if let Ok(n) = v.parse::<u64>() {
-                                obj.insert(k.into(), n.into());
-                            }
-                        }
-                    }
-                    s.io.push(obj.into());
-                }
-            }
-            let mut p = serde_json::Map::new();
-            for res in ["cpu", "memory", "io"] {
-                if let Ok(text) = fs::read_to_string(f("", &format!("{res}.pressure"))) {
-                    p.insert(res.into(), parse_psi(&text));
-                }
-            }
-            s.pressure = (!p.is_empty()).then(|| p.into());
         }
-        Mode::Hybrid => {
-            let usage_ns = read_value(&f("cpuacct", "cpuacct.usage")).unwrap_or(0);
-            let st = f("cpuacct", "cpuacct.stat");
-            let cpu = f("cpu", "cpu.stat");
-            s.cpu = CpuStats {
-                usage_usec: usage_ns / 1000,
-                user_usec: ticks_to_usec(read_keyed(&st, "user").unwrap_or(0)),
-                system_usec: ticks_to_usec(read_keyed(&st, "system").unwrap_or(0)),
-                nr_periods: read_keyed(&cpu, "nr_periods").unwrap_or(0),
-                nr_throttled: read_keyed(&cpu, "nr_throttled").unwrap_or(0),
-                throttled_usec: read_keyed(&cpu, "throttled_time").unwrap_or(0) / 1000,
-            };
-            s.memory = MemoryStats {
-                current: read_value(&f("memory", "memory.usage_in_bytes")).unwrap_or(0),
-                peak: read_value(&f("memory", "memory.max_usage_in_bytes")),
-                max: read_value(&f("memory", "memory.limit_in_bytes")),
-                oom_kill: read_keyed(&f("memory", "memory.oom_control"), "oom_kill").unwrap_or(0),
-                high_events: read_value(&f("memory", "memory.failcnt")).unwrap_or(0),
-            };
-            s.pids = PidsStats {
-                current: read_value(&f("pids", "pids.current")).unwrap_or(0),
-                max: read_value(&f("pids", "pids.max")),
-                limit_hits: read_keyed(&f("pids", "pids.events"), "max").unwrap_or(0),
-            };
-            if let Ok(io) = fs::read_to_string(f("blkio", "blkio.throttle.io_service_bytes")) {
-                for line in io.lines() {
-                    let v: Vec<&str> = line.split_whitespace().collect();
-                    if let [dev, op, n] = v[..] {
-                        if let Ok(n) = n.parse::<u64>() {
-                            s.io.push(serde_json::json!({"device": dev, "op": op.to_lowercase(), "bytes": n}));
-                        }
-                    }
-                }
-            }
+        s.memory.current = self.value(1).unwrap_or(0);
+        s.memory.peak = self.value(2);
+        s.memory.max = self.value(3);
+        if let Some(t) = self.text(4) {
+            s.memory.oom_kill = keyed(t, "oom_kill").unwrap_or(0);
+            s.memory.high_events = keyed(t, "high").unwrap_or(0);
         }
+        if let Some(t) = self.text(5) {
+            s.memory.stat = MEMORY_STAT
+                .iter()
+                .filter_map(|k| keyed(t, k).map(|v| (k.to_string(), v)))
+                .collect();
+        }
+        s.pids = PidsStats {
+            current: self.value(6).unwrap_or(0),
+            max: self.value(7),
+            limit_hits: self.keyed(8, "max").unwrap_or(0),
+        };
+        if let Some(t) = self.text(9) {
+            s.io = parse_io_v2(t);
+        }
+        let p = Pressure {
+            cpu: self.text(10).map(parse_psi),
+            memory: self.text(11).map(parse_psi),
+            io: self.text(12).map(parse_psi),
+        };
+        s.pressure = (p.cpu.is_some() || p.memory.is_some() || p.io.is_some()).then_some(p);
+        s
     }
-    s
+
+    fn read_v1(&mut self) -> Stats {
+        let mut s = Stats::default();
+        let usage_ns = self.value(0).unwrap_or(0);
+        let (user, system) = match self.text(1) {
+            Some(t) => (keyed(t, "user"), keyed(t, "system")),
+            None => (None, None),
+        };
+        s.cpu.usage_usec = usage_ns / 1000;
+        s.cpu.user_usec = ticks_to_usec(user.unwrap_or(0));
+        s.cpu.system_usec = ticks_to_usec(system.unwrap_or(0));
+        if let Some(t) = self.text(2) {
+            s.cpu.nr_periods = keyed(t, "nr_periods").unwrap_or(0);
+            s.cpu.nr_throttled = keyed(t, "nr_throttled").unwrap_or(0);
+            s.cpu.throttled_usec = keyed(t, "throttled_time").unwrap_or(0) / 1000;
+        }
+        s.memory.current = self.value(3).unwrap_or(0);
+        s.memory.peak = self.value(4);
+        s.memory.max = self.value(5);
+        s.memory.oom_kill = self.keyed(6, "oom_kill").unwrap_or(0);
+        s.memory.high_events = self.value(7).unwrap_or(0);
+        if let Some(t) = self.text(8) {
+            for (v1, v2) in [
+                ("rss", "anon"),
+                ("cache", "file"),
+                ("shmem", "shmem"),
+                ("dirty", "file_dirty"),
+                ("pgfault", "pgfault"),
+                ("pgmajfault", "pgmajfault"),
+            ] {
+                if let Some(v) = keyed(t, v1) {
+                    s.memory.stat.insert(v2.to_string(), v);
+                }
+            }
+        }
+        s.pids = PidsStats {
+            current: self.value(9).unwrap_or(0),
+            max: self.value(10),
+            limit_hits: self.keyed(11, "max").unwrap_or(0),
+        };
+        let bytes = self.text(12).map(parse_blkio).unwrap_or_default();
+        let ops = self.text(13).map(parse_blkio).unwrap_or_default();
+        let mut devs: BTreeMap<String, IoStats> = BTreeMap::new();
+        for (dev, op, n, is_bytes) in bytes
+            .into_iter()
+            .map(|(d, o, n)| (d, o, n, true))
+            .chain(ops.into_iter().map(|(d, o, n)| (d, o, n, false)))
+        {
+            let e = devs.entry(dev.clone()).or_insert_with(|| IoStats {
+                device: dev,
+                ..Default::default()
+            });
+            match (op.as_str(), is_bytes) {
+                ("Read", true) => e.rbytes = n,
+                ("Write", true) => e.wbytes = n,
+                ("Read", false) => e.rios = n,
+                ("Write", false) => e.wios = n,
+                _ => {}
+            }
+        }
+        s.io = devs.into_values().collect();
+        s
+    }
 }
 
-fn parse_psi(text: &str) -> serde_json::Value {
-    let mut out = serde_json::Map::new();
-    for line in text.lines() {
-        let mut it = line.split_whitespace();
-        let Some(kind) = it.next() else { continue };
-        let mut obj = serde_json::Map::new();
-        for kv in it {
-            if let Some((k, v)) = kv.split_once('=') {
-                if let Ok(n) = v.parse::<f64>() {
-                    obj.insert(k.into(), serde_json::json!(n));
+fn ticks_to_usec(ticks: u64) -> u64 {
+    // USER_HZ is 100 on every Linux ABI the agent supports.
+    ticks * 10_000
+}
+
+/// `key value` lines (cpu.stat, memory.stat, memory.events, ...).
+fn keyed(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok())?
+    })
+}
+
+/// v2 `io.stat`: `8:0 rbytes=.. wbytes=.. rios=.. wios=.. dbytes=.. dios=..`.
+fn parse_io_v2(text: &str) -> Vec<IoStats> {
+    text.lines()
+        .filter_map(|line| {
+            let mut it = line.split_whitespace();
+            let mut io = IoStats {
+                device: it.next()?.to_string(),
+                ..Default::default()
+            };
+            for kv in it {
+                let Some((k, v)) = kv.split_once('=') else {
+                    continue;
+                };
+                let v = v.parse().unwrap_or(0);
+                match k {
+                    "rbytes" => io.rbytes = v,
+                    "wbytes" => io.wbytes = v,
+                    "rios" => io.rios = v,
+                    "wios" => io.wios = v,
+                    _ => {}
                 }
             }
-        }
-        out.insert(kind.into(), obj.into());
+            Some(io)
+        })
+        .collect()
+}
+
+/// v1 blkio: `8:0 Read 4096` lines (the `Total` line has two fields).
+fn parse_blkio(text: &str) -> Vec<(String, String, u64)> {
+    text.lines()
+        .filter_map(|l| {
+            let v: Vec<&str> = l.split_whitespace().collect();
+            match v[..] {
+                [dev, op, n] => Some((dev.to_string(), op.to_string(), n.parse().ok()?)),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+fn parse_psi(text: &str) -> Psi {
+    let line = |kind: &str| {
+        text.lines().find_map(|l| {
+            let rest = l.strip_prefix(kind)?.strip_prefix(' ')?;
+            let mut p = PsiLine::default();
+            for kv in rest.split_whitespace() {
+                let Some((k, v)) = kv.split_once('=') else {
+                    continue;
+                };
+                match k {
+                    "avg10" => p.avg10 = v.parse().unwrap_or(0.0),
+                    "avg60" => p.avg60 = v.parse().unwrap_or(0.0),
+                    "avg300" => p.avg300 = v.parse().unwrap_or(0.0),
+                    "total" => p.total = v.parse().unwrap_or(0),
+                    _ => {}
+                }
+            }
+            Some(p)
+        })
+    };
+    Psi {
+        some: line("some").unwrap_or_default(),
+        full: line("full"),
     }
-    out.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_kernel_formats() {
+        assert_eq!(keyed("anon 10\nfile 20\nfile_dirty 3\n", "file"), Some(20));
+        assert_eq!(keyed("anon 10\n", "file"), None);
+        let io = parse_io_v2("8:0 rbytes=1 wbytes=2 rios=3 wios=4 dbytes=0 dios=0\n");
+        assert_eq!(
+            io,
+            vec![IoStats {
+                device: "8:0".into(),
+                rbytes: 1,
+                wbytes: 2,
+                rios: 3,
+                wios: 4
+            }]
+        );
+        let p = parse_psi(
+            "some avg10=1.50 avg60=0.00 avg300=0.00 total=1234\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=99\n",
+        );
+        assert_eq!((p.some.avg10, p.some.total), (1.5, 1234));
+        assert_eq!(p.full.map(|f| f.total), Some(99));
+        assert_eq!(
+            parse_blkio("8:0 Read 4096\n8:0 Write 0\nTotal 4096\n"),
+            vec![
+                ("8:0".into(), "Read".into(), 4096),
+                ("8:0".into(), "Write".into(), 0)
+            ]
+        );
+    }
 }

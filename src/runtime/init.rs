@@ -239,7 +239,9 @@ fn ensure_dir(root: &Path, rel: &str) -> Result<OwnedFd, InitError> {
                 Some((p, n)) => (Some(ensure_dir(root, p)?), n),
                 None => (None, rel),
             };
-            let dirfd = parent.as_ref().map_or(rootfd.as_raw_fd(), |p| p.as_raw_fd());
+            let dirfd = parent
+                .as_ref()
+                .map_or(rootfd.as_raw_fd(), |p| p.as_raw_fd());
             match nix::sys::stat::mkdirat(Some(dirfd), name, Mode::from_bits_truncate(0o755)) {
                 Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
                 Err(e) => return Err(fail("image", format!("cannot create /{rel}: {e}"))),
@@ -269,8 +271,14 @@ fn fd_path(fd: &OwnedFd) -> PathBuf {
 fn mount_proc_sys_dev(root: &Path, cgroup_v2: bool, owner: Option<u32>) -> Result<(), InitError> {
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let proc = ensure_dir(root, "proc")?;
-    mount(Some("proc"), &fd_path(&proc), Some("proc"), nosuid, None::<&str>)
-        .map_err(sys("mount /proc"))?;
+    mount(
+        Some("proc"),
+        &fd_path(&proc),
+        Some("proc"),
+        nosuid,
+        None::<&str>,
+    )
+    .map_err(sys("mount /proc"))?;
     let sys_fd = ensure_dir(root, "sys")?;
     mount(
         Some("sysfs"),

@@ -375,7 +375,10 @@ pub fn new_userns(base: u32, size: u32) -> io::Result<OwnedFd> {
             // parent has mapped it and opened it, exit without unwinding
             drop((ready_r, hold_w));
             let ok = nix::sched::unshare(CloneFlags::CLONE_NEWUSER).is_ok();
-            let _ = write_raw(std::os::fd::AsRawFd::as_raw_fd(&ready_w), if ok { b"k" } else { b"e" });
+            let _ = write_raw(
+                std::os::fd::AsRawFd::as_raw_fd(&ready_w),
+                if ok { b"k" } else { b"e" },
+            );
             let mut b = [0u8; 1];
             let _ = read(std::os::fd::AsRawFd::as_raw_fd(&hold_r), &mut b);
             // SAFETY: _exit is async-signal-safe and skips the parent's

@@ -90,6 +90,9 @@ pub struct Supervisor {
     network: std::sync::OnceLock<Arc<Network>>,
     security: crate::config::SecurityConfig,
     uid_ranges: userns::UidRanges,
+    pub sampler: Arc<crate::telemetry::sampler::Sampler>,
+    /// Set by the daemon when `collector.remote_write` is configured.
+    pub remote_write: std::sync::OnceLock<Arc<crate::telemetry::remote_write::RemoteWrite>>,
 }
 
 impl Supervisor {
@@ -126,6 +129,10 @@ impl Supervisor {
             network: std::sync::OnceLock::new(),
             security: cfg.security.clone(),
             uid_ranges: userns::UidRanges::new(&cfg.security),
+            sampler: Arc::new(crate::telemetry::sampler::Sampler::new(
+                Duration::from_secs(cfg.collector.stats_interval_s),
+            )),
+            remote_write: std::sync::OnceLock::new(),
         }))
     }
 
@@ -146,7 +153,44 @@ impl Supervisor {
             *logs = cfg.logs.clone();
             changed.push("logs (applies to containers started from now on)".into());
         }
+        let interval = Duration::from_secs(cfg.collector.stats_interval_s);
+        if self.sampler.interval() != interval {
+            self.sampler.set_interval(interval);
+            changed.push("collector.stats_interval_s".into());
+        }
         changed
+    }
+
+    /// Starts the stats sampler's thread; it ends when the supervisor is
+    /// dropped.
+    pub fn start_sampler(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let sampler = self.sampler.clone();
+        std::thread::Builder::new()
+            .name("hydra-stats".into())
+            .spawn(move || {
+                sampler.run(|| {
+                    let sup = weak.upgrade()?;
+                    let targets = sup
+                        .entries()
+                        .iter()
+                        .map(|e| {
+                            let r = e.rec();
+                            crate::telemetry::sampler::Target {
+                                labels: crate::telemetry::sampler::Labels {
+                                    container: r.spec.name.clone(),
+                                    app: r.spec.app.clone().unwrap_or_default(),
+                                    version: r.spec.version.clone().unwrap_or_default(),
+                                },
+                                generation: r.created_at.clone(),
+                                cgroup: sup.cgroup_of(&r),
+                            }
+                        })
+                        .collect();
+                    Some(targets)
+                })
+            })
+            .expect("spawn the stats sampler");
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 impl Supervisor {
     /// A snapshot of the registry, so no lock is held while reading cgroups.
-    fn entries(&self) -> Vec<Arc<Entry>> {
+    pub(super) fn entries(&self) -> Vec<Arc<Entry>> {
         self.registry
             .lock()
             .unwrap()
@@ -73,12 +73,19 @@ impl Supervisor {
         Ok(self.cgroup_of(&e.rec()).stats())
     }
 
-    /// `(info, stats)` of every container, for /metrics.
-    pub fn all_stats(&self) -> Vec<(ContainerInfo, cgroup::Stats)> {
-        let entries = self.entries();
-        entries
+    /// `(name, app, version, restart_count)` of every container.
+    pub fn restart_counts(&self) -> Vec<(String, String, String, u32)> {
+        self.entries()
             .iter()
-            .map(|e| (self.info(e), self.cgroup_of(&e.rec()).stats()))
+            .map(|e| {
+                let r = e.rec();
+                (
+                    r.spec.name.clone(),
+                    r.spec.app.clone().unwrap_or_default(),
+                    r.spec.version.clone().unwrap_or_default(),
+                    r.restart_count,
+                )
+            })
             .collect()
     }
 }

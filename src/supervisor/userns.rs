@@ -69,7 +69,11 @@ mod tests {
         let c = r.allocate().unwrap();
         assert_eq!(
             (a, b, c),
-            (1 << 20, (1 << 20) + USERNS_SIZE, (1 << 20) + 2 * USERNS_SIZE)
+            (
+                1 << 20,
+                (1 << 20) + USERNS_SIZE,
+                (1 << 20) + 2 * USERNS_SIZE
+            )
         );
         assert_eq!(r.allocate(), None);
         r.release(b);

@@ -1,4 +1,8 @@
-//! Container output: the per-container log files (written by the shim, read
-//! by the API).
+//! What leaves the containers: their output (the per-container log files,
+//! written by the shim, read by the API) and their stats (the sampler,
+//! `/metrics`).
 
 pub mod logs;
+pub mod metrics;
+pub mod remote_write;
+pub mod sampler;

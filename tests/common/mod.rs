@@ -571,3 +571,62 @@ pub fn write_layout(dir: &Path, layers: &[Vec<u8>], base: &Path) {
     std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
     std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
 }
+
+impl Host {
+    /// An HTTP/1.0 request to `addr` (e.g. `127.0.0.1:9090`) made inside this
+    /// host's network namespace (from a thread that enters it); (status, body).
+    pub fn http(&self, method: &str, addr: &str, path: &str, body: &[u8]) -> (u16, String) {
+        use std::io::{Read, Write};
+        let ns = std::fs::File::open(self.netns()).unwrap();
+        let (method, addr, path, body) = (
+            method.to_string(),
+            addr.to_string(),
+            path.to_string(),
+            body.to_vec(),
+        );
+        std::thread::spawn(move || {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            let Ok(mut s) = std::net::TcpStream::connect(&addr) else {
+                return (0, String::new());
+            };
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let head = format!(
+                "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            if s.write_all(head.as_bytes())
+                .and_then(|_| s.write_all(&body))
+                .is_err()
+            {
+                return (0, String::new());
+            }
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out);
+            let text = String::from_utf8_lossy(&out).into_owned();
+            let status = text
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            let body = text
+                .split_once("\r\n\r\n")
+                .map(|(_, b)| b.to_string())
+                .unwrap_or_default();
+            (status, body)
+        })
+        .join()
+        .unwrap()
+    }
+}
+
+/// Percent-encodes a URL query value.
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

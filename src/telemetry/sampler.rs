@@ -1,0 +1,152 @@
+//! The stats sampler: one pass over every container per interval, on its own
+//! thread (never on the async reactor), with each cgroup's files kept open
+//! and re-read in place. `/metrics` and remote-write read its last pass, so a
+//! scrape costs no cgroup reads at all.
+
+use crate::cgroup::{ContainerCgroup, StatFiles, Stats};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// Who a sample is of: the labels of its series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Labels {
+    pub container: String,
+    pub app: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub labels: Labels,
+    /// Unix time of the read, milliseconds.
+    pub at_ms: i64,
+    pub stats: Stats,
+}
+
+/// A container to sample: its labels, a key that changes when the container
+/// is re-created under the same name, and its cgroup.
+pub struct Target {
+    pub labels: Labels,
+    pub generation: String,
+    pub cgroup: ContainerCgroup,
+}
+
+/// Where each pass goes besides `latest` (remote-write's queue).
+pub type Sink = Box<dyn Fn(Arc<Vec<Sample>>) + Send>;
+
+/// The sampler's shared state (the thread is [`Sampler::run`]).
+pub struct Sampler {
+    latest: RwLock<Arc<Vec<Sample>>>,
+    interval_ms: AtomicU64,
+    wake: (Mutex<bool>, Condvar),
+    pub passes: AtomicU64,
+    /// Containers sampled, summed over passes.
+    pub samples: AtomicU64,
+    pub last_pass_us: AtomicU64,
+    /// CPU time of the sampler thread, microseconds.
+    pub cpu_us: AtomicU64,
+    /// Called with every pass (remote-write's queue).
+    sink: Mutex<Option<Sink>>,
+}
+
+impl Sampler {
+    pub fn new(interval: Duration) -> Sampler {
+        Sampler {
+            latest: RwLock::new(Arc::new(Vec::new())),
+            interval_ms: AtomicU64::new(interval.as_millis() as u64),
+            wake: (Mutex::new(false), Condvar::new()),
+            passes: AtomicU64::new(0),
+            samples: AtomicU64::new(0),
+            last_pass_us: AtomicU64::new(0),
+            cpu_us: AtomicU64::new(0),
+            sink: Mutex::new(None),
+        }
+    }
+
+    pub fn latest(&self) -> Arc<Vec<Sample>> {
+        self.latest.read().unwrap().clone()
+    }
+
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms.load(Ordering::Relaxed))
+    }
+
+    pub fn set_interval(&self, d: Duration) {
+        self.interval_ms
+            .store(d.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    pub fn set_sink(&self, f: Sink) {
+        *self.sink.lock().unwrap() = Some(f);
+    }
+
+    /// Asks for a pass now (tests, and right after a container starts).
+    pub fn poke(&self) {
+        *self.wake.0.lock().unwrap() = true;
+        self.wake.1.notify_one();
+    }
+
+    /// The sampler loop; returns when `targets` returns None (the owner is
+    /// gone).
+    pub fn run(&self, mut targets: impl FnMut() -> Option<Vec<Target>>) {
+        let mut open: HashMap<String, (String, StatFiles)> = HashMap::new();
+        loop {
+            let Some(list) = targets() else { return };
+            let t0 = Instant::now();
+            let cpu0 = thread_cpu_us();
+            let mut out = Vec::with_capacity(list.len());
+            let mut seen = std::collections::HashSet::with_capacity(list.len());
+            for t in list {
+                let name = t.labels.container.clone();
+                let files = match open.get_mut(&name) {
+                    Some((g, f)) if *g == t.generation && f.is_live() => f,
+                    _ => {
+                        let f = StatFiles::open(&t.cgroup);
+                        open.insert(name.clone(), (t.generation.clone(), f));
+                        &mut open.get_mut(&name).expect("just inserted").1
+                    }
+                };
+                if !files.is_live() {
+                    continue;
+                }
+                let stats = files.read();
+                out.push(Sample {
+                    labels: t.labels,
+                    at_ms: chrono::Utc::now().timestamp_millis(),
+                    stats,
+                });
+                seen.insert(name);
+            }
+            open.retain(|k, _| seen.contains(k));
+            let n = out.len() as u64;
+            let pass = Arc::new(out);
+            *self.latest.write().unwrap() = pass.clone();
+            if let Some(sink) = self.sink.lock().unwrap().as_ref() {
+                sink(pass);
+            }
+            self.passes.fetch_add(1, Ordering::Relaxed);
+            self.samples.fetch_add(n, Ordering::Relaxed);
+            self.last_pass_us
+                .store(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
+            self.cpu_us
+                .fetch_add(thread_cpu_us().saturating_sub(cpu0), Ordering::Relaxed);
+            let wait = Duration::from_millis(self.interval_ms.load(Ordering::Relaxed));
+            let g = self.wake.0.lock().unwrap();
+            let (mut g, _) = self
+                .wake
+                .1
+                .wait_timeout_while(g, wait, |poked| !*poked)
+                .unwrap();
+            *g = false;
+        }
+    }
+}
+
+/// CPU time of the calling thread, microseconds.
+pub fn thread_cpu_us() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(|t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1000)
+        .unwrap_or(0)
+}
