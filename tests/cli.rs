@@ -105,3 +105,78 @@ async fn hydractl_commands_and_exit_codes() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/agent.sock"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hydractl_stats_once_and_live() {
+    require_root!();
+    let a = Agent::start("").await;
+    let (code, out, err) = ctl(
+        &a,
+        &[
+            "run",
+            "--name",
+            "fill",
+            "--image",
+            &busybox(),
+            "--memory",
+            "64Mi",
+            "--",
+            "sh",
+            "-c",
+            "head -c 20971520 /dev/zero > /dev/shm/x && exec sleep 300",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let mut stats = serde_json::Value::Null;
+    eventually(20, "20 MiB charged", async || {
+        let (code, out, _) = ctl(&a, &["--json", "stats", "fill"]);
+        assert_eq!(code, 0);
+        stats = serde_json::from_str(&out).unwrap();
+        stats["memory"]["stat"]["shmem"].as_u64().unwrap_or(0) >= 20 << 20
+    })
+    .await;
+    assert!(
+        stats["memory"]["current"].as_u64().unwrap() >= 20 << 20,
+        "{stats}"
+    );
+    assert_eq!(stats["memory"]["max"].as_u64(), Some(64 << 20));
+    let (code, out, _) = ctl(&a, &["stats", "fill"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("CPU(s)") && out.contains("64Mi"), "{out}");
+    // live: one JSON object per line, every interval, until stopped
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hydractl"))
+        .arg("--socket")
+        .arg(a.socket())
+        .args(["--json", "stats", "fill", "--watch", "--interval", "0.2"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    for _ in 0..3 {
+        let l = lines.next().unwrap().unwrap();
+        let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+        assert!(v["memory"]["current"].as_u64().unwrap() >= 20 << 20);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // the table view redraws with rates
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hydractl"))
+        .arg("--socket")
+        .arg(a.socket())
+        .args(["stats", "fill", "-w", "--interval", "0.2"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.matches("\x1b[H\x1b[2J").count() >= 2, "{text}");
+    assert!(
+        text.contains("CPU %") && text.contains(" 20.") && text.contains("64.0Mi"),
+        "{text}"
+    );
+    let (code, _, err) = ctl(&a, &["stats", "ghost"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("ghost"), "{err}");
+}

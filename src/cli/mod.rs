@@ -7,6 +7,9 @@ use crate::api::{ContainerInfo, ContainerSpec, ExitStatus, HostInfo};
 use clap::{Parser, Subcommand};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
+
+mod stats;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -72,8 +75,16 @@ pub enum Cmd {
         #[arg(long)]
         tail: Option<usize>,
     },
-    /// One stats snapshot.
-    Stats { name: String },
+    /// A stats snapshot; `--watch` for a live view (with `--json`: one
+    /// object per line).
+    Stats {
+        name: String,
+        #[arg(long, short = 'w')]
+        watch: bool,
+        /// Seconds between samples in the live view.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+    },
     /// Block until the container exits; exits with its code.
     Wait { name: String },
     /// Stream lifecycle events.
@@ -398,40 +409,13 @@ async fn dispatch(c: &Client, cli: &Cli) -> Result<i32, ClientError> {
             })
             .await?;
         }
-        Cmd::Stats { name } => {
-            let v: crate::cgroup::Stats = c
-                .call("GET", &format!("/v1/containers/{name}/stats"), None)
-                .await?;
-            if json {
-                print_json(&v);
-            } else {
-                table(vec![
-                    [
-                        "CPU(s)",
-                        "THROTTLED",
-                        "MEMORY",
-                        "PEAK",
-                        "LIMIT",
-                        "PIDS",
-                        "OOM KILLS",
-                    ]
-                    .map(String::from)
-                    .to_vec(),
-                    vec![
-                        format!("{:.3}", v.cpu.usage_usec as f64 / 1e6),
-                        v.cpu.nr_throttled.to_string(),
-                        v.memory.current.to_string(),
-                        v.memory.peak.map_or("-".into(), |p| p.to_string()),
-                        fmt_bytes(v.memory.max),
-                        format!(
-                            "{}/{}",
-                            v.pids.current,
-                            v.pids.max.map_or("max".into(), |m| m.to_string())
-                        ),
-                        v.memory.oom_kill.to_string(),
-                    ],
-                ]);
-            }
+        Cmd::Stats {
+            name,
+            watch,
+            interval,
+        } => {
+            let every = Duration::from_secs_f64(interval.max(0.1));
+            stats::stats(c, name, json, *watch, every).await?;
         }
         Cmd::Wait { name } => {
             let st: ExitStatus = c
