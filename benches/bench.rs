@@ -1,6 +1,7 @@
 //! Benchmarks driven by `scripts/bench` (not a timed test):
 //!   start  AGENT_SOCKET RUNC_BUNDLE ROOTFS_IMAGE N  -> full cycle and create+start, hydra vs runc
 //!   memory AGENT_SOCKET AGENT_PID IMAGE N           -> agent RSS idle, PSS of agent + shims at N containers
+//!   stats  AGENT_SOCKET PARENT IMAGE SIZES PASSES   -> sampler CPU per container-sample at each size
 //! Prints a Markdown table.
 
 use hydra_agent::api::client::Client;
@@ -297,6 +298,75 @@ fn veth(n: usize) {
     );
 }
 
+/// `name value` of an unlabelled series in /metrics.
+async fn metric(c: &Client, name: &str) -> f64 {
+    let (_, body) = c.raw("GET", "/metrics", None).await.unwrap();
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The sampler's CPU time per container per sample at each size (read from
+/// the agent's own counters over `passes` passes at a 1 s interval), beside
+/// the same reads done by re-opening the files each time (what a reader by
+/// path does), measured in this process on the same cgroups.
+async fn stats(sock: &str, parent: &str, image: &str, sizes: &[usize], passes: u64) {
+    use hydra_agent::cgroup::StatFiles;
+    let c = Client::new(sock);
+    let layout = hydra_agent::cgroup::detect().unwrap();
+    println!("| containers | agent sampler CPU per container-sample | wall per pass | re-opening the files per sample (this process) | ratio |");
+    println!("|---|---|---|---|---|");
+    let mut made = 0;
+    for &n in sizes {
+        while made < n {
+            let spec = serde_json::to_vec(&serde_json::json!({"name": format!("stat-{made}"), "image": image, "command": ["sleep", "3600"]})).unwrap();
+            let (st, body) = c.raw("POST", "/v1/containers", Some(spec)).await.unwrap();
+            assert_eq!(st, 201, "{}", String::from_utf8_lossy(&body));
+            made += 1;
+        }
+        // let a pass see them all, then count over `passes` passes
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let (cpu0, n0) = (
+            metric(&c, "hydra_stats_cpu_seconds_total").await,
+            metric(&c, "hydra_stats_samples_total").await,
+        );
+        tokio::time::sleep(Duration::from_secs(passes)).await;
+        let (cpu1, n1) = (
+            metric(&c, "hydra_stats_cpu_seconds_total").await,
+            metric(&c, "hydra_stats_samples_total").await,
+        );
+        let wall = metric(&c, "hydra_stats_pass_seconds").await;
+        let per = (cpu1 - cpu0) * 1e6 / (n1 - n0).max(1.0);
+        let cgs: Vec<_> = (0..n)
+            .map(|i| layout.container(parent, &format!("stat-{i}")))
+            .collect();
+        let t0 = hydra_agent::telemetry::sampler::thread_cpu_us();
+        let reps = 5;
+        for _ in 0..reps {
+            for cg in &cgs {
+                std::hint::black_box(StatFiles::open(cg).read());
+            }
+        }
+        let naive =
+            (hydra_agent::telemetry::sampler::thread_cpu_us() - t0) as f64 / (reps * n) as f64;
+        println!(
+            "| {n} | {per:.1} µs | {:.1} ms | {naive:.1} µs | {:.1}x |",
+            wall * 1e3,
+            naive / per
+        );
+    }
+    for i in 0..made {
+        let _ = c
+            .raw(
+                "DELETE",
+                &format!("/v1/containers/stat-{i}?force=true"),
+                None,
+            )
+            .await;
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let a: Vec<String> = std::env::args().collect();
@@ -305,6 +375,10 @@ async fn main() {
         Some("memory") => memory(&a[2], a[3].parse().unwrap(), &a[4], a[5].parse().unwrap()).await,
         Some("adopt") => adopt(&a[2], a[3].parse().unwrap()).await,
         Some("veth") => veth(a[2].parse().unwrap()),
+        Some("stats") => {
+            let sizes: Vec<usize> = a[5].split(',').map(|n| n.parse().unwrap()).collect();
+            stats(&a[2], &a[3], &a[4], &sizes, a[6].parse().unwrap()).await
+        }
         Some("net") => net(
             &a[2]
                 .split(',')

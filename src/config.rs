@@ -145,6 +145,9 @@ pub struct CollectorConfig {
     /// remote-write endpoint is away; past it the oldest are dropped, counted.
     pub remote_write_backlog: usize,
     pub stats_interval_s: u64,
+    /// Log lines per second per container shipped at most (beyond: skipped,
+    /// counted; still in the local log); 0: no cap.
+    pub log_rate_lines: u64,
 }
 
 impl Default for CollectorConfig {
@@ -156,6 +159,7 @@ impl Default for CollectorConfig {
             remote_write: None,
             remote_write_backlog: 20_000,
             stats_interval_s: 10,
+            log_rate_lines: 10_000,
         }
     }
 }
@@ -315,6 +319,31 @@ impl Config {
                 key: "collector.remote_write",
                 message: format!("{u:?} {m}"),
             })?;
+        }
+        if self.collector.relp.is_some() && self.collector.syslog.is_some() {
+            return inv(
+                "collector.syslog",
+                "set one of collector.relp and collector.syslog".into(),
+            );
+        }
+        for (key, v) in [
+            ("collector.relp", &self.collector.relp),
+            ("collector.syslog", &self.collector.syslog),
+        ] {
+            if let Some(a) = v {
+                if !a
+                    .rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+                {
+                    return inv(key, format!("{a:?} is not host:port"));
+                }
+            }
+        }
+        if self.collector.syslog_tls {
+            return inv(
+                "collector.syslog_tls",
+                "TLS to the syslog receiver is not supported yet".into(),
+            );
         }
         if self.collector.remote_write_backlog == 0 {
             return inv(

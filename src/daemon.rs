@@ -72,6 +72,46 @@ pub async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
         sup.sampler.set_sink(Box::new(move |pass| q.push(pass)));
         let _ = sup.remote_write.set(rw);
     }
+    let sink = match (&cfg.collector.relp, &cfg.collector.syslog) {
+        (Some(a), _) => Some(crate::telemetry::ship::SinkAddr::Relp(a.clone())),
+        (None, Some(a)) => Some(crate::telemetry::ship::SinkAddr::Syslog(a.clone())),
+        (None, None) => None,
+    };
+    if let Some(sink) = sink {
+        let counters = std::sync::Arc::new(crate::telemetry::ship::ShipCounters::default());
+        let _ = sup.ship.set(counters.clone());
+        let settings = crate::telemetry::ship::Settings {
+            sink,
+            host: crate::telemetry::metrics::host_name(),
+            rate: cfg.collector.log_rate_lines,
+        };
+        let (w1, w2) = (
+            std::sync::Arc::downgrade(&sup),
+            std::sync::Arc::downgrade(&sup),
+        );
+        std::thread::Builder::new()
+            .name("hydra-ship".into())
+            .spawn(move || {
+                crate::telemetry::ship::run(
+                    settings,
+                    &counters,
+                    || w1.upgrade().map(|s| s.ship_sources()),
+                    |name, n| {
+                        if let Some(s) = w2.upgrade() {
+                            s.emit_event(crate::api::Event {
+                                ts: chrono::Utc::now()
+                                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                                container: name.into(),
+                                action: "logs_dropped".into(),
+                                exit_code: None,
+                                signal: None,
+                                dropped: Some(n),
+                            });
+                        }
+                    },
+                )
+            })?;
+    }
     tracing::info!(
         version = crate::VERSION,
         cgroup_mode = sup.mode().as_str(),

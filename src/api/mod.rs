@@ -479,6 +479,9 @@ pub struct Event {
     pub exit_code: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<i32>,
+    /// `logs_dropped`: how many log records the size cap deleted unsent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<u64>,
 }
 
 /// Answer of `GET /v1/host`.

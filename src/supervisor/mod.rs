@@ -93,6 +93,10 @@ pub struct Supervisor {
     pub sampler: Arc<crate::telemetry::sampler::Sampler>,
     /// Set by the daemon when `collector.remote_write` is configured.
     pub remote_write: std::sync::OnceLock<Arc<crate::telemetry::remote_write::RemoteWrite>>,
+    /// Set by the daemon when a log collector is configured.
+    pub ship: std::sync::OnceLock<Arc<crate::telemetry::ship::ShipCounters>>,
+    /// The event journal (10 MiB x 3, like a container's log).
+    journal: Mutex<Option<crate::telemetry::logs::LogWriter>>,
 }
 
 impl Supervisor {
@@ -110,6 +114,7 @@ impl Supervisor {
                 .devices_cgroup(&cfg.cgroup.parent)
                 .map(|d| d.join("cgroup.procs")),
         );
+        let journal_dir = paths.state.join("events");
         let net_settings = match cfg.network.enabled {
             true => Some(
                 crate::network::Settings::from_config(&cfg.network).map_err(anyhow::Error::msg)?,
@@ -133,6 +138,12 @@ impl Supervisor {
                 Duration::from_secs(cfg.collector.stats_interval_s),
             )),
             remote_write: std::sync::OnceLock::new(),
+            ship: std::sync::OnceLock::new(),
+            journal: Mutex::new(Some(crate::telemetry::logs::LogWriter::open(
+                &journal_dir,
+                10 << 20,
+                3,
+            )?)),
         }))
     }
 
@@ -198,13 +209,50 @@ impl Supervisor {
     }
 
     fn emit(&self, container: &str, action: &str, exit_code: Option<i32>, signal: Option<i32>) {
-        let _ = self.events.send(Event {
+        self.emit_event(Event {
             ts: now(),
             container: container.into(),
             action: action.into(),
             exit_code,
             signal,
+            dropped: None,
         });
+    }
+
+    /// Publishes an event on `/v1/events` and appends it to the event
+    /// journal (`<state>/events`), from which the shipper sends it.
+    pub fn emit_event(&self, ev: Event) {
+        if let Some(w) = self.journal.lock().unwrap().as_mut() {
+            let line = serde_json::to_vec(&ev).expect("serializes");
+            if let Err(e) = w.write("event", &line, false) {
+                tracing::error!(error = %e, "cannot append to the event journal");
+            }
+        }
+        let _ = self.events.send(ev);
+    }
+
+    /// What the log shipper sends: every container's log, and the events.
+    pub fn ship_sources(&self) -> Vec<crate::telemetry::ship::Source> {
+        let mut v: Vec<_> = self
+            .entries()
+            .iter()
+            .map(|e| {
+                let r = e.rec();
+                crate::telemetry::ship::Source {
+                    container: r.spec.name.clone(),
+                    app: r.spec.app.clone().unwrap_or_default(),
+                    version: r.spec.version.clone().unwrap_or_default(),
+                    dir: self.log_dir(&r.spec.name),
+                }
+            })
+            .collect();
+        v.push(crate::telemetry::ship::Source {
+            container: String::new(),
+            app: String::new(),
+            version: String::new(),
+            dir: self.paths.state.join("events"),
+        });
+        v
     }
 
     fn cgroup_of(&self, rec: &ContainerRecord) -> ContainerCgroup {

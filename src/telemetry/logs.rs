@@ -1,10 +1,13 @@
-//! Container logs as NDJSON records `{"ts","stream","line"}` in size-capped
+//! Container logs as NDJSON records `{"ts","stream","line","seq"}` in size-capped
 //! segments `log-00000001.ndjson`, `log-00000002.ndjson`, ... The newest
 //! segment is the one being written. A segment is never renamed: rotation
 //! creates the next number and deletes the oldest beyond `max_files`, so a
 //! rotation costs O(1) and a reader (`follow`, a shipper's cursor) always
 //! knows where it is by (segment number, offset). A line longer than
-//! [`MAX_LINE`] is split into records marked `"partial": true`.
+//! [`MAX_LINE`] is split into records marked `"partial": true`. `seq` numbers
+//! a container's records 1, 2, 3, ... across runs, so a reader that finds a
+//! gap knows exactly how many records the size cap dropped before it read
+//! them, and a collector can tell a resent record from a new one.
 //!
 //! The shim writes them (so nothing is lost while the agent is down); the
 //! agent only reads them.
@@ -25,6 +28,9 @@ pub struct Record {
     pub line: String,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub partial: bool,
+    /// 0 in records written before numbering existed.
+    #[serde(default)]
+    pub seq: u64,
 }
 
 /// Path of segment `seq` in `dir`.
@@ -59,6 +65,8 @@ pub struct LogWriter {
     seq: u64,
     file: File,
     size: u64,
+    /// `seq` of the next record.
+    next: u64,
 }
 
 impl LogWriter {
@@ -75,6 +83,12 @@ impl LogWriter {
             .append(true)
             .open(segment(dir, seq))?;
         let size = file.metadata()?.len();
+        let next = segments(dir)
+            .iter()
+            .rev()
+            .find_map(|s| last_record_seq(&segment(dir, *s)))
+            .unwrap_or(0)
+            + 1;
         Ok(LogWriter {
             dir: dir.to_path_buf(),
             max_size,
@@ -82,6 +96,7 @@ impl LogWriter {
             seq,
             file,
             size,
+            next,
         })
     }
 
@@ -91,7 +106,9 @@ impl LogWriter {
             stream: stream.to_string(),
             line: String::from_utf8_lossy(line).into_owned(),
             partial,
+            seq: self.next,
         };
+        self.next += 1;
         let mut data = serde_json::to_vec(&rec).expect("records serialize");
         data.push(b'\n');
         if self.size > 0 && self.size + data.len() as u64 > self.max_size {
@@ -117,6 +134,24 @@ impl LogWriter {
         }
         Ok(())
     }
+}
+
+/// `seq` of the last complete record of a segment (None: empty or unreadable).
+fn last_record_seq(path: &Path) -> Option<u64> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    // a record is at most MAX_LINE bytes of text, escaped (6 bytes per
+    // control character at worst), plus its fields
+    let back = len.min(6 * MAX_LINE as u64 + 4096);
+    f.seek(SeekFrom::Start(len - back)).ok()?;
+    let mut tail = Vec::new();
+    f.read_to_end(&mut tail).ok()?;
+    tail.split(|&b| b == b'\n')
+        .rev()
+        .filter(|l| !l.is_empty())
+        .find_map(|l| serde_json::from_slice::<Record>(l).ok())
+        .map(|r| r.seq)
 }
 
 /// Cuts a byte stream into lines; overlong ones into [`MAX_LINE`] pieces on

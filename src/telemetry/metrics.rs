@@ -356,6 +356,35 @@ pub fn render(sup: &Supervisor) -> String {
             let _ = writeln!(o, "{name} {v}");
         }
     }
+    if let Some(c) = sup.ship.get() {
+        let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        head(&mut o, "hydra_log_records_total", "counter", "Log records (and events) read from the logs, shipped (acknowledged by the collector), sent again after a reconnect.");
+        for (r, v) in [
+            ("read", l(&c.read)),
+            ("shipped", l(&c.shipped)),
+            ("retried", l(&c.retried)),
+        ] {
+            let _ = writeln!(o, "hydra_log_records_total{{result=\"{r}\"}} {v}");
+        }
+        head(&mut o, "hydra_log_records_dropped_total", "counter", "Log records not shipped, by container and reason (rate: over collector.log_rate_lines; size_cap: deleted by the log size cap before they were sent).");
+        for ((name, reason), n) in c.dropped.lock().unwrap().iter() {
+            let _ = writeln!(o, "hydra_log_records_dropped_total{{container=\"{}\",reason=\"{reason}\",host=\"{}\"}} {n}", esc(name), esc(&host));
+        }
+        head(
+            &mut o,
+            "hydra_log_backlog_bytes",
+            "gauge",
+            "Log bytes not yet acknowledged by the collector.",
+        );
+        let _ = writeln!(o, "hydra_log_backlog_bytes {}", l(&c.backlog_bytes));
+        head(
+            &mut o,
+            "hydra_log_lag_seconds",
+            "gauge",
+            "Age of the oldest record sent and not yet acknowledged.",
+        );
+        let _ = writeln!(o, "hydra_log_lag_seconds {}", l(&c.lag_ms) as f64 / 1e3);
+    }
     let samples = sm.latest();
     let base: Vec<String> = samples.iter().map(|s| labels(s, &host)).collect();
     for (name, kind, help, f) in SERIES {

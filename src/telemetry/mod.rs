@@ -4,5 +4,7 @@
 
 pub mod logs;
 pub mod metrics;
+pub mod relp;
 pub mod remote_write;
 pub mod sampler;
+pub mod ship;

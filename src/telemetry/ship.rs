@@ -1,0 +1,525 @@
+//! Log shipping: every container's log segments (and the agent's event
+//! journal) to the collector as RFC 5424 syslog messages, over RELP (each
+//! message acknowledged) or plain TCP syslog (octet-counted framing).
+//!
+//! Each source has a cursor (segment, offset, next record number) persisted
+//! beside its segments; it moves only past what the collector acknowledged,
+//! so after a collector outage or an agent SIGKILL delivery resumes from
+//! there: at least once, in order per source. Sources are served round-robin,
+//! a bounded batch each, so a flooding container never holds up the others;
+//! a per-source rate cap skips (and counts) lines beyond it; records the size
+//! cap deleted before they were sent show as a gap in their numbers, counted
+//! and announced as an event. Runs on its own thread with blocking I/O.
+
+use super::logs::{segment, segments, Record};
+use super::relp::{Frame, Relp};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Where messages go.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SinkAddr {
+    Relp(String),
+    Syslog(String),
+}
+
+/// A log to ship: a container's, or the agent's events (`container` empty).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Source {
+    pub container: String,
+    pub app: String,
+    pub version: String,
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Cursor {
+    pub segment: u64,
+    pub offset: u64,
+    /// Number of the next record expected (a higher one means a gap).
+    pub next: u64,
+}
+
+pub const CURSOR_FILE: &str = "ship-cursor.json";
+
+/// Counters for /metrics.
+#[derive(Default)]
+pub struct ShipCounters {
+    pub read: AtomicU64,
+    pub shipped: AtomicU64,
+    pub retried: AtomicU64,
+    pub backlog_bytes: AtomicU64,
+    pub lag_ms: AtomicU64,
+    /// (container, reason) -> records dropped.
+    pub dropped: Mutex<BTreeMap<(String, String), u64>>,
+}
+
+impl ShipCounters {
+    fn drop_n(&self, container: &str, reason: &str, n: u64) {
+        *self
+            .dropped
+            .lock()
+            .unwrap()
+            .entry((container.to_string(), reason.to_string()))
+            .or_insert(0) += n;
+    }
+}
+
+pub struct Settings {
+    pub sink: SinkAddr,
+    pub host: String,
+    /// Lines per second per source; 0: no cap.
+    pub rate: u64,
+}
+
+struct Src {
+    s: Source,
+    /// What the collector has (persisted).
+    acked: Cursor,
+    saved: Cursor,
+    /// Where reading has got to (ahead of `acked` by what is in flight).
+    read: Cursor,
+    tokens: f64,
+    refilled: Instant,
+    /// ts of the oldest record sent and not yet acknowledged.
+    oldest_unacked: Option<String>,
+}
+
+struct InFlight {
+    /// RELP transaction (None: plain syslog, or not sent at all).
+    txnr: Option<u32>,
+    /// A message was sent (false: skipped by the rate cap).
+    msg: bool,
+    src: String,
+    after: Cursor,
+    acked: bool,
+}
+
+/// Records per source per round (fairness), and messages in flight.
+const BATCH: usize = 256;
+const WINDOW: usize = 2048;
+
+fn load_cursor(dir: &Path) -> Cursor {
+    std::fs::read(dir.join(CURSOR_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Cursor {
+            segment: 0,
+            offset: 0,
+            next: 1,
+        })
+}
+
+/// Escapes an RFC 5424 structured-data parameter value.
+fn sd_escape(v: &str) -> String {
+    let mut o = String::with_capacity(v.len());
+    for c in v.chars() {
+        if matches!(c, '"' | '\\' | ']') {
+            o.push('\\');
+        }
+        o.push(c);
+    }
+    o
+}
+
+/// RFC 5424 APP-NAME: printable US-ASCII, at most 48 characters.
+fn app_name(v: &str) -> String {
+    let s: String = v
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(48)
+        .collect();
+    if s.is_empty() {
+        "-".into()
+    } else {
+        s
+    }
+}
+
+/// One record as an RFC 5424 message: facility user, severity info for
+/// stdout, err for stderr, notice for events; structured data
+/// `[hydra@32473 host= container= app= version= stream= seq=]`.
+pub fn rfc5424(r: &Record, src: &Source, host: &str) -> Vec<u8> {
+    let (pri, msgid) = match r.stream.as_str() {
+        "stderr" => (8 + 3, "log"),
+        "event" => (8 + 5, "event"),
+        _ => (8 + 6, "log"),
+    };
+    let app = if src.container.is_empty() {
+        "hydra-agent".to_string()
+    } else {
+        app_name(&src.container)
+    };
+    let mut m = format!(
+        "<{pri}>1 {} {} {app} - {msgid} [hydra@32473 host=\"{}\" container=\"{}\" app=\"{}\" version=\"{}\" stream=\"{}\" seq=\"{}\"",
+        r.ts,
+        app_name(host),
+        sd_escape(host),
+        sd_escape(&src.container),
+        sd_escape(&src.app),
+        sd_escape(&src.version),
+        sd_escape(&r.stream),
+        r.seq
+    );
+    if r.partial {
+        m.push_str(" partial=\"true\"");
+    }
+    m.push_str("] ");
+    m.push_str(&r.line);
+    m.into_bytes()
+}
+
+/// Reads up to `max` records from `cur` on; returns them with the cursor
+/// after each. Moves to the next segment when this one is finished (a newer
+/// one exists and this one is drained), or to the oldest left when the size
+/// cap deleted it.
+fn read_records(dir: &Path, cur: &mut Cursor, max: usize) -> Vec<(Record, Cursor)> {
+    let mut out = Vec::new();
+    for _ in 0..4 {
+        let present = segments(dir);
+        let Some(&oldest) = present.first() else {
+            return out;
+        };
+        if cur.segment < oldest || !present.contains(&cur.segment) {
+            let next = present
+                .iter()
+                .copied()
+                .find(|s| *s >= cur.segment)
+                .unwrap_or(oldest);
+            *cur = Cursor {
+                segment: next.max(oldest),
+                offset: 0,
+                next: cur.next,
+            };
+        }
+        let newer = present.iter().any(|s| *s > cur.segment);
+        let Ok(mut f) = File::open(segment(dir, cur.segment)) else {
+            continue;
+        };
+        if f.seek(SeekFrom::Start(cur.offset)).is_err() {
+            return out;
+        }
+        let mut buf = Vec::new();
+        let _ = (&mut f).take(1 << 20).read_to_end(&mut buf);
+        let mut pos = 0;
+        while out.len() < max {
+            let Some(nl) = buf[pos..].iter().position(|&b| b == b'\n') else {
+                break;
+            };
+            let line = &buf[pos..pos + nl];
+            pos += nl + 1;
+            cur.offset += (nl + 1) as u64;
+            if let Ok(r) = serde_json::from_slice::<Record>(line) {
+                out.push((r, *cur));
+            }
+        }
+        if out.len() >= max || pos < buf.len() || !newer {
+            return out;
+        }
+        // drained and a newer segment exists: this one is finished (the
+        // writer never returns to it); read it once more, then move on
+        let mut rest = Vec::new();
+        if f.read_to_end(&mut rest).is_ok() && !rest.is_empty() {
+            continue; // more arrived after our read: loop reads it
+        }
+        *cur = Cursor {
+            segment: cur.segment + 1,
+            offset: 0,
+            next: cur.next,
+        };
+    }
+    out
+}
+
+/// Bytes not yet read past `cur`.
+fn backlog(dir: &Path, cur: &Cursor) -> u64 {
+    segments(dir)
+        .into_iter()
+        .filter(|s| *s >= cur.segment)
+        .map(|s| {
+            let len = std::fs::metadata(segment(dir, s))
+                .map(|m| m.len())
+                .unwrap_or(0);
+            if s == cur.segment {
+                len.saturating_sub(cur.offset)
+            } else {
+                len
+            }
+        })
+        .sum()
+}
+
+enum Conn {
+    Relp(Relp),
+    Syslog(std::net::TcpStream),
+}
+
+/// The shipper loop. `sources` lists what to ship (None: stop);
+/// `announce(container, n)` reports records the size cap dropped.
+pub fn run(
+    settings: Settings,
+    counters: &ShipCounters,
+    mut sources: impl FnMut() -> Option<Vec<Source>>,
+    announce: impl Fn(&str, u64),
+) {
+    let mut srcs: HashMap<String, Src> = HashMap::new();
+    let mut order: Vec<String> = Vec::new();
+    let mut conn: Option<Conn> = None;
+    let mut inflight: VecDeque<InFlight> = VecDeque::new();
+    let mut backoff = Duration::from_millis(200);
+    let mut failing: Option<String> = None;
+    let mut last_list = Instant::now() - Duration::from_secs(10);
+    let mut last_save = Instant::now();
+    let mut out = Vec::with_capacity(1 << 20);
+    loop {
+        if last_list.elapsed() >= Duration::from_millis(500) {
+            last_list = Instant::now();
+            let Some(list) = sources() else { return };
+            let keep: std::collections::HashSet<String> =
+                list.iter().map(|s| s.container.clone()).collect();
+            srcs.retain(|k, _| keep.contains(k));
+            for s in list {
+                if !srcs.contains_key(&s.container) {
+                    let c = load_cursor(&s.dir);
+                    srcs.insert(
+                        s.container.clone(),
+                        Src {
+                            s,
+                            acked: c,
+                            saved: c,
+                            read: c,
+                            tokens: settings.rate as f64,
+                            refilled: Instant::now(),
+                            oldest_unacked: None,
+                        },
+                    );
+                }
+            }
+            order = srcs.keys().cloned().collect();
+            order.sort();
+            let bl: u64 = srcs.values().map(|s| backlog(&s.s.dir, &s.acked)).sum();
+            counters.backlog_bytes.store(bl, Ordering::Relaxed);
+        }
+        if conn.is_none() {
+            let c = match &settings.sink {
+                SinkAddr::Relp(a) => Relp::open(a, Duration::from_secs(5)).map(Conn::Relp),
+                SinkAddr::Syslog(a) => std::net::TcpStream::connect(a).map(Conn::Syslog),
+            };
+            match c {
+                Ok(c) => {
+                    if failing.take().is_some() {
+                        tracing::info!(sink = ?settings.sink, "log shipping: connected again");
+                    }
+                    backoff = Duration::from_millis(200);
+                    // what was in flight is sent again
+                    let resent = inflight
+                        .iter()
+                        .filter(|i| i.txnr.is_some() && !i.acked)
+                        .count();
+                    counters.retried.fetch_add(resent as u64, Ordering::Relaxed);
+                    inflight.clear();
+                    for s in srcs.values_mut() {
+                        s.read = s.acked;
+                        s.oldest_unacked = None;
+                    }
+                    conn = Some(c);
+                }
+                Err(e) => {
+                    fail(&mut failing, &settings.sink, &e);
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            }
+        }
+        let c = conn.as_mut().expect("connected");
+        // one round: a batch from each source, in turn
+        out.clear();
+        let mut sent = 0;
+        for name in &order {
+            if inflight.len() >= WINDOW {
+                break;
+            }
+            let Some(src) = srcs.get_mut(name) else {
+                continue;
+            };
+            let mut cur = src.read;
+            let recs = read_records(&src.s.dir, &mut cur, BATCH.min(WINDOW - inflight.len()));
+            if recs.is_empty() {
+                src.read = cur;
+                continue;
+            }
+            counters
+                .read
+                .fetch_add(recs.len() as u64, Ordering::Relaxed);
+            if settings.rate > 0 {
+                let now = Instant::now();
+                let dt = now.duration_since(src.refilled).as_secs_f64();
+                src.tokens = (src.tokens + dt * settings.rate as f64).min(settings.rate as f64);
+                src.refilled = now;
+            }
+            for (r, mut after) in recs {
+                if r.seq > src.read.next && src.read.next > 0 {
+                    let n = r.seq - src.read.next;
+                    counters.drop_n(&src.s.container, "size_cap", n);
+                    if !src.s.container.is_empty() {
+                        announce(&src.s.container, n);
+                    }
+                }
+                if r.seq > 0 {
+                    after.next = r.seq + 1;
+                }
+                src.read = after;
+                let capped = settings.rate > 0 && src.tokens < 1.0;
+                if capped {
+                    counters.drop_n(&src.s.container, "rate", 1);
+                    inflight.push_back(InFlight {
+                        txnr: None,
+                        msg: false,
+                        src: name.clone(),
+                        after,
+                        acked: true,
+                    });
+                    continue;
+                }
+                src.tokens -= 1.0;
+                let msg = rfc5424(&r, &src.s, &settings.host);
+                let txnr = match c {
+                    Conn::Relp(relp) => Some(relp.syslog(&mut out, &msg)),
+                    Conn::Syslog(_) => {
+                        out.extend_from_slice(format!("{} ", msg.len()).as_bytes());
+                        out.extend_from_slice(&msg);
+                        None
+                    }
+                };
+                if src.oldest_unacked.is_none() {
+                    src.oldest_unacked = Some(r.ts.clone());
+                }
+                inflight.push_back(InFlight {
+                    txnr,
+                    msg: true,
+                    src: name.clone(),
+                    after,
+                    acked: txnr.is_none(),
+                });
+                sent += 1;
+            }
+        }
+        let res: io::Result<()> = (|| {
+            match c {
+                Conn::Relp(relp) => {
+                    if !out.is_empty() {
+                        relp.send(&out)?;
+                    }
+                    // acknowledgements: wait longer when the window is full
+                    // or nothing new was sent
+                    let waiting = inflight.iter().any(|i| !i.acked);
+                    let first = if !waiting {
+                        Duration::from_millis(0)
+                    } else if sent == 0 || inflight.len() >= WINDOW {
+                        Duration::from_secs(10)
+                    } else {
+                        Duration::from_millis(1)
+                    };
+                    let mut wait = first;
+                    loop {
+                        if !inflight.iter().any(|i| !i.acked) {
+                            break;
+                        }
+                        match relp.wait(wait)? {
+                            Some(Frame::Rsp(t, 200, _)) => {
+                                if let Some(i) = inflight.iter_mut().find(|i| i.txnr == Some(t)) {
+                                    i.acked = true;
+                                }
+                            }
+                            Some(Frame::Rsp(t, code, text)) => {
+                                return Err(io::Error::other(format!(
+                                    "message {t} refused: {code} {text}"
+                                )))
+                            }
+                            Some(Frame::ServerClose) => {
+                                return Err(io::Error::other("the collector closed the session"))
+                            }
+                            None if wait == first && first >= Duration::from_secs(10) => {
+                                return Err(io::Error::new(
+                                    io::ErrorKind::TimedOut,
+                                    "no acknowledgement within 10 s",
+                                ))
+                            }
+                            None => break,
+                        }
+                        wait = Duration::from_millis(0);
+                    }
+                    Ok(())
+                }
+                Conn::Syslog(s) => {
+                    if !out.is_empty() {
+                        s.write_all(&out)?;
+                    }
+                    Ok(())
+                }
+            }
+        })();
+        if let Err(e) = res {
+            fail(&mut failing, &settings.sink, &e);
+            conn = None;
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+            continue;
+        }
+        // acknowledged, in order: cursors move
+        while inflight.front().is_some_and(|i| i.acked) {
+            let i = inflight.pop_front().expect("non-empty");
+            if let Some(s) = srcs.get_mut(&i.src) {
+                s.acked = i.after;
+                if i.msg {
+                    counters.shipped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        let mut lag = 0;
+        for s in srcs.values_mut() {
+            if !inflight.iter().any(|i| i.src == s.s.container) {
+                s.oldest_unacked = None;
+            }
+            if let Some(ts) = &s.oldest_unacked {
+                if let Ok(t) = chrono::DateTime::parse_from_rfc3339(ts) {
+                    lag = lag.max(
+                        (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+                            .num_milliseconds()
+                            .max(0) as u64,
+                    );
+                }
+            }
+        }
+        counters.lag_ms.store(lag, Ordering::Relaxed);
+        if last_save.elapsed() >= Duration::from_millis(200) || sent == 0 {
+            last_save = Instant::now();
+            for s in srcs.values_mut() {
+                if s.acked != s.saved && s.s.dir.is_dir() {
+                    let data = serde_json::to_vec(&s.acked).expect("serializes");
+                    if crate::store::write_atomic(&s.s.dir.join(CURSOR_FILE), &data, false).is_ok()
+                    {
+                        s.saved = s.acked;
+                    }
+                }
+            }
+        }
+        if sent == 0 && inflight.is_empty() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn fail(state: &mut Option<String>, sink: &SinkAddr, e: &io::Error) {
+    let what = e.to_string();
+    if state.as_deref() != Some(what.as_str()) {
+        tracing::warn!(sink = ?sink, error = %what, "log shipping: collector unavailable; retrying with backoff, nothing is lost while it fits on disk");
+        *state = Some(what);
+    }
+}

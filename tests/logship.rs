@@ -1,0 +1,304 @@
+//! Log shipping to a real rsyslog (Debian's `rsyslog` + `rsyslog-relp`,
+//! `imrelp`) in the test's network namespace: at least once and in order per
+//! container across collector outages and an agent SIGKILL; a flooding
+//! container held by its caps without holding up another, every drop
+//! counted.
+
+mod common;
+use common::*;
+use serde_json::json;
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const RELP: &str = "127.0.0.1:20514";
+
+struct Rsyslog {
+    dir: PathBuf,
+    bg: Option<Bg>,
+}
+
+impl Rsyslog {
+    fn new(dir: &Path) -> Rsyslog {
+        std::fs::create_dir_all(dir.join("work")).unwrap();
+        std::fs::write(
+            dir.join("rsyslog.conf"),
+            format!(
+                "global(workDirectory=\"{d}/work\" maxMessageSize=\"64k\")\n\
+                 module(load=\"imrelp\")\n\
+                 input(type=\"imrelp\" port=\"20514\" address=\"127.0.0.1\" maxDataSize=\"80k\")\n\
+                 template(name=\"t\" type=\"string\" string=\"%msgid% %structured-data% %msg%\\n\")\n\
+                 action(type=\"omfile\" file=\"{d}/out.log\" template=\"t\")\n",
+                d = dir.display()
+            ),
+        )
+        .unwrap();
+        Rsyslog {
+            dir: dir.to_path_buf(),
+            bg: None,
+        }
+    }
+
+    fn start(&mut self, a: &Agent) {
+        assert!(self.bg.is_none());
+        let _ = std::fs::remove_file(self.dir.join("pid"));
+        self.bg = Some(a.host.spawn_bg(&format!(
+            "exec rsyslogd -n -f {d}/rsyslog.conf -i {d}/pid",
+            d = self.dir.display()
+        )));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.listening(a) {
+            assert!(Instant::now() < deadline, "rsyslog did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn listening(&self, a: &Agent) -> bool {
+        a.host
+            .sh("cat /proc/net/tcp")
+            .lines()
+            .any(|l| l.contains(":5022 00000000:0000 0A")) // port 20514, LISTEN
+    }
+
+    fn stop(&mut self) {
+        let mut bg = self.bg.take().expect("running");
+        assert!(bg.terminate(Duration::from_secs(20)), "rsyslog stops");
+    }
+
+    /// (msgid, structured data fields, msg) of every line received.
+    fn received(&self) -> Vec<(String, BTreeMap<String, String>, String)> {
+        let text = std::fs::read(self.dir.join("out.log")).unwrap_or_default();
+        String::from_utf8_lossy(&text)
+            .lines()
+            .filter_map(|l| {
+                let (msgid, rest) = l.split_once(' ')?;
+                let sd_end = rest.find("] ")?;
+                let sd = &rest[..sd_end];
+                let msg = rest[sd_end + 2..].to_string();
+                let mut f = BTreeMap::new();
+                for part in sd.split("\" ") {
+                    if let Some((k, v)) = part.rsplit_once("=\"") {
+                        let k = k.rsplit(' ').next().unwrap_or(k);
+                        f.insert(k.to_string(), v.trim_end_matches('"').to_string());
+                    }
+                }
+                Some((msgid.to_string(), f, msg))
+            })
+            .collect()
+    }
+}
+
+/// The `n=<N>` numbers a container's lines carried, in arrival order.
+fn numbers(rx: &[(String, BTreeMap<String, String>, String)], container: &str) -> Vec<u64> {
+    rx.iter()
+        .filter(|(id, f, _)| {
+            id == "log" && f.get("container").map(String::as_str) == Some(container)
+        })
+        .filter_map(|(_, _, m)| m.trim().strip_prefix("n=")?.parse().ok())
+        .collect()
+}
+
+/// Every number 1..=n at least once, and new ones in order.
+fn at_least_once_in_order(got: &[u64], n: u64) -> Result<(), String> {
+    let mut seen = HashSet::new();
+    let mut max = 0;
+    for &x in got {
+        if x > max {
+            if x != max + 1 {
+                return Err(format!("{} missing (then {x})", max + 1));
+            }
+            max = x;
+        } else if !seen.contains(&x) {
+            return Err(format!("{x} arrived after {max}"));
+        }
+        seen.insert(x);
+    }
+    if max != n {
+        return Err(format!("got up to {max} of {n}"));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_line_arrives_in_order_across_outages_and_an_agent_kill() {
+    require_root!();
+    if std::process::Command::new("rsyslogd")
+        .arg("-v")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: rsyslog is not installed here (the VM carries none)");
+        return;
+    }
+    let mut a = Agent::start(&format!(
+        "[collector]\nrelp = \"{RELP}\"\nlog_rate_lines = 0\n[logs]\nmax_file_size = \"10Mi\"\nmax_files = 10\n"
+    ))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut rs = Rsyslog::new(dir.path());
+    rs.start(&a);
+    // 100,000 numbered lines in 100 bursts, over several seconds
+    let script = "for b in $(seq 0 99); do seq $((b*1000+1)) $((b*1000+1000)) | sed 's/^/n=/'; sleep 0.05; done; exec sleep 300";
+    a.run(
+        json!({"name": "counter", "app": "billing", "version": "v1", "image": busybox(),
+                 "command": ["sh", "-c", script]}),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    rs.stop();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    rs.start(&a);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    a.kill9();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.spawn().await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    rs.stop();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    rs.start(&a);
+    let mut got = Vec::new();
+    eventually(120, "all 100,000 lines at rsyslog", async || {
+        got = numbers(&rs.received(), "counter");
+        got.contains(&100_000)
+    })
+    .await;
+    // give the last acknowledgements a moment, then check the whole stream
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    got = numbers(&rs.received(), "counter");
+    if let Err(e) = at_least_once_in_order(&got, 100_000) {
+        panic!("{e}; {} lines received; agent log:\n{}", got.len(), a.log());
+    }
+    let rx = rs.received();
+    let f = &rx
+        .iter()
+        .find(|(_, f, _)| f.get("container").map(String::as_str) == Some("counter"))
+        .unwrap()
+        .1;
+    assert_eq!(f.get("app").map(String::as_str), Some("billing"));
+    assert_eq!(f.get("version").map(String::as_str), Some("v1"));
+    assert_eq!(f.get("stream").map(String::as_str), Some("stdout"));
+    // lifecycle events arrive too
+    assert!(
+        rx.iter().any(|(id, _, m)| id == "event"
+            && m.contains("\"container\":\"counter\"")
+            && m.contains("\"action\":\"start\"")),
+        "no start event"
+    );
+    // the outages were noticed once each, not per attempt
+    let log = a.log();
+    let warnings = log.matches("log shipping: collector unavailable").count();
+    assert!((1..=12).contains(&warnings), "{warnings} warnings:\n{log}");
+    rs.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flooding_container_is_capped_without_holding_up_another() {
+    require_root!();
+    if std::process::Command::new("rsyslogd")
+        .arg("-v")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: rsyslog is not installed here (the VM carries none)");
+        return;
+    }
+    let a = Agent::start(&format!(
+        "[collector]\nrelp = \"{RELP}\"\nlog_rate_lines = 300\n[logs]\nmax_file_size = \"1Mi\"\nmax_files = 2\n"
+    ))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut rs = Rsyslog::new(dir.path());
+    rs.start(&a);
+    // random bytes: invalid UTF-8, lines up to megabytes (split at 16 KiB)
+    let flood = "head -c 30000000 /dev/urandom; tr -d '\\n' < /dev/urandom | head -c 20000000; exec sleep 300";
+    a.run(json!({"name": "flood", "image": busybox(), "command": ["sh", "-c", flood]}))
+        .await
+        .unwrap();
+    let quiet = "for i in $(seq 1 1000); do echo n=$i; usleep 5000; done; exec sleep 300";
+    a.run(json!({"name": "quiet", "image": busybox(), "command": ["sh", "-c", quiet]}))
+        .await
+        .unwrap();
+    let pid = a.agent_pid();
+    let mut max_rss = 0;
+    let mut got = Vec::new();
+    let t0 = Instant::now();
+    eventually(60, "all of quiet's lines", async || {
+        let rss: u64 = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0);
+        max_rss = max_rss.max(rss);
+        got = numbers(&rs.received(), "quiet");
+        got.contains(&1000)
+    })
+    .await;
+    at_least_once_in_order(&got, 1000).unwrap();
+    // wait for the flood to end and its backlog to drain
+    let mut end = 0;
+    eventually(60, "the flood ends", async || {
+        let s = a.logs("flood").await.last().map(|r| r.seq).unwrap_or(0);
+        let done = s > 0 && s == end;
+        end = s;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        done
+    })
+    .await;
+    let dropped = |text: &str, c: &str, reason: &str| -> u64 {
+        text.lines()
+            .find(|l| {
+                l.starts_with("hydra_log_records_dropped_total{")
+                    && l.contains(&format!("container=\"{c}\""))
+                    && l.contains(&format!("reason=\"{reason}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut text = String::new();
+    let mut delivered: HashSet<u64> = HashSet::new();
+    eventually(
+        60,
+        "every flood record shipped or counted as dropped",
+        async || {
+            let (_, body) = a.client.raw("GET", "/metrics", None).await.unwrap();
+            text = String::from_utf8_lossy(&body).into_owned();
+            delivered = rs
+                .received()
+                .into_iter()
+                .filter(|(id, f, _)| {
+                    id == "log" && f.get("container").map(String::as_str) == Some("flood")
+                })
+                .filter_map(|(_, f, _)| f.get("seq")?.parse().ok())
+                .collect();
+            delivered.len() as u64
+                + dropped(&text, "flood", "rate")
+                + dropped(&text, "flood", "size_cap")
+                == end
+        },
+    )
+    .await;
+    let elapsed = t0.elapsed().as_secs_f64();
+    assert!(dropped(&text, "flood", "rate") > 0, "{text}");
+    assert!(dropped(&text, "flood", "size_cap") > 0, "{text}");
+    assert_eq!(
+        dropped(&text, "quiet", "rate") + dropped(&text, "quiet", "size_cap"),
+        0
+    );
+    // the cap holds: at most 300 lines/s (plus one second's burst)
+    assert!(
+        (delivered.len() as f64) <= 300.0 * (elapsed + 1.0) + 300.0,
+        "{} flood lines shipped in {elapsed:.1} s",
+        delivered.len()
+    );
+    assert!(max_rss < 64 * 1024, "agent RSS {max_rss} kB");
+    // the size cap's drops were announced
+    assert!(
+        rs.received().iter().any(|(id, _, m)| id == "event"
+            && m.contains("logs_dropped")
+            && m.contains("\"container\":\"flood\"")),
+        "no logs_dropped event"
+    );
+    rs.stop();
+}
