@@ -302,3 +302,156 @@ async fn a_flooding_container_is_capped_without_holding_up_another() {
     );
     rs.stop();
 }
+
+/// A collector that misbehaves, one way per connection, then behaves: the
+/// first answers garbage, the second acknowledges a few messages and closes
+/// in the middle of a frame, the third never acknowledges, the rest are a
+/// correct RELP server. Runs inside `netns`; returns every message the
+/// correct ones acknowledged.
+fn bad_collector(
+    netns: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<String>> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(netns).unwrap();
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let l = std::net::TcpListener::bind(RELP).unwrap();
+        l.set_nonblocking(true).unwrap();
+        let mut got = Vec::new();
+        let mut n = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let Ok((s, _)) = l.accept() else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            s.set_nonblocking(false).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            n += 1;
+            let mut w = s.try_clone().unwrap();
+            let mut r = BufReader::new(s);
+            // frames: "TXNR CMD LEN[ DATA]\n"
+            let mut frame = || -> Option<(String, String, Vec<u8>)> {
+                let mut head = Vec::new();
+                loop {
+                    let mut b = [0u8; 1];
+                    match r.read(&mut b) {
+                        Ok(1)
+                            if b[0] == b' ' && head.iter().filter(|&&c| c == b' ').count() == 2 =>
+                        {
+                            break
+                        }
+                        Ok(1) if b[0] == b'\n' => break,
+                        Ok(1) => head.push(b[0]),
+                        Err(e)
+                            if e.kind() == std::io::ErrorKind::WouldBlock
+                                || e.kind() == std::io::ErrorKind::TimedOut =>
+                        {
+                            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                                return None;
+                            }
+                        }
+                        _ => return None,
+                    }
+                }
+                let h = String::from_utf8_lossy(&head).into_owned();
+                let mut it = h.split(' ');
+                let (t, c, len) = (
+                    it.next()?.to_string(),
+                    it.next()?.to_string(),
+                    it.next()?.parse::<usize>().ok()?,
+                );
+                let mut data = vec![0u8; len];
+                r.read_exact(&mut data).ok()?;
+                if len > 0 {
+                    let mut nl = String::new();
+                    r.read_line(&mut nl).ok()?;
+                }
+                Some((t, c, data))
+            };
+            match n {
+                1 => {
+                    let _ = frame();
+                    let _ = w.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+                }
+                2 => {
+                    let Some((t, _, _)) = frame() else { continue };
+                    let _ = w.write_all(format!("{t} rsp 6 200 OK\n").as_bytes());
+                    let _ = frame();
+                    let _ = w.write_all(b"2 rsp 6 20");
+                }
+                3 => {
+                    let Some((t, _, _)) = frame() else { continue };
+                    let _ = w.write_all(format!("{t} rsp 6 200 OK\n").as_bytes());
+                    let until = Instant::now() + Duration::from_secs(12);
+                    while Instant::now() < until && frame().is_some() {}
+                    while Instant::now() < until {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+                _ => {
+                    while let Some((t, c, data)) = frame() {
+                        if c == "syslog" {
+                            got.push(String::from_utf8_lossy(&data).into_owned());
+                        }
+                        if c == "close" {
+                            break;
+                        }
+                        let _ = w.write_all(format!("{t} rsp 6 200 OK\n").as_bytes());
+                    }
+                }
+            }
+        }
+        got
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_misbehaving_collector_costs_retries_not_lines() {
+    require_root!();
+    let a = Agent::start(&format!(
+        "[collector]\nrelp = \"{RELP}\"\nlog_rate_lines = 0\n"
+    ))
+    .await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let collector = bad_collector(a.host.netns(), stop.clone());
+    a.run(json!({"name": "talker", "image": busybox(),
+                 "command": ["sh", "-c", "for i in $(seq 1 200); do echo n=$i; usleep 50000; done; exec sleep 300"]}))
+        .await
+        .unwrap();
+    eventually(90, "talker's 200 lines acknowledged", async || {
+        a.logs("talker").await.len() == 200 && {
+            let (_, body) = a.client.raw("GET", "/metrics", None).await.unwrap();
+            let t = String::from_utf8_lossy(&body).into_owned();
+            t.contains("hydra_log_backlog_bytes 0")
+        }
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let msgs = collector.join().unwrap();
+    let nums: Vec<u64> = msgs
+        .iter()
+        .filter(|m| m.contains("container=\"talker\""))
+        .filter_map(|m| m.rsplit("] ").next()?.strip_prefix("n=")?.parse().ok())
+        .collect();
+    at_least_once_in_order(&nums, 200).unwrap();
+    let (_, body) = a.client.raw("GET", "/metrics", None).await.unwrap();
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let retried: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("hydra_log_records_total{result=\"retried\"} ")?
+                .parse()
+                .ok()
+        })
+        .unwrap();
+    assert!(retried >= 1.0, "{text}");
+    // one warning per kind of failure, not one per attempt
+    let log = a.log();
+    let warnings = log.matches("log shipping: collector unavailable").count();
+    assert!((3..=8).contains(&warnings), "{warnings} warnings:\n{log}");
+    for what in ["not RELP", "no acknowledgement within 10 s"] {
+        assert!(log.contains(what), "{what}:\n{log}");
+    }
+}

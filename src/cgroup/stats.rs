@@ -148,7 +148,7 @@ impl StatFiles {
         StatFiles {
             mode: cg.mode,
             files,
-            buf: Vec::with_capacity(4096),
+            buf: vec![0; 16384],
         }
     }
 
@@ -158,18 +158,27 @@ impl StatFiles {
     }
 
     /// File `i` read from offset 0 (the kernel regenerates it per read).
+    /// One `pread` when it fits the buffer, as these files do: a short read
+    /// is the whole file.
     fn text(&mut self, i: usize) -> Option<&str> {
         let f = self.files.get(i)?.as_ref()?;
-        self.buf.clear();
-        let mut chunk = [0u8; 4096];
+        let mut len = 0;
         loop {
-            match f.read_at(&mut chunk, self.buf.len() as u64) {
+            if self.buf.len() - len < 4096 {
+                self.buf.resize(self.buf.len() * 2, 0);
+            }
+            match f.read_at(&mut self.buf[len..], len as u64) {
                 Ok(0) => break,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Ok(n) => {
+                    len += n;
+                    if len < self.buf.len() {
+                        break;
+                    }
+                }
                 Err(_) => return None,
             }
         }
-        std::str::from_utf8(&self.buf).ok()
+        std::str::from_utf8(&self.buf[..len]).ok()
     }
 
     fn value(&mut self, i: usize) -> Option<u64> {
@@ -209,10 +218,17 @@ impl StatFiles {
             s.memory.high_events = keyed(t, "high").unwrap_or(0);
         }
         if let Some(t) = self.text(5) {
-            s.memory.stat = MEMORY_STAT
-                .iter()
-                .filter_map(|k| keyed(t, k).map(|v| (k.to_string(), v)))
-                .collect();
+            // one pass over the file
+            for l in t.lines() {
+                let Some((k, v)) = l.split_once(' ') else {
+                    continue;
+                };
+                if MEMORY_STAT.contains(&k) {
+                    if let Ok(v) = v.parse() {
+                        s.memory.stat.insert(k.to_string(), v);
+                    }
+                }
+            }
         }
         s.pids = PidsStats {
             current: self.value(6).unwrap_or(0),
@@ -252,16 +268,22 @@ impl StatFiles {
         s.memory.oom_kill = self.keyed(6, "oom_kill").unwrap_or(0);
         s.memory.high_events = self.value(7).unwrap_or(0);
         if let Some(t) = self.text(8) {
-            for (v1, v2) in [
-                ("rss", "anon"),
-                ("cache", "file"),
-                ("shmem", "shmem"),
-                ("dirty", "file_dirty"),
-                ("pgfault", "pgfault"),
-                ("pgmajfault", "pgmajfault"),
-            ] {
-                if let Some(v) = keyed(t, v1) {
-                    s.memory.stat.insert(v2.to_string(), v);
+            // one pass; the v1 names that have a v2 meaning
+            for l in t.lines() {
+                let Some((k, v)) = l.split_once(' ') else {
+                    continue;
+                };
+                let name = match k {
+                    "rss" => "anon",
+                    "cache" => "file",
+                    "shmem" => "shmem",
+                    "dirty" => "file_dirty",
+                    "pgfault" => "pgfault",
+                    "pgmajfault" => "pgmajfault",
+                    _ => continue,
+                };
+                if let Ok(v) = v.parse() {
+                    s.memory.stat.insert(name.to_string(), v);
                 }
             }
         }
