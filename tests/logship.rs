@@ -455,3 +455,68 @@ async fn a_misbehaving_collector_costs_retries_not_lines() {
         assert!(log.contains(what), "{what}:\n{log}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_tcp_syslog_receivers_get_rfc5424_messages() {
+    require_root!();
+    if std::process::Command::new("rsyslogd")
+        .arg("-v")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: rsyslog is not installed here (the VM carries none)");
+        return;
+    }
+    let a = Agent::start("[collector]\nsyslog = \"127.0.0.1:20514\"\n").await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    std::fs::create_dir_all(dir.path().join("work")).unwrap();
+    // rsyslog's imtcp takes octet-counted frames; the template keeps the
+    // parsed RFC 5424 fields apart
+    std::fs::write(
+        dir.path().join("rsyslog.conf"),
+        format!(
+            "global(workDirectory=\"{d}/work\")\nmodule(load=\"imtcp\")\n\
+             input(type=\"imtcp\" port=\"20514\" address=\"127.0.0.1\")\n\
+             template(name=\"t\" type=\"string\" string=\"%syslogfacility-text% %syslogseverity-text% %app-name% %msgid% %structured-data% %msg%\\n\")\n\
+             action(type=\"omfile\" file=\"{d}/out.log\" template=\"t\")\n"
+        ),
+    )
+    .unwrap();
+    let _rs = a
+        .host
+        .spawn_bg(&format!("exec rsyslogd -n -f {d}/rsyslog.conf -i {d}/pid"));
+    a.run(json!({"name": "web", "app": "shop", "version": "v2", "image": busybox(),
+                 "command": ["sh", "-c", "echo 'hello \"world\" ]'; echo oops >&2; exec sleep 300"]}))
+        .await
+        .unwrap();
+    let mut out = String::new();
+    eventually(30, "both lines at the receiver", async || {
+        out = std::fs::read_to_string(dir.path().join("out.log")).unwrap_or_default();
+        out.contains("oops") && out.contains("hello")
+    })
+    .await;
+    let line = |needle: &str| {
+        out.lines()
+            .find(|l| l.contains(needle))
+            .unwrap()
+            .to_string()
+    };
+    let hello = line("hello");
+    assert!(
+        hello.starts_with("user info web log [hydra@32473 "),
+        "{hello}"
+    );
+    assert!(
+        hello.contains("container=\"web\" app=\"shop\" version=\"v2\" stream=\"stdout\" seq=\"1\""),
+        "{hello}"
+    );
+    assert!(hello.ends_with("hello \"world\" ]"), "{hello}");
+    assert!(line("oops").starts_with("user err web log "), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("user notice hydra-agent event ")
+                && l.contains("\"action\":\"start\"")),
+        "{out}"
+    );
+}
