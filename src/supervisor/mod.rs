@@ -177,27 +177,43 @@ impl Supervisor {
     pub fn start_sampler(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
         let sampler = self.sampler.clone();
+        use crate::telemetry::sampler::{Labels, Target};
         std::thread::Builder::new()
             .name("hydra-stats".into())
             .spawn(move || {
+                // targets built once per container (generation: created_at),
+                // handed over as shared pointers on every pass
+                let mut known: std::collections::HashMap<String, Target> = Default::default();
                 sampler.run(|| {
                     let sup = weak.upgrade()?;
-                    let targets = sup
-                        .entries()
-                        .iter()
-                        .map(|e| {
-                            let r = e.rec();
-                            crate::telemetry::sampler::Target {
-                                labels: crate::telemetry::sampler::Labels {
-                                    container: r.spec.name.clone(),
+                    let mut targets = Vec::new();
+                    for e in sup.entries() {
+                        let r = e.rec.lock().unwrap();
+                        let name = &r.spec.name;
+                        let fresh = known
+                            .get(name)
+                            .is_some_and(|t| *t.generation == *r.created_at);
+                        if !fresh {
+                            let t = Target {
+                                labels: Arc::new(Labels {
+                                    container: name.clone(),
                                     app: r.spec.app.clone().unwrap_or_default(),
                                     version: r.spec.version.clone().unwrap_or_default(),
-                                },
-                                generation: r.created_at.clone(),
-                                cgroup: sup.cgroup_of(&r),
-                            }
-                        })
-                        .collect();
+                                }),
+                                generation: r.created_at.as_str().into(),
+                                cgroup: Arc::new(sup.cgroup_of(&r)),
+                            };
+                            known.insert(name.clone(), t);
+                        }
+                        targets.push(known[name].clone());
+                    }
+                    if known.len() > targets.len() {
+                        let live: std::collections::HashSet<&str> = targets
+                            .iter()
+                            .map(|t| t.labels.container.as_str())
+                            .collect();
+                        known.retain(|n, _| live.contains(n.as_str()));
+                    }
                     Some(targets)
                 })
             })

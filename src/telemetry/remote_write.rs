@@ -361,11 +361,11 @@ mod tests {
         let mut stats = Stats::default();
         stats.memory.current = mem;
         Sample {
-            labels: Labels {
+            labels: Arc::new(Labels {
                 container: "c".into(),
                 app: "a".into(),
                 version: "".into(),
-            },
+            }),
             at_ms: at,
             stats,
         }

@@ -19,18 +19,21 @@ pub struct Labels {
 
 #[derive(Debug, Clone)]
 pub struct Sample {
-    pub labels: Labels,
+    /// Shared with the sampler's target (no copy per pass).
+    pub labels: Arc<Labels>,
     /// Unix time of the read, milliseconds.
     pub at_ms: i64,
     pub stats: Stats,
 }
 
 /// A container to sample: its labels, a key that changes when the container
-/// is re-created under the same name, and its cgroup.
+/// is re-created under the same name, and its cgroup. Cheap to clone, so the
+/// list can be handed over every pass.
+#[derive(Clone)]
 pub struct Target {
-    pub labels: Labels,
-    pub generation: String,
-    pub cgroup: ContainerCgroup,
+    pub labels: Arc<Labels>,
+    pub generation: Arc<str>,
+    pub cgroup: Arc<ContainerCgroup>,
 }
 
 /// Where each pass goes besides `latest` (remote-write's queue).
@@ -91,7 +94,7 @@ impl Sampler {
     /// The sampler loop; returns when `targets` returns None (the owner is
     /// gone).
     pub fn run(&self, mut targets: impl FnMut() -> Option<Vec<Target>>) {
-        let mut open: HashMap<String, (String, StatFiles)> = HashMap::new();
+        let mut open: HashMap<String, (Arc<str>, StatFiles)> = HashMap::new();
         loop {
             let Some(list) = targets() else { return };
             let t0 = Instant::now();
