@@ -139,6 +139,8 @@ pub struct CollectorConfig {
     pub relp: Option<String>,
     pub syslog: Option<String>,
     pub syslog_tls: bool,
+    /// PEM bundle of the CAs a TLS syslog receiver's certificate must chain to.
+    pub syslog_ca: PathBuf,
     /// Prometheus remote-write endpoint, `http://host:port/path`.
     pub remote_write: Option<String>,
     /// Container samples (one container's stats of one pass) kept while the
@@ -156,6 +158,7 @@ impl Default for CollectorConfig {
             relp: None,
             syslog: None,
             syslog_tls: false,
+            syslog_ca: PathBuf::from("/etc/ssl/certs/ca-certificates.crt"),
             remote_write: None,
             remote_write_backlog: 20_000,
             stats_interval_s: 10,
@@ -340,10 +343,15 @@ impl Config {
             }
         }
         if self.collector.syslog_tls {
-            return inv(
-                "collector.syslog_tls",
-                "TLS to the syslog receiver is not supported yet".into(),
-            );
+            if self.collector.syslog.is_none() {
+                return inv("collector.syslog_tls", "needs collector.syslog".into());
+            }
+            crate::telemetry::tls::client_config(&self.collector.syslog_ca).map_err(|m| {
+                ConfigError::Invalid {
+                    key: "collector.syslog_ca",
+                    message: m,
+                }
+            })?;
         }
         if self.collector.remote_write_backlog == 0 {
             return inv(

@@ -80,8 +80,16 @@ pub async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
     if let Some(sink) = sink {
         let counters = std::sync::Arc::new(crate::telemetry::ship::ShipCounters::default());
         let _ = sup.ship.set(counters.clone());
+        let tls = match cfg.collector.syslog_tls {
+            true => Some(
+                crate::telemetry::tls::client_config(&cfg.collector.syslog_ca)
+                    .map_err(anyhow::Error::msg)?,
+            ),
+            false => None,
+        };
         let settings = crate::telemetry::ship::Settings {
             sink,
+            tls,
             host: crate::telemetry::metrics::host_name(),
             rate: cfg.collector.log_rate_lines,
         };

@@ -8,3 +8,4 @@ pub mod relp;
 pub mod remote_write;
 pub mod sampler;
 pub mod ship;
+pub mod tls;

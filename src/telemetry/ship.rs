@@ -72,6 +72,8 @@ impl ShipCounters {
 
 pub struct Settings {
     pub sink: SinkAddr,
+    /// TLS to the syslog receiver (not used with RELP).
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     pub host: String,
     /// Lines per second per source; 0: no cap.
     pub rate: u64,
@@ -256,7 +258,7 @@ fn backlog(dir: &Path, cur: &Cursor) -> u64 {
 
 enum Conn {
     Relp(Relp),
-    Syslog(std::net::TcpStream),
+    Syslog(Box<dyn Write + Send>),
 }
 
 /// The shipper loop. `sources` lists what to ship (None: stop);
@@ -308,7 +310,12 @@ pub fn run(
         if conn.is_none() {
             let c = match &settings.sink {
                 SinkAddr::Relp(a) => Relp::open(a, Duration::from_secs(5)).map(Conn::Relp),
-                SinkAddr::Syslog(a) => std::net::TcpStream::connect(a).map(Conn::Syslog),
+                SinkAddr::Syslog(a) => match &settings.tls {
+                    Some(cfg) => super::tls::connect(a, cfg)
+                        .map(|s| Conn::Syslog(Box::new(s) as Box<dyn Write + Send>)),
+                    None => std::net::TcpStream::connect(a)
+                        .map(|s| Conn::Syslog(Box::new(s) as Box<dyn Write + Send>)),
+                },
             };
             match c {
                 Ok(c) => {
@@ -460,6 +467,7 @@ pub fn run(
                 Conn::Syslog(s) => {
                     if !out.is_empty() {
                         s.write_all(&out)?;
+                        s.flush()?;
                     }
                     Ok(())
                 }
