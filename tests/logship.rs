@@ -122,12 +122,7 @@ fn at_least_once_in_order(got: &[u64], n: u64) -> Result<(), String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_line_arrives_in_order_across_outages_and_an_agent_kill() {
     require_root!();
-    if std::process::Command::new("rsyslogd")
-        .arg("-v")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIPPED: rsyslog is not installed here (the VM carries none)");
+    if lacks("rsyslogd", "-v") {
         return;
     }
     let mut a = Agent::start(&format!(
@@ -195,12 +190,7 @@ async fn every_line_arrives_in_order_across_outages_and_an_agent_kill() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flooding_container_is_capped_without_holding_up_another() {
     require_root!();
-    if std::process::Command::new("rsyslogd")
-        .arg("-v")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIPPED: rsyslog is not installed here (the VM carries none)");
+    if lacks("rsyslogd", "-v") {
         return;
     }
     let a = Agent::start(&format!(
@@ -459,12 +449,7 @@ async fn a_misbehaving_collector_costs_retries_not_lines() {
 #[tokio::test(flavor = "multi_thread")]
 async fn plain_tcp_syslog_receivers_get_rfc5424_messages() {
     require_root!();
-    if std::process::Command::new("rsyslogd")
-        .arg("-v")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIPPED: rsyslog is not installed here (the VM carries none)");
+    if lacks("rsyslogd", "-v") {
         return;
     }
     let a = Agent::start("[collector]\nsyslog = \"127.0.0.1:20514\"\n").await;

@@ -69,13 +69,7 @@ fn metric(text: &str, line_start: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread")]
 async fn prometheus_scrapes_and_receives_each_containers_series() {
     require_root!();
-    if std::process::Command::new("prometheus")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        // the VM carries no Prometheus; scripts/test installs it on the host
-        eprintln!("SKIPPED: prometheus is not installed here");
+    if lacks("prometheus", "--version") {
         return;
     }
     let a = Agent::start(&format!(

@@ -130,11 +130,17 @@ const V1_FILES: [(&str, &str); 14] = [
 ];
 
 /// A container cgroup's counter files, opened once and re-read in place.
+/// The limit files (memory and pids maximum) are configuration, changed only
+/// through the agent: they are re-read every [`LIMITS_EVERY`]th sample.
 pub struct StatFiles {
     mode: Mode,
     files: Vec<Option<File>>,
     buf: Vec<u8>,
+    reads: u64,
+    limits: (Option<u64>, Option<u64>),
 }
+
+pub const LIMITS_EVERY: u64 = 10;
 
 impl StatFiles {
     /// Opens what exists (a missing file, e.g. memory.peak on older
@@ -149,6 +155,8 @@ impl StatFiles {
             mode: cg.mode,
             files,
             buf: vec![0; 16384],
+            reads: 0,
+            limits: (None, None),
         }
     }
 
@@ -191,10 +199,20 @@ impl StatFiles {
 
     /// One sample.
     pub fn read(&mut self) -> Stats {
-        match self.mode {
+        let (mem_max, pids_max) = match self.mode {
+            Mode::V2 => (3, 7),
+            Mode::Hybrid => (5, 10),
+        };
+        if self.reads % LIMITS_EVERY == 0 {
+            self.limits = (self.value(mem_max), self.value(pids_max));
+        }
+        self.reads += 1;
+        let mut s = match self.mode {
             Mode::V2 => self.read_v2(),
             Mode::Hybrid => self.read_v1(),
-        }
+        };
+        (s.memory.max, s.pids.max) = self.limits;
+        s
     }
 
     fn read_v2(&mut self) -> Stats {
@@ -212,7 +230,6 @@ impl StatFiles {
         }
         s.memory.current = self.value(1).unwrap_or(0);
         s.memory.peak = self.value(2);
-        s.memory.max = self.value(3);
         if let Some(t) = self.text(4) {
             s.memory.oom_kill = keyed(t, "oom_kill").unwrap_or(0);
             s.memory.high_events = keyed(t, "high").unwrap_or(0);
@@ -232,7 +249,7 @@ impl StatFiles {
         }
         s.pids = PidsStats {
             current: self.value(6).unwrap_or(0),
-            max: self.value(7),
+            max: None,
             limit_hits: self.keyed(8, "max").unwrap_or(0),
         };
         if let Some(t) = self.text(9) {
@@ -264,7 +281,6 @@ impl StatFiles {
         }
         s.memory.current = self.value(3).unwrap_or(0);
         s.memory.peak = self.value(4);
-        s.memory.max = self.value(5);
         s.memory.oom_kill = self.keyed(6, "oom_kill").unwrap_or(0);
         s.memory.high_events = self.value(7).unwrap_or(0);
         if let Some(t) = self.text(8) {
@@ -289,7 +305,7 @@ impl StatFiles {
         }
         s.pids = PidsStats {
             current: self.value(9).unwrap_or(0),
-            max: self.value(10),
+            max: None,
             limit_hits: self.keyed(11, "max").unwrap_or(0),
         };
         let bytes = self.text(12).map(parse_blkio).unwrap_or_default();

@@ -630,3 +630,19 @@ pub fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+/// True, after saying SKIPPED, when `prog` (a real peer: rsyslog,
+/// Prometheus, openssl) is not installed here. scripts/test installs them
+/// on the host; the VM carries only what the suite copies in.
+pub fn lacks(prog: &str, version_arg: &str) -> bool {
+    let missing = Command::new(prog)
+        .arg(version_arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_err();
+    if missing {
+        eprintln!("SKIPPED: {prog} is not installed here (the VM carries none)");
+    }
+    missing
+}
