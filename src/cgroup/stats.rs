@@ -203,7 +203,7 @@ impl StatFiles {
             Mode::V2 => (3, 7),
             Mode::Hybrid => (5, 10),
         };
-        if self.reads % LIMITS_EVERY == 0 {
+        if self.reads.is_multiple_of(LIMITS_EVERY) {
             self.limits = (self.value(mem_max), self.value(pids_max));
         }
         self.reads += 1;
