@@ -9,6 +9,7 @@ pub mod init;
 pub mod security;
 pub mod shim;
 pub mod sys;
+mod user;
 
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};

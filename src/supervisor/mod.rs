@@ -9,11 +9,13 @@
 
 mod exits;
 pub mod health;
+mod net;
 mod process;
 mod query;
+mod telemetry;
 mod userns;
 
-use crate::api::{ApiError, ContainerInfo, ContainerSpec, Event, ExitStatus, HealthInfo};
+use crate::api::{ApiError, ContainerInfo, ContainerSpec, Event, HealthInfo};
 use crate::cgroup::{self, ContainerCgroup, Layout};
 use crate::config::{Config, LogsConfig, Paths};
 use crate::image;
@@ -172,54 +174,6 @@ impl Supervisor {
         changed
     }
 
-    /// Starts the stats sampler's thread; it ends when the supervisor is
-    /// dropped.
-    pub fn start_sampler(self: &Arc<Self>) {
-        let weak = Arc::downgrade(self);
-        let sampler = self.sampler.clone();
-        use crate::telemetry::sampler::{Labels, Target};
-        std::thread::Builder::new()
-            .name("hydra-stats".into())
-            .spawn(move || {
-                // targets built once per container (generation: created_at),
-                // handed over as shared pointers on every pass
-                let mut known: std::collections::HashMap<String, Target> = Default::default();
-                sampler.run(|| {
-                    let sup = weak.upgrade()?;
-                    let mut targets = Vec::new();
-                    for e in sup.entries() {
-                        let r = e.rec.lock().unwrap();
-                        let name = &r.spec.name;
-                        let fresh = known
-                            .get(name)
-                            .is_some_and(|t| *t.generation == *r.created_at);
-                        if !fresh {
-                            let t = Target {
-                                labels: Arc::new(Labels {
-                                    container: name.clone(),
-                                    app: r.spec.app.clone().unwrap_or_default(),
-                                    version: r.spec.version.clone().unwrap_or_default(),
-                                }),
-                                generation: r.created_at.as_str().into(),
-                                cgroup: Arc::new(sup.cgroup_of(&r)),
-                            };
-                            known.insert(name.clone(), t);
-                        }
-                        targets.push(known[name].clone());
-                    }
-                    if known.len() > targets.len() {
-                        let live: std::collections::HashSet<&str> = targets
-                            .iter()
-                            .map(|t| t.labels.container.as_str())
-                            .collect();
-                        known.retain(|n, _| live.contains(n.as_str()));
-                    }
-                    Some(targets)
-                })
-            })
-            .expect("spawn the stats sampler");
-    }
-
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
     }
@@ -233,42 +187,6 @@ impl Supervisor {
             signal,
             dropped: None,
         });
-    }
-
-    /// Publishes an event on `/v1/events` and appends it to the event
-    /// journal (`<state>/events`), from which the shipper sends it.
-    pub fn emit_event(&self, ev: Event) {
-        if let Some(w) = self.journal.lock().unwrap().as_mut() {
-            let line = serde_json::to_vec(&ev).expect("serializes");
-            if let Err(e) = w.write("event", &line, false) {
-                tracing::error!(error = %e, "cannot append to the event journal");
-            }
-        }
-        let _ = self.events.send(ev);
-    }
-
-    /// What the log shipper sends: every container's log, and the events.
-    pub fn ship_sources(&self) -> Vec<crate::telemetry::ship::Source> {
-        let mut v: Vec<_> = self
-            .entries()
-            .iter()
-            .map(|e| {
-                let r = e.rec();
-                crate::telemetry::ship::Source {
-                    container: r.spec.name.clone(),
-                    app: r.spec.app.clone().unwrap_or_default(),
-                    version: r.spec.version.clone().unwrap_or_default(),
-                    dir: self.log_dir(&r.spec.name),
-                }
-            })
-            .collect();
-        v.push(crate::telemetry::ship::Source {
-            container: String::new(),
-            app: String::new(),
-            version: String::new(),
-            dir: self.paths.state.join("events"),
-        });
-        v
     }
 
     fn cgroup_of(&self, rec: &ContainerRecord) -> ContainerCgroup {
@@ -658,67 +576,11 @@ impl Supervisor {
         self.emit(name, "destroy", None, None);
         Ok(())
     }
-
-    /// Blocks until the container is not running; its exit status.
-    pub async fn wait(&self, name: &str) -> Result<ExitStatus, ApiError> {
-        let e = self.entry(name)?;
-        while !self.wait_exit(&e, Duration::from_secs(3600)).await {}
-        let r = e.rec();
-        Ok(ExitStatus {
-            name: r.spec.name,
-            exit_code: r.exit_code,
-            signal: r.signal,
-            oom_killed: r.oom_killed,
-            finished_at: r.finished_at,
-        })
-    }
-
-    /// Streams log records (JSON lines) into `tx` from a blocking thread.
-    pub fn logs(
-        self: &Arc<Self>,
-        name: &str,
-        tail: Option<usize>,
-        follow: bool,
-        tx: tokio::sync::mpsc::Sender<String>,
-    ) -> Result<(), ApiError> {
-        let e = self.entry(name)?;
-        let dir = self.log_dir(name);
-        tokio::task::spawn_blocking(move || {
-            let keep = || e.state() == State::Running;
-            let mut out = |l: String| tx.blocking_send(l).is_ok();
-            if let Err(err) = crate::telemetry::logs::read(&dir, tail, follow, &keep, &mut out) {
-                tracing::warn!(dir = %dir.display(), error = %err, "log read");
-            }
-        });
-        Ok(())
-    }
 }
 
 fn allocation(r: &ContainerRecord) -> Allocation {
     Allocation {
         ip: r.ip,
         ports: r.ports.clone(),
-    }
-}
-
-impl Supervisor {
-    /// Host networking, once `adopt` has set it up (None when disabled).
-    pub fn network(&self) -> Option<&Arc<Network>> {
-        self.network.get()
-    }
-
-    /// Sets up the network from the records (blocking): default deny is in
-    /// place before the first container of this run gets an address.
-    fn setup_network(&self, recs: &[ContainerRecord]) -> anyhow::Result<()> {
-        let Some(s) = self.net_settings.clone() else {
-            return Ok(());
-        };
-        let existing: Vec<(String, Allocation)> = recs
-            .iter()
-            .map(|r| (r.spec.name.clone(), allocation(r)))
-            .collect();
-        let n = Network::setup(s, &existing, &self.paths.state)?;
-        let _ = self.network.set(Arc::new(n));
-        Ok(())
     }
 }

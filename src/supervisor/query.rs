@@ -1,10 +1,11 @@
 //! Read-only views of the containers: inspect, list, counts, stats.
 
 use super::{Entry, Supervisor};
-use crate::api::{ApiError, ContainerInfo};
+use crate::api::{ApiError, ContainerInfo, ExitStatus};
 use crate::cgroup;
 use crate::store::State;
 use std::sync::Arc;
+use std::time::Duration;
 
 impl Supervisor {
     /// A snapshot of the registry, so no lock is held while reading cgroups.
@@ -87,5 +88,39 @@ impl Supervisor {
                 )
             })
             .collect()
+    }
+
+    /// Streams log records (JSON lines) into `tx` from a blocking thread.
+    pub fn logs(
+        self: &Arc<Self>,
+        name: &str,
+        tail: Option<usize>,
+        follow: bool,
+        tx: tokio::sync::mpsc::Sender<String>,
+    ) -> Result<(), ApiError> {
+        let e = self.entry(name)?;
+        let dir = self.log_dir(name);
+        tokio::task::spawn_blocking(move || {
+            let keep = || e.state() == State::Running;
+            let mut out = |l: String| tx.blocking_send(l).is_ok();
+            if let Err(err) = crate::telemetry::logs::read(&dir, tail, follow, &keep, &mut out) {
+                tracing::warn!(dir = %dir.display(), error = %err, "log read");
+            }
+        });
+        Ok(())
+    }
+
+    /// Blocks until the container is not running; its exit status.
+    pub async fn wait(&self, name: &str) -> Result<ExitStatus, ApiError> {
+        let e = self.entry(name)?;
+        while !self.wait_exit(&e, Duration::from_secs(3600)).await {}
+        let r = e.rec();
+        Ok(ExitStatus {
+            name: r.spec.name,
+            exit_code: r.exit_code,
+            signal: r.signal,
+            oom_killed: r.oom_killed,
+            finished_at: r.finished_at,
+        })
     }
 }
