@@ -55,6 +55,7 @@ pub async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
     if let Err(e) = std::fs::write("/proc/self/oom_score_adj", "-999") {
         tracing::warn!(error = %e, "cannot set the agent's oom_score_adj to -999");
     }
+    raise_nofile();
     let paths = Paths::new(args.root.as_deref(), &cfg, args.socket.as_deref());
     std::fs::create_dir_all(&paths.run)?;
     let t0 = std::time::Instant::now();
@@ -221,4 +222,25 @@ fn filter_for(level: &str) -> EnvFilter {
     EnvFilter::new(format!(
         "{level},netlink_packet_route=error,netlink_packet_core=error"
     ))
+}
+
+/// The stats sampler keeps ~14 cgroup files open per container, so the
+/// agent raises its own open-file limit (to 2^20, else to its hard limit).
+/// Containers are unaffected: their init sets `security.nofile`.
+fn raise_nofile() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let want = 1 << 20;
+    if setrlimit(Resource::RLIMIT_NOFILE, want, want).is_err() {
+        if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+    if let Ok((soft, _)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < 65536 {
+            tracing::warn!(
+                limit = soft,
+                "the open-file limit is low: the stats sampler keeps ~14 files open per container (raise LimitNOFILE)"
+            );
+        }
+    }
 }

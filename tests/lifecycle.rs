@@ -549,3 +549,28 @@ async fn socket_mode_sighup_reload_and_socket_flag() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_raises_its_open_file_limit() {
+    require_root!();
+    // the sampler keeps ~14 files open per container: the agent lifts its
+    // soft limit to its hard one (to 2^20 where it may raise that too)
+    let a = Agent::start("").await;
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", a.agent_pid())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let v: Vec<&str> = line.split_whitespace().collect();
+    let (soft, hard) = (v[3], v[4]);
+    assert_eq!(soft, hard, "{line}");
+    // a container still gets security.nofile (1024)
+    a.run(
+        serde_json::json!({"name": "n", "image": busybox(), "command": ["sh", "-c", "ulimit -n"]}),
+    )
+    .await
+    .unwrap();
+    a.wait("n").await;
+    let lines: Vec<String> = a.logs("n").await.into_iter().map(|r| r.line).collect();
+    assert_eq!(lines, ["1024"]);
+}
