@@ -35,12 +35,16 @@ pub struct Config {
 pub struct AgentConfig {
     /// tracing filter, e.g. `info` or `hydra_agent=debug`; reloaded on SIGHUP.
     pub log_level: String,
+    /// Seconds a container may take from the start request to its exec;
+    /// past it the start fails and what was started is stopped.
+    pub start_timeout_s: u64,
 }
 
 impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
             log_level: "info".into(),
+            start_timeout_s: 30,
         }
     }
 }
@@ -313,6 +317,9 @@ impl Config {
         }
         if self.network.bridge.is_empty() || self.network.bridge.len() > 15 {
             return inv("network.bridge", "must be 1 to 15 characters".into());
+        }
+        if self.agent.start_timeout_s == 0 {
+            return inv("agent.start_timeout_s", "must be at least 1".into());
         }
         if self.collector.stats_interval_s == 0 {
             return inv("collector.stats_interval_s", "must be at least 1".into());

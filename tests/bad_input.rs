@@ -396,3 +396,39 @@ fn bad_config_exits_2_naming_the_key() {
     assert_eq!(out.status.code(), Some(2));
     assert!(!tmp.path().join("var").exists(), "nothing written");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_start_stuck_before_exec_is_given_up_and_cleaned() {
+    require_root!();
+    // (debug builds) the init sleeps 60 s before its exec: a start that
+    // never finishes must not hold every later start
+    let a = Agent::start("[agent]\nstart_timeout_s = 2\n").await;
+    let before = a.snapshot();
+    let t0 = std::time::Instant::now();
+    let e = a
+        .run(
+            json!({"name": "stuck", "image": busybox(), "command": ["true"],
+                    "env": {"HYDRA_FAULT_STALL_INIT_S": "60"}}),
+        )
+        .await
+        .unwrap_err();
+    let took = t0.elapsed();
+    assert!(e.to_string().contains("did not start within 2 s"), "{e}");
+    assert!(took < std::time::Duration::from_secs(20), "{took:?}");
+    let after = a.snapshot();
+    assert_eq!(
+        (&after.cgroups, &after.mounts, &after.files),
+        (&before.cgroups, &before.mounts, &before.files),
+        "left something behind"
+    );
+    // the shim let go once its init was killed; the launcher was replaced
+    eventually(10, "no shim or launcher left", async || {
+        processes_mentioning(a.root.path()).is_empty()
+    })
+    .await;
+    // the next start gets a new launcher and works
+    a.run(json!({"name": "next", "image": busybox(), "command": ["true"]}))
+        .await
+        .unwrap();
+    assert_eq!(a.wait("next").await.exit_code, Some(0));
+}

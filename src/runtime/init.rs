@@ -58,6 +58,16 @@ fn setup_and_exec(
 ) -> Result<std::convert::Infallible, InitError> {
     // host id of container root, when in a user namespace
     let owner = userns.and(l.userns);
+    // Fault injection for the start-deadline test; debug builds only.
+    #[cfg(debug_assertions)]
+    if let Some(s) = l
+        .process
+        .env
+        .iter()
+        .find_map(|e| e.strip_prefix("HYDRA_FAULT_STALL_INIT_S="))
+    {
+        std::thread::sleep(std::time::Duration::from_secs(s.parse().unwrap_or(0)));
+    }
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
         .map_err(sys("unshare cgroup namespace"))?;
     mount(

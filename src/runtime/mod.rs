@@ -95,6 +95,8 @@ pub struct Launcher {
     /// so every shim and container it forks is born under the device allow
     /// list (no per-container devices cgroup, no migration per start).
     devices_procs: Option<PathBuf>,
+    /// How long a start may take before it is given up.
+    deadline: std::time::Duration,
     proc: std::sync::Mutex<Option<LauncherProc>>,
 }
 
@@ -107,11 +109,17 @@ struct LauncherProc {
 impl Launcher {
     /// `tag` goes on the helper's (and so the shims') command line, so ps
     /// tells which agent they belong to.
-    pub fn new(exe: &Path, tag: &Path, devices_procs: Option<PathBuf>) -> Launcher {
+    pub fn new(
+        exe: &Path,
+        tag: &Path,
+        devices_procs: Option<PathBuf>,
+        deadline: std::time::Duration,
+    ) -> Launcher {
         Launcher {
             exe: exe.to_path_buf(),
             arg: tag.to_path_buf(),
             devices_procs,
+            deadline,
             proc: std::sync::Mutex::new(None),
         }
     }
@@ -166,6 +174,22 @@ impl Launcher {
                 .write_all(&(data.len() as u32).to_le_bytes())
                 .and_then(|()| p.stdin.write_all(&data))
                 .and_then(|()| p.stdin.flush());
+            if sent.is_ok() && !readable(&p.stdout, self.deadline) {
+                // Stuck before exec (the launcher waits on the shim, the
+                // shim on the init): the launcher goes (a new one serves the
+                // next start); the caller's teardown kills what is in the
+                // container's cgroup, which releases the shim.
+                let mut stuck = guard.take().expect("spawned");
+                let _ = stuck.child.kill();
+                let _ = stuck.child.wait();
+                return Err(RuntimeError::Failed {
+                    field: "runtime".into(),
+                    message: format!(
+                        "the container did not start within {} s (agent.start_timeout_s)",
+                        self.deadline.as_secs()
+                    ),
+                });
+            }
             if sent.is_ok() && p.stdout.read_line(&mut line).is_ok_and(|n| n > 0) {
                 return match serde_json::from_str::<Ready>(&line) {
                     Ok(Ready::Failed { field, message }) => {
@@ -193,6 +217,30 @@ impl Drop for Launcher {
         if let Some(mut p) = self.proc.get_mut().ok().and_then(Option::take) {
             drop(p.stdin);
             let _ = p.child.wait();
+        }
+    }
+}
+
+/// Whether the launcher's report can be read within `deadline` (already
+/// buffered, or the pipe becomes readable: data or end of file).
+fn readable(out: &BufReader<ChildStdout>, deadline: std::time::Duration) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    if !out.buffer().is_empty() {
+        return true;
+    }
+    let until = std::time::Instant::now() + deadline;
+    loop {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        let ms = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
+            .unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(out.get_ref().as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, ms) {
+            Ok(0) if left.is_zero() => return false,
+            Ok(0) => continue,
+            Ok(_) => return true,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return true, // let the read report it
         }
     }
 }

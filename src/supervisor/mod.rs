@@ -115,6 +115,7 @@ impl Supervisor {
             layout
                 .devices_cgroup(&cfg.cgroup.parent)
                 .map(|d| d.join("cgroup.procs")),
+            Duration::from_secs(cfg.agent.start_timeout_s),
         );
         let journal_dir = paths.state.join("events");
         let net_settings = match cfg.network.enabled {
