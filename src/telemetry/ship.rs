@@ -90,6 +90,9 @@ struct Src {
     refilled: Instant,
     /// ts of the oldest record sent and not yet acknowledged.
     oldest_unacked: Option<String>,
+    /// Highest record number already counted (a record read again after a
+    /// reconnect is not counted as dropped twice).
+    seen: u64,
 }
 
 struct InFlight {
@@ -182,52 +185,61 @@ pub fn rfc5424(r: &Record, src: &Source, host: &str) -> Vec<u8> {
 /// cap deleted it.
 fn read_records(dir: &Path, cur: &mut Cursor, max: usize) -> Vec<(Record, Cursor)> {
     let mut out = Vec::new();
-    for _ in 0..4 {
-        let present = segments(dir);
-        let Some(&oldest) = present.first() else {
-            return out;
-        };
-        if cur.segment < oldest || !present.contains(&cur.segment) {
-            let next = present
-                .iter()
-                .copied()
-                .find(|s| *s >= cur.segment)
-                .unwrap_or(oldest);
-            *cur = Cursor {
-                segment: next.max(oldest),
-                offset: 0,
-                next: cur.next,
-            };
-        }
-        let newer = present.iter().any(|s| *s > cur.segment);
-        let Ok(mut f) = File::open(segment(dir, cur.segment)) else {
-            continue;
-        };
-        if f.seek(SeekFrom::Start(cur.offset)).is_err() {
-            return out;
-        }
-        let mut buf = Vec::new();
-        let _ = (&mut f).take(1 << 20).read_to_end(&mut buf);
-        let mut pos = 0;
-        while out.len() < max {
-            let Some(nl) = buf[pos..].iter().position(|&b| b == b'\n') else {
-                break;
-            };
-            let line = &buf[pos..pos + nl];
-            pos += nl + 1;
-            cur.offset += (nl + 1) as u64;
-            if let Ok(r) = serde_json::from_slice::<Record>(line) {
-                out.push((r, *cur));
+    for _ in 0..8 {
+        let mut f = match File::open(segment(dir, cur.segment)) {
+            Ok(f) => f,
+            Err(_) => {
+                // not there: deleted by the size cap (or the cursor is new):
+                // the oldest one left after it
+                match segments(dir).into_iter().find(|s| *s > cur.segment) {
+                    Some(next) => {
+                        *cur = Cursor {
+                            segment: next,
+                            offset: 0,
+                            next: cur.next,
+                        };
+                        continue;
+                    }
+                    None => return out,
+                }
             }
+        };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        if len > cur.offset {
+            if f.seek(SeekFrom::Start(cur.offset)).is_err() {
+                return out;
+            }
+            let mut buf = Vec::new();
+            let _ = (&mut f)
+                .take((len - cur.offset).min(256 << 10))
+                .read_to_end(&mut buf);
+            let mut pos = 0;
+            while out.len() < max {
+                let Some(nl) = buf[pos..].iter().position(|&b| b == b'\n') else {
+                    break;
+                };
+                let line = &buf[pos..pos + nl];
+                pos += nl + 1;
+                cur.offset += (nl + 1) as u64;
+                if let Ok(r) = serde_json::from_slice::<Record>(line) {
+                    out.push((r, *cur));
+                }
+            }
+            if out.len() >= max || pos == 0 {
+                // full, or only the start of a record being written
+                return out;
+            }
+            continue;
         }
-        if out.len() >= max || pos < buf.len() || !newer {
+        // At the end of this segment. Segments go oldest first, so if any
+        // newer one exists the next number does; the writer made it before
+        // writing there and never comes back to this one: drain what came
+        // since the length above, then move on.
+        if !segment(dir, cur.segment + 1).exists() {
             return out;
         }
-        // drained and a newer segment exists: this one is finished (the
-        // writer never returns to it); read it once more, then move on
-        let mut rest = Vec::new();
-        if f.read_to_end(&mut rest).is_ok() && !rest.is_empty() {
-            continue; // more arrived after our read: loop reads it
+        if f.metadata().map(|m| m.len()).unwrap_or(0) > cur.offset {
+            continue;
         }
         *cur = Cursor {
             segment: cur.segment + 1,
@@ -298,6 +310,7 @@ pub fn run(
                             tokens: settings.rate as f64,
                             refilled: Instant::now(),
                             oldest_unacked: None,
+                            seen: c.next.saturating_sub(1),
                         },
                     );
                 }
@@ -371,20 +384,25 @@ pub fn run(
                 src.refilled = now;
             }
             for (r, mut after) in recs {
-                if r.seq > src.read.next && src.read.next > 0 {
-                    let n = r.seq - src.read.next;
+                let from = src.read.next.max(src.seen + 1);
+                if r.seq > from && src.read.next > 0 {
+                    let n = r.seq - from;
                     counters.drop_n(&src.s.container, "size_cap", n);
                     if !src.s.container.is_empty() {
                         announce(&src.s.container, n);
                     }
                 }
+                let first_time = r.seq > src.seen;
+                src.seen = src.seen.max(r.seq);
                 if r.seq > 0 {
                     after.next = r.seq + 1;
                 }
                 src.read = after;
                 let capped = settings.rate > 0 && src.tokens < 1.0;
                 if capped {
-                    counters.drop_n(&src.s.container, "rate", 1);
+                    if first_time {
+                        counters.drop_n(&src.s.container, "rate", 1);
+                    }
                     inflight.push_back(InFlight {
                         txnr: None,
                         msg: false,
@@ -491,8 +509,10 @@ pub fn run(
             }
         }
         let mut lag = 0;
+        let busy: std::collections::HashSet<&str> =
+            inflight.iter().map(|i| i.src.as_str()).collect();
         for s in srcs.values_mut() {
-            if !inflight.iter().any(|i| i.src == s.s.container) {
+            if !busy.contains(s.s.container.as_str()) {
                 s.oldest_unacked = None;
             }
             if let Some(ts) = &s.oldest_unacked {
@@ -519,7 +539,8 @@ pub fn run(
             }
         }
         if sent == 0 && inflight.is_empty() {
-            std::thread::sleep(Duration::from_millis(50));
+            // idle: each source costs an open and a stat per look
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 }
@@ -529,5 +550,68 @@ fn fail(state: &mut Option<String>, sink: &SinkAddr, e: &io::Error) {
     if state.as_deref() != Some(what.as_str()) {
         tracing::warn!(sink = ?sink, error = %what, "log shipping: collector unavailable; retrying with backoff, nothing is lost while it fits on disk");
         *state = Some(what);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::logs::LogWriter;
+
+    #[test]
+    fn reads_across_segments_and_past_deleted_ones() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        // ~100-byte records, 300-byte segments, 2 kept
+        let mut w = LogWriter::open(dir, 300, 2).unwrap();
+        for i in 1..=4 {
+            w.write("stdout", format!("line {i}").as_bytes(), false)
+                .unwrap();
+        }
+        let mut cur = load_cursor(dir);
+        let got = read_records(dir, &mut cur, 100);
+        let seqs: Vec<u64> = got.iter().map(|(r, _)| r.seq).collect();
+        assert_eq!(seqs, [1, 2, 3, 4], "across a rotation, in order");
+        // at the end: nothing more, the cursor stays
+        let at = cur;
+        assert!(read_records(dir, &mut cur, 100).is_empty());
+        assert_eq!(cur, at);
+        // the writer moves on and the cap deletes segments never read
+        for i in 5..=12 {
+            w.write("stdout", format!("line {i}").as_bytes(), false)
+                .unwrap();
+        }
+        let got = read_records(dir, &mut cur, 100);
+        let seqs: Vec<u64> = got.iter().map(|(r, _)| r.seq).collect();
+        assert!(!seqs.is_empty() && seqs[0] > 5, "a gap: {seqs:?}");
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+        assert_eq!(*seqs.last().unwrap(), 12);
+        // the cursor after each record resumes right after it
+        let (_, after_first) = got[0];
+        let mut c = after_first;
+        let again = read_records(dir, &mut c, 1);
+        assert_eq!(again[0].0.seq, seqs[1]);
+    }
+
+    #[test]
+    fn rfc5424_escapes_structured_data() {
+        let r = Record {
+            ts: "2026-01-01T00:00:00.000000Z".into(),
+            stream: "stderr".into(),
+            line: "bad \"x\"".into(),
+            partial: true,
+            seq: 7,
+        };
+        let src = Source {
+            container: "web".into(),
+            app: "a]b".into(),
+            version: "v\"1".into(),
+            dir: PathBuf::new(),
+        };
+        let m = String::from_utf8(rfc5424(&r, &src, "h")).unwrap();
+        assert_eq!(
+            m,
+            "<11>1 2026-01-01T00:00:00.000000Z h web - log [hydra@32473 host=\"h\" container=\"web\" app=\"a\\]b\" version=\"v\\\"1\" stream=\"stderr\" seq=\"7\" partial=\"true\"] bad \"x\""
+        );
     }
 }
