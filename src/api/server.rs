@@ -292,7 +292,11 @@ pub async fn serve_metrics(
     loop {
         tokio::select! {
             acc = listener.accept() => {
-                let Ok((stream, _)) = acc else { continue };
+                let Ok((stream, _)) = acc else {
+                    // e.g. out of fds: do not spin
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                };
                 let sup = sup.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -310,7 +314,10 @@ pub async fn serve_metrics(
                             Ok::<_, Infallible>(resp)
                         }
                     });
+                    // a client that never finishes its request is dropped
                     let _ = hyper::server::conn::http1::Builder::new()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(std::time::Duration::from_secs(10))
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
                         .await;
                 });

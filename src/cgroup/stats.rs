@@ -138,6 +138,9 @@ pub struct StatFiles {
     buf: Vec<u8>,
     reads: u64,
     limits: (Option<u64>, Option<u64>),
+    /// Whether the last read got the CPU counters (false once the cgroup is
+    /// gone: its files answer ENODEV, and the sample would be all zeros).
+    pub ok: bool,
 }
 
 pub const LIMITS_EVERY: u64 = 10;
@@ -157,6 +160,7 @@ impl StatFiles {
             buf: vec![0; 16384],
             reads: 0,
             limits: (None, None),
+            ok: false,
         }
     }
 
@@ -217,7 +221,9 @@ impl StatFiles {
 
     fn read_v2(&mut self) -> Stats {
         let mut s = Stats::default();
+        let mut ok = false;
         if let Some(t) = self.text(0) {
+            ok = true;
             let k = |key| keyed(t, key).unwrap_or(0);
             s.cpu = CpuStats {
                 usage_usec: k("usage_usec"),
@@ -228,6 +234,7 @@ impl StatFiles {
                 throttled_usec: k("throttled_usec"),
             };
         }
+        self.ok = ok;
         s.memory.current = self.value(1).unwrap_or(0);
         s.memory.peak = self.value(2);
         if let Some(t) = self.text(4) {
@@ -266,7 +273,9 @@ impl StatFiles {
 
     fn read_v1(&mut self) -> Stats {
         let mut s = Stats::default();
-        let usage_ns = self.value(0).unwrap_or(0);
+        let usage = self.value(0);
+        self.ok = usage.is_some();
+        let usage_ns = usage.unwrap_or(0);
         let (user, system) = match self.text(1) {
             Some(t) => (keyed(t, "user"), keyed(t, "system")),
             None => (None, None),

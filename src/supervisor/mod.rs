@@ -353,22 +353,33 @@ impl Supervisor {
         if let Some(n) = self.network.get() {
             n.release(name, &allocation(rec));
         }
-        if let Some(b) = rec.userns_base {
-            self.uid_ranges.release(b);
+        // the id range is free only once no process of it can be left
+        // (a new container given it would own their files and signals)
+        if self.teardown_files(cg, name) {
+            if let Some(b) = rec.userns_base {
+                self.uid_ranges.release(b);
+            }
+        } else if let Some(b) = rec.userns_base {
+            tracing::error!(container = name, uid_base = b, "its user namespace range stays taken until the agent restarts (processes may be left)");
         }
-        self.teardown_files(cg, name);
     }
 
-    fn teardown_files(&self, cg: &ContainerCgroup, name: &str) {
-        if let Err(e) = cg.remove() {
-            tracing::error!(container = name, error = %e, "teardown: cgroup");
-        }
+    /// Removes cgroup, state and logs; false if the cgroup could not go.
+    fn teardown_files(&self, cg: &ContainerCgroup, name: &str) -> bool {
+        let gone = match cg.remove() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(container = name, error = %e, "teardown: cgroup");
+                false
+            }
+        };
         if let Err(e) = self.store.remove(name) {
             tracing::error!(container = name, error = %e, "teardown: state");
         }
         if let Some(d) = &self.logs.read().unwrap().dir {
             let _ = std::fs::remove_dir_all(d.join(name));
         }
+        gone
     }
 
     fn log_dir(&self, name: &str) -> PathBuf {
@@ -407,7 +418,13 @@ impl Supervisor {
         };
         let _ = std::fs::remove_file(&launch.exit_file);
         rec.oom_base = cg.oom_kills();
-        match self.launcher.start(&launch) {
+        let res = self.launcher.start(&launch);
+        if res.is_err() {
+            // whoever asked (create, start, a restart): nothing of this run
+            // stays, also an init stuck past the start deadline
+            let _ = cg.kill_all(Duration::from_secs(5));
+        }
+        match res {
             Ok(Ready::Ok {
                 pid,
                 pid_start,

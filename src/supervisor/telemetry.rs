@@ -76,6 +76,7 @@ impl Supervisor {
                     app: r.spec.app.clone().unwrap_or_default(),
                     version: r.spec.version.clone().unwrap_or_default(),
                     dir: self.log_dir(&r.spec.name),
+                    generation: r.created_at.clone(),
                 }
             })
             .collect();
@@ -84,6 +85,7 @@ impl Supervisor {
             app: String::new(),
             version: String::new(),
             dir: self.paths.state.join("events"),
+            generation: String::new(),
         });
         v
     }

@@ -31,6 +31,8 @@ impl Relp {
             .ok_or_else(|| io::Error::other(format!("{addr}: no address")))?;
         let stream = TcpStream::connect_timeout(&sa, timeout)?;
         stream.set_nodelay(true)?;
+        // a receiver that stops reading must not hold the sender forever
+        stream.set_write_timeout(Some(Duration::from_secs(10)))?;
         let mut r = Relp {
             stream,
             rbuf: Vec::with_capacity(4096),

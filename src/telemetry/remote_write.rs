@@ -71,6 +71,8 @@ pub struct RemoteWrite {
     /// Container samples kept while the endpoint is away.
     max_backlog: usize,
     queue: Mutex<VecDeque<Pass>>,
+    /// Container samples in the request being tried.
+    in_flight: std::sync::atomic::AtomicUsize,
     wake: tokio::sync::Notify,
     pub counters: Counters,
 }
@@ -200,6 +202,7 @@ impl RemoteWrite {
             host,
             max_backlog,
             queue: Mutex::new(VecDeque::new()),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
             wake: tokio::sync::Notify::new(),
             counters: Counters::default(),
         });
@@ -215,7 +218,9 @@ impl RemoteWrite {
         }
         let mut q = self.queue.lock().unwrap();
         q.push_back(pass);
-        let mut total: usize = q.iter().map(|b| b.len()).sum();
+        // what is in flight counts toward the cap but is never dropped
+        let flying = self.in_flight.load(Ordering::Relaxed);
+        let mut total: usize = q.iter().map(|b| b.len()).sum::<usize>() + flying;
         while total > self.max_backlog && q.len() > 1 {
             let old = q.pop_front().expect("non-empty");
             total -= old.len();
@@ -231,22 +236,24 @@ impl RemoteWrite {
     async fn send_loop(self: Arc<Self>) {
         let mut backoff = Duration::from_millis(250);
         let mut failing: Option<String> = None;
+        // the request being tried: taken out of the queue (the cap cannot
+        // drop it meanwhile) and sent again unchanged until it is settled
+        let mut batch: Option<(Vec<u8>, usize, usize)> = None;
         loop {
-            // up to 10 passes per request, oldest first
-            let (n, body, samples) = {
-                let q = self.queue.lock().unwrap();
+            if batch.is_none() {
+                // up to 10 passes per request, oldest first
+                let mut q = self.queue.lock().unwrap();
                 let n = q.len().min(10);
-                let taken: Vec<Pass> = q.iter().take(n).cloned().collect();
+                let taken: Vec<Pass> = q.drain(..n).collect();
+                let containers: usize = taken.iter().map(|p| p.len()).sum();
+                self.in_flight.store(containers, Ordering::Relaxed);
                 drop(q);
-                match n {
-                    0 => (0, None, 0),
-                    _ => {
-                        let (body, samples) = encode(&taken, &self.host);
-                        (n, Some(body), samples)
-                    }
+                if n > 0 {
+                    let (body, samples) = encode(&taken, &self.host);
+                    batch = Some((body, samples, containers));
                 }
-            };
-            let Some(body) = body else {
+            }
+            let Some((body, samples, _)) = batch.clone() else {
                 self.wake.notified().await;
                 continue;
             };
@@ -255,16 +262,16 @@ impl RemoteWrite {
                 Ok(o) => o,
                 Err(_) => Outcome::Retry("no answer within 10 s".into(), None),
             };
-            let done = |q: &mut VecDeque<Pass>| {
-                for _ in 0..n {
-                    q.pop_front();
-                }
+            let mut done = || {
+                batch = None;
+                self.in_flight.store(0, Ordering::Relaxed);
+                let q = self.queue.lock().unwrap();
                 let total: usize = q.iter().map(|b| b.len()).sum();
                 self.counters.backlog.store(total as u64, Ordering::Relaxed);
             };
             match outcome {
                 Outcome::Sent => {
-                    done(&mut self.queue.lock().unwrap());
+                    done();
                     self.counters
                         .sent
                         .fetch_add(samples as u64, Ordering::Relaxed);
@@ -274,7 +281,7 @@ impl RemoteWrite {
                     backoff = Duration::from_millis(250);
                 }
                 Outcome::Reject(why) => {
-                    done(&mut self.queue.lock().unwrap());
+                    done();
                     self.counters
                         .rejected
                         .fetch_add(samples as u64, Ordering::Relaxed);

@@ -115,6 +115,12 @@ impl Sampler {
                     continue;
                 }
                 let stats = files.read();
+                if !files.ok {
+                    // the cgroup went (or is going): no all-zero sample
+                    // (Prometheus would read it as a counter reset)
+                    open.remove(&name);
+                    continue;
+                }
                 out.push(Sample {
                     labels: t.labels,
                     at_ms: chrono::Utc::now().timestamp_millis(),

@@ -35,6 +35,8 @@ pub struct Source {
     pub app: String,
     pub version: String,
     pub dir: PathBuf,
+    /// Changes when a container is re-created under the same name.
+    pub generation: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
@@ -86,8 +88,10 @@ struct Src {
     saved: Cursor,
     /// Where reading has got to (ahead of `acked` by what is in flight).
     read: Cursor,
-    tokens: f64,
-    refilled: Instant,
+    /// The rate cap counts records by the second they were written in
+    /// (their `ts`), so a backlog read fast after an outage is not capped
+    /// for being read fast: (that second, records seen in it).
+    window: (String, u64),
     /// ts of the oldest record sent and not yet acknowledged.
     oldest_unacked: Option<String>,
     /// Highest record number already counted (a record read again after a
@@ -98,6 +102,9 @@ struct Src {
 struct InFlight {
     /// RELP transaction (None: plain syslog, or not sent at all).
     txnr: Option<u32>,
+    /// The source's generation when sent, and the record's number.
+    generation: String,
+    seq: u64,
     /// A message was sent (false: skipped by the rate cap).
     msg: bool,
     src: String,
@@ -109,15 +116,22 @@ struct InFlight {
 const BATCH: usize = 256;
 const WINDOW: usize = 2048;
 
-fn load_cursor(dir: &Path) -> Cursor {
+/// The persisted cursor of a source, if it has one.
+fn load_cursor(dir: &Path) -> Option<Cursor> {
     std::fs::read(dir.join(CURSOR_FILE))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(Cursor {
-            segment: 0,
-            offset: 0,
-            next: 1,
-        })
+}
+
+/// Counts a record in the second of its timestamp; true when that second
+/// already had `rate` records.
+fn over_rate(window: &mut (String, u64), ts: &str, rate: u64) -> bool {
+    let second = ts.get(..19).unwrap_or(ts);
+    if window.0 != second {
+        *window = (second.to_string(), 0);
+    }
+    window.1 += 1;
+    window.1 > rate
 }
 
 /// Escapes an RFC 5424 structured-data parameter value.
@@ -290,6 +304,8 @@ pub fn run(
     let mut last_list = Instant::now() - Duration::from_secs(10);
     let mut last_save = Instant::now();
     let mut out = Vec::with_capacity(1 << 20);
+    let mut refusals: HashMap<(String, u64), u32> = HashMap::new();
+    let started = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     loop {
         if last_list.elapsed() >= Duration::from_millis(500) {
             last_list = Instant::now();
@@ -298,8 +314,21 @@ pub fn run(
                 list.iter().map(|s| s.container.clone()).collect();
             srcs.retain(|k, _| keep.contains(k));
             for s in list {
+                // re-created under the same name, or its logs moved: start
+                // over from its own cursor; acks of the old one are ignored
+                if srcs.get(&s.container).is_some_and(|old| old.s != s) {
+                    srcs.remove(&s.container);
+                }
                 if !srcs.contains_key(&s.container) {
-                    let c = load_cursor(&s.dir);
+                    // no cursor: a container made since the shipper
+                    // started is read from record 1 (a gap is a drop); one
+                    // older than that had logs before shipping was on, so
+                    // its numbering starts at the first record read
+                    let c = load_cursor(&s.dir).unwrap_or(Cursor {
+                        segment: 0,
+                        offset: 0,
+                        next: u64::from(s.generation.as_str() > started.as_str()),
+                    });
                     srcs.insert(
                         s.container.clone(),
                         Src {
@@ -307,8 +336,7 @@ pub fn run(
                             acked: c,
                             saved: c,
                             read: c,
-                            tokens: settings.rate as f64,
-                            refilled: Instant::now(),
+                            window: (String::new(), 0),
                             oldest_unacked: None,
                             seen: c.next.saturating_sub(1),
                         },
@@ -326,8 +354,7 @@ pub fn run(
                 SinkAddr::Syslog(a) => match &settings.tls {
                     Some(cfg) => super::tls::connect(a, cfg)
                         .map(|s| Conn::Syslog(Box::new(s) as Box<dyn Write + Send>)),
-                    None => std::net::TcpStream::connect(a)
-                        .map(|s| Conn::Syslog(Box::new(s) as Box<dyn Write + Send>)),
+                    None => connect(a).map(|s| Conn::Syslog(Box::new(s) as Box<dyn Write + Send>)),
                 },
             };
             match c {
@@ -377,12 +404,6 @@ pub fn run(
             counters
                 .read
                 .fetch_add(recs.len() as u64, Ordering::Relaxed);
-            if settings.rate > 0 {
-                let now = Instant::now();
-                let dt = now.duration_since(src.refilled).as_secs_f64();
-                src.tokens = (src.tokens + dt * settings.rate as f64).min(settings.rate as f64);
-                src.refilled = now;
-            }
             for (r, mut after) in recs {
                 let from = src.read.next.max(src.seen + 1);
                 if r.seq > from && src.read.next > 0 {
@@ -398,13 +419,15 @@ pub fn run(
                     after.next = r.seq + 1;
                 }
                 src.read = after;
-                let capped = settings.rate > 0 && src.tokens < 1.0;
+                let capped = settings.rate > 0 && over_rate(&mut src.window, &r.ts, settings.rate);
                 if capped {
                     if first_time {
                         counters.drop_n(&src.s.container, "rate", 1);
                     }
                     inflight.push_back(InFlight {
                         txnr: None,
+                        generation: src.s.generation.clone(),
+                        seq: r.seq,
                         msg: false,
                         src: name.clone(),
                         after,
@@ -412,7 +435,6 @@ pub fn run(
                     });
                     continue;
                 }
-                src.tokens -= 1.0;
                 let msg = rfc5424(&r, &src.s, &settings.host);
                 let txnr = match c {
                     Conn::Relp(relp) => Some(relp.syslog(&mut out, &msg)),
@@ -427,6 +449,8 @@ pub fn run(
                 }
                 inflight.push_back(InFlight {
                     txnr,
+                    generation: src.s.generation.clone(),
+                    seq: r.seq,
                     msg: true,
                     src: name.clone(),
                     after,
@@ -463,9 +487,26 @@ pub fn run(
                                 }
                             }
                             Some(Frame::Rsp(t, code, text)) => {
-                                return Err(io::Error::other(format!(
-                                    "message {t} refused: {code} {text}"
-                                )))
+                                // refused: resent after a reconnect; the
+                                // third refusal of a record skips it (one
+                                // message must not hold up every source)
+                                let Some(i) = inflight.iter_mut().find(|i| i.txnr == Some(t))
+                                else {
+                                    continue;
+                                };
+                                let key = (i.src.clone(), i.seq);
+                                let n = refusals.entry(key.clone()).or_insert(0);
+                                *n += 1;
+                                if *n < 3 {
+                                    return Err(io::Error::other(format!(
+                                        "message {t} refused: {code} {text}"
+                                    )));
+                                }
+                                refusals.remove(&key);
+                                i.acked = true;
+                                i.msg = false;
+                                counters.drop_n(&key.0, "refused", 1);
+                                tracing::warn!(container = %key.0, seq = key.1, code, %text, "log shipping: the collector refused a record three times; skipped");
                             }
                             Some(Frame::ServerClose) => {
                                 return Err(io::Error::other("the collector closed the session"))
@@ -501,7 +542,10 @@ pub fn run(
         // acknowledged, in order: cursors move
         while inflight.front().is_some_and(|i| i.acked) {
             let i = inflight.pop_front().expect("non-empty");
-            if let Some(s) = srcs.get_mut(&i.src) {
+            if let Some(s) = srcs
+                .get_mut(&i.src)
+                .filter(|s| s.s.generation == i.generation)
+            {
                 s.acked = i.after;
                 if i.msg {
                     counters.shipped.fetch_add(1, Ordering::Relaxed);
@@ -545,6 +589,17 @@ pub fn run(
     }
 }
 
+/// A TCP connection with a 5 s connect timeout and a 10 s write timeout (a
+/// receiver that stops reading must not hold the shipper forever).
+pub fn connect(addr: &str) -> io::Result<std::net::TcpStream> {
+    let sa = std::net::ToSocketAddrs::to_socket_addrs(addr)?
+        .next()
+        .ok_or_else(|| io::Error::other(format!("{addr}: no address")))?;
+    let s = std::net::TcpStream::connect_timeout(&sa, Duration::from_secs(5))?;
+    s.set_write_timeout(Some(Duration::from_secs(10)))?;
+    Ok(s)
+}
+
 fn fail(state: &mut Option<String>, sink: &SinkAddr, e: &io::Error) {
     let what = e.to_string();
     if state.as_deref() != Some(what.as_str()) {
@@ -568,7 +623,7 @@ mod tests {
             w.write("stdout", format!("line {i}").as_bytes(), false)
                 .unwrap();
         }
-        let mut cur = load_cursor(dir);
+        let mut cur = load_cursor(dir).unwrap_or_default();
         let got = read_records(dir, &mut cur, 100);
         let seqs: Vec<u64> = got.iter().map(|(r, _)| r.seq).collect();
         assert_eq!(seqs, [1, 2, 3, 4], "across a rotation, in order");
@@ -594,6 +649,25 @@ mod tests {
     }
 
     #[test]
+    fn the_rate_cap_counts_by_the_second_a_record_was_written() {
+        let mut w = (String::new(), 0);
+        let at = |s: u32| format!("2026-01-01T00:00:{s:02}.123456Z");
+        // 3 per second: the 4th of second 0 is over, second 1 starts afresh
+        let over: Vec<bool> = [0, 0, 0, 0, 1, 1, 1, 1, 1]
+            .iter()
+            .map(|s| over_rate(&mut w, &at(*s), 3))
+            .collect();
+        assert_eq!(
+            over,
+            [false, false, false, true, false, false, false, true, true]
+        );
+        // a backlog of 1000 records written over 10 s at 100/s, read at
+        // once: none is over a cap of 100/s
+        let mut w = (String::new(), 0);
+        assert!((0..1000).all(|i| !over_rate(&mut w, &at(i / 100), 100)));
+    }
+
+    #[test]
     fn rfc5424_escapes_structured_data() {
         let r = Record {
             ts: "2026-01-01T00:00:00.000000Z".into(),
@@ -607,6 +681,7 @@ mod tests {
             app: "a]b".into(),
             version: "v\"1".into(),
             dir: PathBuf::new(),
+            generation: String::new(),
         };
         let m = String::from_utf8(rfc5424(&r, &src, "h")).unwrap();
         assert_eq!(

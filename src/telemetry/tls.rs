@@ -39,7 +39,7 @@ pub fn connect(addr: &str, cfg: &Arc<rustls::ClientConfig>) -> io::Result<Stream
         .unwrap_or(addr);
     let name = rustls::pki_types::ServerName::try_from(host.to_string())
         .map_err(|e| io::Error::other(format!("{host}: {e}")))?;
-    let mut tcp = TcpStream::connect(addr)?;
+    let mut tcp = crate::telemetry::ship::connect(addr)?;
     tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
     let mut conn = rustls::ClientConnection::new(cfg.clone(), name)
         .map_err(|e| io::Error::other(e.to_string()))?;
