@@ -11,12 +11,12 @@
 //! cap deleted before they were sent show as a gap in their numbers, counted
 //! and announced as an event. Runs on its own thread with blocking I/O.
 
-use super::logs::{segment, segments, Record};
+use super::cursor::{backlog, load_cursor, read_records, Cursor, CURSOR_FILE};
 use super::relp::{Frame, Relp};
+use super::syslog::rfc5424;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::io::{self, Write};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -38,16 +38,6 @@ pub struct Source {
     /// Changes when a container is re-created under the same name.
     pub generation: String,
 }
-
-#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
-pub struct Cursor {
-    pub segment: u64,
-    pub offset: u64,
-    /// Number of the next record expected (a higher one means a gap).
-    pub next: u64,
-}
-
-pub const CURSOR_FILE: &str = "ship-cursor.json";
 
 /// Counters for /metrics.
 #[derive(Default)]
@@ -116,13 +106,6 @@ struct InFlight {
 const BATCH: usize = 256;
 const WINDOW: usize = 2048;
 
-/// The persisted cursor of a source, if it has one.
-fn load_cursor(dir: &Path) -> Option<Cursor> {
-    std::fs::read(dir.join(CURSOR_FILE))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-}
-
 /// Counts a record in the second of its timestamp; true when that second
 /// already had `rate` records.
 fn over_rate(window: &mut (String, u64), ts: &str, rate: u64) -> bool {
@@ -132,154 +115,6 @@ fn over_rate(window: &mut (String, u64), ts: &str, rate: u64) -> bool {
     }
     window.1 += 1;
     window.1 > rate
-}
-
-/// Escapes an RFC 5424 structured-data parameter value.
-fn sd_escape(v: &str) -> String {
-    let mut o = String::with_capacity(v.len());
-    for c in v.chars() {
-        if matches!(c, '"' | '\\' | ']') {
-            o.push('\\');
-        }
-        o.push(c);
-    }
-    o
-}
-
-/// RFC 5424 APP-NAME: printable US-ASCII, at most 48 characters.
-fn app_name(v: &str) -> String {
-    let s: String = v
-        .chars()
-        .filter(|c| c.is_ascii_graphic())
-        .take(48)
-        .collect();
-    if s.is_empty() {
-        "-".into()
-    } else {
-        s
-    }
-}
-
-/// One record as an RFC 5424 message: facility user, severity info for
-/// stdout, err for stderr, notice for events; structured data
-/// `[hydra@32473 host= container= app= version= stream= seq=]`.
-pub fn rfc5424(r: &Record, src: &Source, host: &str) -> Vec<u8> {
-    let (pri, msgid) = match r.stream.as_str() {
-        "stderr" => (8 + 3, "log"),
-        "event" => (8 + 5, "event"),
-        _ => (8 + 6, "log"),
-    };
-    let app = if src.container.is_empty() {
-        "hydra-agent".to_string()
-    } else {
-        app_name(&src.container)
-    };
-    let mut m = format!(
-        "<{pri}>1 {} {} {app} - {msgid} [hydra@32473 host=\"{}\" container=\"{}\" app=\"{}\" version=\"{}\" stream=\"{}\" seq=\"{}\"",
-        r.ts,
-        app_name(host),
-        sd_escape(host),
-        sd_escape(&src.container),
-        sd_escape(&src.app),
-        sd_escape(&src.version),
-        sd_escape(&r.stream),
-        r.seq
-    );
-    if r.partial {
-        m.push_str(" partial=\"true\"");
-    }
-    m.push_str("] ");
-    m.push_str(&r.line);
-    m.into_bytes()
-}
-
-/// Reads up to `max` records from `cur` on; returns them with the cursor
-/// after each. Moves to the next segment when this one is finished (a newer
-/// one exists and this one is drained), or to the oldest left when the size
-/// cap deleted it.
-fn read_records(dir: &Path, cur: &mut Cursor, max: usize) -> Vec<(Record, Cursor)> {
-    let mut out = Vec::new();
-    for _ in 0..8 {
-        let mut f = match File::open(segment(dir, cur.segment)) {
-            Ok(f) => f,
-            Err(_) => {
-                // not there: deleted by the size cap (or the cursor is new):
-                // the oldest one left after it
-                match segments(dir).into_iter().find(|s| *s > cur.segment) {
-                    Some(next) => {
-                        *cur = Cursor {
-                            segment: next,
-                            offset: 0,
-                            next: cur.next,
-                        };
-                        continue;
-                    }
-                    None => return out,
-                }
-            }
-        };
-        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-        if len > cur.offset {
-            if f.seek(SeekFrom::Start(cur.offset)).is_err() {
-                return out;
-            }
-            let mut buf = Vec::new();
-            let _ = (&mut f)
-                .take((len - cur.offset).min(256 << 10))
-                .read_to_end(&mut buf);
-            let mut pos = 0;
-            while out.len() < max {
-                let Some(nl) = buf[pos..].iter().position(|&b| b == b'\n') else {
-                    break;
-                };
-                let line = &buf[pos..pos + nl];
-                pos += nl + 1;
-                cur.offset += (nl + 1) as u64;
-                if let Ok(r) = serde_json::from_slice::<Record>(line) {
-                    out.push((r, *cur));
-                }
-            }
-            if out.len() >= max || pos == 0 {
-                // full, or only the start of a record being written
-                return out;
-            }
-            continue;
-        }
-        // At the end of this segment. Segments go oldest first, so if any
-        // newer one exists the next number does; the writer made it before
-        // writing there and never comes back to this one: drain what came
-        // since the length above, then move on.
-        if !segment(dir, cur.segment + 1).exists() {
-            return out;
-        }
-        if f.metadata().map(|m| m.len()).unwrap_or(0) > cur.offset {
-            continue;
-        }
-        *cur = Cursor {
-            segment: cur.segment + 1,
-            offset: 0,
-            next: cur.next,
-        };
-    }
-    out
-}
-
-/// Bytes not yet read past `cur`.
-fn backlog(dir: &Path, cur: &Cursor) -> u64 {
-    segments(dir)
-        .into_iter()
-        .filter(|s| *s >= cur.segment)
-        .map(|s| {
-            let len = std::fs::metadata(segment(dir, s))
-                .map(|m| m.len())
-                .unwrap_or(0);
-            if s == cur.segment {
-                len.saturating_sub(cur.offset)
-            } else {
-                len
-            }
-        })
-        .sum()
 }
 
 enum Conn {
@@ -611,42 +446,6 @@ fn fail(state: &mut Option<String>, sink: &SinkAddr, e: &io::Error) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::telemetry::logs::LogWriter;
-
-    #[test]
-    fn reads_across_segments_and_past_deleted_ones() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path();
-        // ~100-byte records, 300-byte segments, 2 kept
-        let mut w = LogWriter::open(dir, 300, 2).unwrap();
-        for i in 1..=4 {
-            w.write("stdout", format!("line {i}").as_bytes(), false)
-                .unwrap();
-        }
-        let mut cur = load_cursor(dir).unwrap_or_default();
-        let got = read_records(dir, &mut cur, 100);
-        let seqs: Vec<u64> = got.iter().map(|(r, _)| r.seq).collect();
-        assert_eq!(seqs, [1, 2, 3, 4], "across a rotation, in order");
-        // at the end: nothing more, the cursor stays
-        let at = cur;
-        assert!(read_records(dir, &mut cur, 100).is_empty());
-        assert_eq!(cur, at);
-        // the writer moves on and the cap deletes segments never read
-        for i in 5..=12 {
-            w.write("stdout", format!("line {i}").as_bytes(), false)
-                .unwrap();
-        }
-        let got = read_records(dir, &mut cur, 100);
-        let seqs: Vec<u64> = got.iter().map(|(r, _)| r.seq).collect();
-        assert!(!seqs.is_empty() && seqs[0] > 5, "a gap: {seqs:?}");
-        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
-        assert_eq!(*seqs.last().unwrap(), 12);
-        // the cursor after each record resumes right after it
-        let (_, after_first) = got[0];
-        let mut c = after_first;
-        let again = read_records(dir, &mut c, 1);
-        assert_eq!(again[0].0.seq, seqs[1]);
-    }
 
     #[test]
     fn the_rate_cap_counts_by_the_second_a_record_was_written() {
@@ -665,28 +464,5 @@ mod tests {
         // once: none is over a cap of 100/s
         let mut w = (String::new(), 0);
         assert!((0..1000).all(|i| !over_rate(&mut w, &at(i / 100), 100)));
-    }
-
-    #[test]
-    fn rfc5424_escapes_structured_data() {
-        let r = Record {
-            ts: "2026-01-01T00:00:00.000000Z".into(),
-            stream: "stderr".into(),
-            line: "bad \"x\"".into(),
-            partial: true,
-            seq: 7,
-        };
-        let src = Source {
-            container: "web".into(),
-            app: "a]b".into(),
-            version: "v\"1".into(),
-            dir: PathBuf::new(),
-            generation: String::new(),
-        };
-        let m = String::from_utf8(rfc5424(&r, &src, "h")).unwrap();
-        assert_eq!(
-            m,
-            "<11>1 2026-01-01T00:00:00.000000Z h web - log [hydra@32473 host=\"h\" container=\"web\" app=\"a\\]b\" version=\"v\\\"1\" stream=\"stderr\" seq=\"7\" partial=\"true\"] bad \"x\""
-        );
     }
 }
