@@ -70,7 +70,8 @@ impl Supervisor {
             .entries()
             .iter()
             .map(|e| {
-                let r = e.rec();
+                // read in place: no copy of the whole record per look
+                let r = e.rec.lock().unwrap();
                 crate::telemetry::ship::Source {
                     container: r.spec.name.clone(),
                     app: r.spec.app.clone().unwrap_or_default(),

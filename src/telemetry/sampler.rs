@@ -76,19 +76,17 @@ impl Sampler {
         Duration::from_millis(self.interval_ms.load(Ordering::Relaxed))
     }
 
+    /// A new interval (SIGHUP), taking effect now: the waiting sampler
+    /// wakes, makes a pass and waits the new interval.
     pub fn set_interval(&self, d: Duration) {
         self.interval_ms
             .store(d.as_millis() as u64, Ordering::Relaxed);
+        *self.wake.0.lock().unwrap() = true;
+        self.wake.1.notify_one();
     }
 
     pub fn set_sink(&self, f: Sink) {
         *self.sink.lock().unwrap() = Some(f);
-    }
-
-    /// Asks for a pass now (tests, and right after a container starts).
-    pub fn poke(&self) {
-        *self.wake.0.lock().unwrap() = true;
-        self.wake.1.notify_one();
     }
 
     /// The sampler loop; returns when `targets` returns None (the owner is
