@@ -129,8 +129,7 @@ async fn memory(sock: &str, agent_pid: i32, image: &str, n: usize) {
         let (st, body) = c.raw("POST", "/v1/containers", Some(spec)).await.unwrap();
         assert_eq!(st, 201, "{}", String::from_utf8_lossy(&body));
     }
-    let list: Vec<hydra_agent::api::ContainerInfo> =
-        c.call("GET", "/v1/containers", None).await.unwrap();
+    let list: Vec<hydra_agent::api::ContainerInfo> = c.list().await.unwrap();
     let shims: Vec<i32> = std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
@@ -178,10 +177,7 @@ async fn adopt(sock: &str, n: usize) {
     let c = Client::new(sock);
     let t0 = Instant::now();
     loop {
-        if let Ok(list) = c
-            .call::<Vec<hydra_agent::api::ContainerInfo>>("GET", "/v1/containers", None)
-            .await
-        {
+        if let Ok(list) = c.list().await {
             if list.iter().filter(|c| c.state == "running").count() >= n {
                 break;
             }
@@ -194,8 +190,10 @@ async fn adopt(sock: &str, n: usize) {
 /// Firewall costs with N mappings installed; run inside a fresh network
 /// namespace (scripts/bench net does `unshare --net`).
 fn net(sizes: &[usize], reps: usize, gap_ms: u64) {
+    use hydra_agent::model::Cidr;
+    use hydra_agent::network::driver::FirewallDriver;
     use hydra_agent::network::firewall::{self, Mapping, Spec};
-    use hydra_agent::network::ipam::Cidr;
+    let ipt = hydra_agent::network::iptables::Iptables;
     let mapping = |i: usize| Mapping {
         host_port: 20000 + 2 * (i % 20000) as u16, // even ports; odd ones free
         ip: std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(172, 17, 0, 2)) + i as u32),
@@ -214,7 +212,7 @@ fn net(sizes: &[usize], reps: usize, gap_ms: u64) {
     println!("|---|---|---|---|");
     for &n in sizes {
         let t0 = Instant::now();
-        firewall::apply_all(&spec(n)).expect("apply");
+        ipt.apply_all(&spec(n)).expect("apply");
         let resync = ms(t0.elapsed());
         let (mut add, mut del) = (Vec::new(), Vec::new());
         let installed = spec(n).mappings;
@@ -234,14 +232,14 @@ fn net(sizes: &[usize], reps: usize, gap_ms: u64) {
             std::thread::sleep(std::time::Duration::from_millis(gap_ms));
             let t = Instant::now();
             let (input, _) = firewall::render_change(&installed, std::slice::from_ref(&m), &[]);
-            firewall::apply_change(&input).expect("add");
+            ipt.apply_change(&input).expect("add");
             add.push(ms(t.elapsed()));
             let mut with = installed.clone();
             with.push(m.clone());
             std::thread::sleep(std::time::Duration::from_millis(gap_ms));
             let t = Instant::now();
             let (input, _) = firewall::render_change(&with, &[], std::slice::from_ref(&m));
-            firewall::apply_change(&input).expect("remove");
+            ipt.apply_change(&input).expect("remove");
             del.push(ms(t.elapsed()));
         }
         println!(
@@ -260,7 +258,6 @@ fn net(sizes: &[usize], reps: usize, gap_ms: u64) {
 fn veth(n: usize) {
     use hydra_agent::network::netlink::Netlink;
     use hydra_agent::network::NetLaunch;
-    use std::os::fd::AsRawFd;
     let mut host = Netlink::new().expect("netlink");
     host.create_bridge("hbench0").expect("bridge");
     let bidx = host.link_index("hbench0").unwrap().expect("bridge index");
@@ -276,13 +273,14 @@ fn veth(n: usize) {
             host_ifname: format!("hyb{i}"),
             resolv_conf: String::new(),
         };
-        let fd = host_ns.as_raw_fd();
+        let fd = host_ns.try_clone().unwrap();
         // a thread of its own: its network namespace dies with it
         let took = std::thread::spawn(move || {
+            use std::os::fd::AsFd;
             let mut h = Netlink::new().expect("host netlink");
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
             let t = Instant::now();
-            hydra_agent::runtime::init::setup_network(&launch, &mut h, fd).expect("setup");
+            hydra_agent::runtime::init::setup_network(&launch, &mut h, fd.as_fd()).expect("setup");
             ms(t.elapsed())
         })
         .join()

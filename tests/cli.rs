@@ -3,6 +3,7 @@
 mod common;
 use common::*;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 fn ctl(a: &Agent, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_hydractl"))
@@ -159,7 +160,8 @@ async fn hydractl_stats_once_and_live() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    // the table view redraws with rates
+    // the table view redraws with rates: read until three redraws began,
+    // so the second one is whole
     let mut child = Command::new(env!("CARGO_BIN_EXE_hydractl"))
         .arg("--socket")
         .arg(a.socket())
@@ -167,14 +169,30 @@ async fn hydractl_stats_once_and_live() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(700));
+    let clear = "\x1b[H\x1b[2J";
+    let mut out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let (mut text, mut buf) = (String::new(), [0u8; 4096]);
+        while text.matches(clear).count() < 3 {
+            match std::io::Read::read(&mut out, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+        text
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !reader.is_finished() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     child.kill().unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.matches("\x1b[H\x1b[2J").count() >= 2, "{text}");
-    assert!(text.contains("CPU %") && text.contains("64.0Mi"), "{text}");
-    // the MEMORY column of the last redraw: 20 MiB and a little
-    let mem: f64 = text
+    child.wait().unwrap();
+    let text = reader.join().unwrap();
+    assert!(text.matches(clear).count() >= 3, "{text}");
+    let second = text.split(clear).nth(2).unwrap();
+    assert!(second.contains("CPU %") && second.contains("64.0Mi"), "{text}");
+    // the MEMORY column of that redraw: 20 MiB and a little
+    let mem: f64 = second
         .lines()
         .last()
         .and_then(|l| l.split_whitespace().nth(1))

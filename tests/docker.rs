@@ -11,7 +11,7 @@ use std::time::Duration;
 
 fn reach(from: &Host, addr: &str) -> bool {
     let addr: SocketAddr = addr.parse().unwrap();
-    hydra_agent::supervisor::health::probe_from(
+    hydra_agent::runtime::probe::probe_from(
         &from.netns(),
         addr,
         "/heartbeat",
@@ -303,7 +303,7 @@ async fn docker_containers_live_alongside_ours() {
 
     // Docker's published port is in our pool: seen as taken, never handed out
     eventually(10, "docker-proxy seen in the inventory", async || {
-        let p: hydra_agent::network::PortsInfo =
+        let p: hydra_agent::api::PortsInfo =
             a.client.call("GET", "/v1/ports", None).await.unwrap();
         p.taken_by_others
             .iter()

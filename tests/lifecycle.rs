@@ -100,7 +100,7 @@ async fn lifecycle_limits_and_heartbeat() {
     }
     // the app answers its heartbeat inside its network namespace
     eventually(10, "heartbeat", async || {
-        hydra_agent::supervisor::health::probe(pid, 8080, "/heartbeat", Duration::from_secs(1))
+        hydra_agent::runtime::probe::probe(pid, 8080, "/heartbeat", Duration::from_secs(1))
             .is_ok()
     })
     .await;
@@ -365,11 +365,11 @@ async fn health_check_reports_healthy_and_unhealthy() {
     .await
     .unwrap();
     eventually(15, "web healthy", async || {
-        a.inspect("web").await.health.status == "healthy"
+        a.inspect("web").await.health.status == hydra_agent::model::HealthStatus::Healthy
     })
     .await;
     eventually(15, "mute unhealthy", async || {
-        a.inspect("mute").await.health.status == "unhealthy"
+        a.inspect("mute").await.health.status == hydra_agent::model::HealthStatus::Unhealthy
     })
     .await;
     assert!(a.inspect("mute").await.health.failures >= 2);
@@ -387,7 +387,7 @@ async fn logs_rotate_and_follow_across_rotation() {
     let mut long = 0usize;
     let mut partial = 0;
     a.client
-        .stream("/v1/containers/chatty/logs?follow=true", |l| {
+        .stream_path("/v1/containers/chatty/logs?follow=true", |l| {
             let r: hydra_agent::telemetry::logs::Record = serde_json::from_str(l).unwrap();
             if let Some(n) = r.line.strip_prefix("line-") {
                 seen.push(n.parse::<u32>().unwrap());
@@ -413,7 +413,7 @@ async fn logs_rotate_and_follow_across_rotation() {
     // tail
     let mut tail = Vec::new();
     a.client
-        .stream("/v1/containers/chatty/logs?tail=4", |l| {
+        .stream_path("/v1/containers/chatty/logs?tail=4", |l| {
             tail.push(l.to_string());
             true
         })

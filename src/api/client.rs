@@ -1,9 +1,14 @@
-//! A client for the agent's Unix-socket API, used by `hydractl` and tests.
+//! A client of the agent's API over its Unix socket, used by `hydractl` and
+//! tests. Typed calls build a [`Request`] and send what
+//! [`Request::to_http`] makes of it, so client and server share one mapping.
 
-use super::ErrorBody;
+use super::error::ErrorBody;
+use super::request::{HttpRequest, Request};
+use super::wire::{Allowlist, ContainerInfo, ExitStatus, HostInfo, PortsInfo};
+use crate::cgroup::Stats;
+use crate::model::{Cidr, ContainerSpec};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::Request;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -50,8 +55,8 @@ impl Client {
         Ok(sender)
     }
 
-    fn build(method: &str, path: &str, body: Option<Vec<u8>>) -> Request<Full<Bytes>> {
-        let mut b = Request::builder()
+    fn build(method: &str, path: &str, body: Option<Vec<u8>>) -> hyper::Request<Full<Bytes>> {
+        let mut b = hyper::Request::builder()
             .method(method)
             .uri(path)
             .header("host", "hydra-agent");
@@ -62,7 +67,7 @@ impl Client {
             .expect("valid request")
     }
 
-    /// One request; answers `(status, body)` whatever the status.
+    /// One request as raw HTTP; answers `(status, body)` whatever the status.
     pub async fn raw(
         &self,
         method: &str,
@@ -76,14 +81,10 @@ impl Client {
         Ok((status, data))
     }
 
-    /// A request whose 2xx answer is JSON `T`; other answers become errors.
-    pub async fn call<T: serde::de::DeserializeOwned>(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<T, ClientError> {
-        let (status, data) = self.raw(method, path, body).await?;
+    /// A request whose 2xx answer is JSON `T` (or empty, read as `null`).
+    pub async fn send<T: serde::de::DeserializeOwned>(&self, req: &Request) -> Result<T, ClientError> {
+        let HttpRequest { method, path, body } = req.to_http();
+        let (status, data) = self.raw(method, &path, body).await?;
         check(status, &data)?;
         let data = if data.is_empty() {
             Bytes::from_static(b"null")
@@ -96,21 +97,21 @@ impl Client {
         })
     }
 
-    /// A streaming NDJSON request; `on_line` is called per line until it
-    /// returns false or the stream ends.
+    /// A streaming NDJSON request (events, logs); `on_line` is called per
+    /// line until it returns false or the stream ends.
     pub async fn stream(
         &self,
-        path: &str,
+        req: &Request,
         mut on_line: impl FnMut(&str) -> bool,
     ) -> Result<(), ClientError> {
+        let HttpRequest { method, path, body } = req.to_http();
         let mut s = self.connect().await?;
-        let resp = s.send_request(Self::build("GET", path, None)).await?;
+        let resp = s.send_request(Self::build(method, &path, body)).await?;
         let status = resp.status().as_u16();
         let mut body = resp.into_body();
         if !(200..300).contains(&status) {
             let data = body.collect().await?.to_bytes();
-            check(status, &data)?;
-            return Ok(());
+            return check(status, &data);
         }
         let mut buf: Vec<u8> = Vec::new();
         while let Some(frame) = body.frame().await {
@@ -125,6 +126,35 @@ impl Client {
             }
         }
         Ok(())
+    }
+
+    pub async fn create(&self, spec: ContainerSpec) -> Result<ContainerInfo, ClientError> {
+        self.send(&Request::Create(Box::new(spec))).await
+    }
+    pub async fn list(&self) -> Result<Vec<ContainerInfo>, ClientError> {
+        self.send(&Request::List).await
+    }
+    pub async fn inspect(&self, name: &str) -> Result<ContainerInfo, ClientError> {
+        self.send(&Request::Inspect(name.into())).await
+    }
+    pub async fn wait(&self, name: &str) -> Result<ExitStatus, ClientError> {
+        self.send(&Request::Wait(name.into())).await
+    }
+    pub async fn stats(&self, name: &str) -> Result<Stats, ClientError> {
+        self.send(&Request::Stats(name.into())).await
+    }
+    pub async fn host(&self) -> Result<HostInfo, ClientError> {
+        self.send(&Request::Host).await
+    }
+    pub async fn ports(&self) -> Result<PortsInfo, ClientError> {
+        self.send(&Request::Ports).await
+    }
+    pub async fn allowlist(&self) -> Result<Allowlist, ClientError> {
+        self.send(&Request::GetAllowlist).await
+    }
+    /// Adds and removes CIDRs in one change on the agent.
+    pub async fn edit_allowlist(&self, add: Vec<Cidr>, remove: Vec<Cidr>) -> Result<Allowlist, ClientError> {
+        self.send(&Request::EditAllowlist { add, remove }).await
     }
 }
 

@@ -6,7 +6,7 @@ use clap::Parser;
 use hydra_agent::daemon::{self, Args};
 use hydra_agent::runtime::{shim, LAUNCHER_ARG};
 
-fn main() {
+fn main() -> anyhow::Result<()> {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if argv.len() == 3 && argv[1] == LAUNCHER_ARG {
         shim::launcher_main();
@@ -23,10 +23,10 @@ fn main() {
         .worker_threads(2)
         .max_blocking_threads(64)
         .enable_all()
-        .build()
-        .expect("tokio runtime");
+        .build()?;
     if let Err(e) = rt.block_on(daemon::run(args, cfg)) {
-        eprintln!("hydra-agent: {e:#}");
+        eprintln!("hydra-agent: {:#}", anyhow::Error::from(e));
         std::process::exit(1);
     }
+    Ok(())
 }

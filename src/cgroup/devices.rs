@@ -5,19 +5,9 @@
 //! instructions per rule do not justify an eBPF toolchain (aya, libbpf).
 
 use super::limits::STANDARD_DEVICES;
-use std::os::fd::AsRawFd;
+pub use crate::sys::BpfInsn as Insn;
+use std::os::fd::AsFd;
 use std::path::Path;
-
-/// One eBPF instruction, as the kernel lays it out.
-#[derive(Debug, Clone, Copy, PartialEq)]
-#[repr(C)]
-pub struct Insn {
-    pub code: u8,
-    /// dst register in the low nibble, src in the high one
-    pub regs: u8,
-    pub off: i16,
-    pub imm: i32,
-}
 
 const LDX_MEM_W: u8 = 0x61; // BPF_LDX | BPF_MEM | BPF_W
 const ALU32_AND_K: u8 = 0x54; // BPF_ALU | BPF_AND | BPF_K
@@ -104,9 +94,9 @@ pub fn program(rules: &[&str]) -> Vec<Insn> {
 /// Attaches the standard-devices filter to the v2 cgroup at `dir`.
 pub fn attach_standard(dir: &Path) -> std::io::Result<()> {
     let prog = program(&STANDARD_DEVICES);
-    let fd = crate::runtime::sys::bpf_load_device_filter(&prog)?;
+    let fd = crate::sys::bpf_load_device_filter(&prog)?;
     let cg = std::fs::File::open(dir)?;
-    crate::runtime::sys::bpf_attach_device_filter(cg.as_raw_fd(), fd.as_raw_fd())
+    crate::sys::bpf_attach_device_filter(cg.as_fd(), fd.as_fd())
 }
 
 #[cfg(test)]

@@ -2,8 +2,7 @@
 //! root), and reading back what the kernel holds.
 
 use super::{read_value, ContainerCgroup, Mode};
-use crate::api::Limits;
-use serde::{Deserialize, Serialize};
+use crate::model::{AppliedLimits, IoApplied, Limits};
 use std::fs;
 
 /// CFS period used for `cpus`.
@@ -147,28 +146,6 @@ pub fn plan(mode: Mode, l: &Limits, io_dev: Option<(u64, u64)>) -> Vec<Write> {
     out
 }
 
-/// Limits read back from the kernel, in bytes and absolute units. `None` is unlimited.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct AppliedLimits {
-    pub memory: Option<u64>,
-    pub memory_high: Option<u64>,
-    pub memory_swap: Option<u64>,
-    pub cpus: Option<f64>,
-    pub cpu_quota_us: Option<u64>,
-    pub cpu_period_us: Option<u64>,
-    pub cpu_weight: Option<u64>,
-    pub cpu_shares: Option<u64>,
-    pub pids: Option<u64>,
-    pub io: Vec<IoApplied>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct IoApplied {
-    pub device: String,
-    pub read_bps: Option<u64>,
-    pub write_bps: Option<u64>,
-}
-
 pub(super) fn read_back(cg: &ContainerCgroup) -> AppliedLimits {
     let mut a = AppliedLimits::default();
     let file = |ctl: &str, f: &str| cg.dir(ctl).map(|d| d.join(f));
@@ -259,8 +236,7 @@ pub(super) fn read_back(cg: &ContainerCgroup) -> AppliedLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::IoLimits;
-    use crate::units::Size;
+    use crate::model::{IoLimits, Size};
 
     fn limits() -> Limits {
         Limits {

@@ -1,23 +1,26 @@
 //! Container cgroups: cgroup v2, with a v1 fallback for hybrid hosts.
 //!
-//! Written against the cgroup filesystem directly rather than through
-//! cgroups-rs: on v1 the agent's own cgroup differs per controller (here the
-//! memory controller has `/process_api/...` while cpu has `/`), and cgroups-rs
-//! places one relative path in every hierarchy, which would put containers
-//! outside the agent's subtree. Every path here hangs off a root the caller
-//! passes in, so unit tests run against a temp dir.
+//! The hierarchy is laid out here against the cgroup filesystem: on v1 the
+//! agent's own cgroup differs per controller (here the memory controller has
+//! `/process_api/...` while cpu has `/`), and cgroups-rs places one relative
+//! path in every hierarchy, which would put containers outside the agent's
+//! subtree. Every path hangs off a root the caller passes in, so unit tests
+//! run against a temp dir. The lifecycle uses them through [`Cgroups`].
 
 mod detect;
 pub mod devices;
+mod driver;
 mod limits;
 mod stats;
 
 pub use detect::{detect, Layout};
-pub use limits::{plan, shares_from_weight, AppliedLimits, IoApplied, Write, STANDARD_DEVICES};
+pub use driver::{CgroupFs, Cgroups};
+pub use limits::{plan, shares_from_weight, Write, STANDARD_DEVICES};
 pub use stats::{
     CpuStats, IoStats, MemoryStats, PidsStats, Pressure, Psi, PsiLine, StatFiles, Stats,
 };
 
+pub use crate::model::{AppliedLimits, IoApplied};
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io;
@@ -26,16 +29,28 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
-    #[error("cgroup: cannot {action} {path}: {source}")]
+    #[error("cgroup: cannot {action} {path}")]
     Io {
         action: &'static str,
         path: PathBuf,
+        #[source]
         source: io::Error,
     },
     #[error("cgroup: {0}")]
     Setup(String),
     #[error("cgroup {path} still has processes after {secs}s")]
     Busy { path: PathBuf, secs: u64 },
+    /// A limit the kernel refused (the value is out of what it takes).
+    #[error("cgroup: cannot write {value:?} to {path}")]
+    Limit {
+        path: PathBuf,
+        value: String,
+        #[source]
+        source: io::Error,
+    },
+    /// IO limits apply to the disk holding the state dir, which was not found.
+    #[error("io limits apply to the disk holding the state dir, but {0}")]
+    IoDevice(String),
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CgroupError + 'a {
@@ -140,10 +155,10 @@ impl ContainerCgroup {
             if w.optional && !path.exists() {
                 continue;
             }
-            fs::write(&path, w.value.as_bytes()).map_err(|source| CgroupError::Io {
-                action: "write",
+            fs::write(&path, w.value.as_bytes()).map_err(|source| CgroupError::Limit {
                 path: path.clone(),
-                source: io::Error::new(source.kind(), format!("{source} (value {:?})", w.value)),
+                value: w.value.clone(),
+                source,
             })?;
         }
         Ok(())
@@ -261,30 +276,29 @@ pub(crate) fn read_value(path: &Path) -> Option<u64> {
 }
 
 /// Finds the whole-disk block device holding `path` (io.max refuses partitions).
-pub fn block_device_of(path: &Path, sys_root: &Path) -> Result<(u64, u64), String> {
+pub fn block_device_of(path: &Path, sys_root: &Path) -> Result<(u64, u64), CgroupError> {
     use std::os::unix::fs::MetadataExt;
+    let fail = |m: String| CgroupError::IoDevice(m);
     let dev = fs::metadata(path)
-        .map_err(|e| format!("cannot stat {}: {e}", path.display()))?
+        .map_err(|e| fail(format!("cannot stat {}: {e}", path.display())))?
         .dev();
     let (maj, min) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
     if maj == 0 {
-        return Err(format!("{} is not on a block device", path.display()));
+        return Err(fail(format!("{} is not on a block device", path.display())));
     }
     let node = sys_root.join(format!("dev/block/{maj}:{min}"));
     if !node.exists() {
-        return Err(format!(
+        return Err(fail(format!(
             "{} is on {maj}:{min}, which is not a block device",
             path.display()
-        ));
+        )));
     }
-    if node.join("partition").exists() {
-        let parent = fs::read_to_string(node.join("../dev"))
-            .map_err(|e| format!("cannot find the disk of partition {maj}:{min}: {e}"))?;
-        let (a, b) = parent.trim().split_once(':').ok_or("bad dev file")?;
-        return Ok((
-            a.parse().map_err(|_| "bad dev")?,
-            b.parse().map_err(|_| "bad dev")?,
-        ));
+    if !node.join("partition").exists() {
+        return Ok((maj, min));
     }
-    Ok((maj, min))
+    let parent = fs::read_to_string(node.join("../dev"))
+        .map_err(|e| fail(format!("cannot find the disk of partition {maj}:{min}: {e}")))?;
+    let bad = || fail(format!("bad dev file of the disk of {maj}:{min}"));
+    let (a, b) = parent.trim().split_once(':').ok_or_else(bad)?;
+    Ok((a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?))
 }

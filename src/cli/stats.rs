@@ -1,15 +1,11 @@
 //! `hydractl stats`: one snapshot (totals), or a live view (`--watch`)
 //! with rates between samples: CPU %, memory, pids, IO per second.
 
-use super::{fmt_bytes, print_json, table};
+use super::output::{fmt_bytes, print_json, table};
 use crate::api::client::{Client, ClientError};
 use crate::cgroup::Stats;
 use std::time::{Duration, Instant};
 
-async fn get(c: &Client, name: &str) -> Result<Stats, ClientError> {
-    c.call("GET", &format!("/v1/containers/{name}/stats"), None)
-        .await
-}
 
 pub async fn stats(
     c: &Client,
@@ -20,7 +16,7 @@ pub async fn stats(
 ) -> Result<(), ClientError> {
     let mut prev: Option<(Instant, Stats)> = None;
     loop {
-        let v = get(c, name).await?;
+        let v = c.stats(name).await?;
         let now = Instant::now();
         if json {
             // one object per line in the live view (NDJSON)

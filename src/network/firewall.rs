@@ -1,13 +1,10 @@
-//! The iptables rules as data (pure `render`, unit-tested) and their
-//! application: whole chains replaced atomically with `iptables-restore
-//! --noflush` (one transaction per table, so there is no moment when a chain
-//! is empty), single mappings added or removed the same way, hooks from the
-//! built-in chains (or Docker's DOCKER-USER) checked with the iptables crate,
-//! and drift detected by comparing `iptables-save` with what was applied.
+//! The iptables rules as data (pure, unit-tested): whole chains for
+//! `iptables-restore --noflush` (one transaction per table, so there is no
+//! moment when a chain is empty), the change of one container's mappings,
+//! and the hooks from the built-in chains. [`super::iptables`] applies them.
 
-use super::ipam::Cidr;
+use crate::model::Cidr;
 use std::net::Ipv4Addr;
-use std::process::Command;
 
 /// Private ranges containers may not reach unless listed in `egress_allow`.
 pub const PRIVATE: [&str; 5] = [
@@ -254,115 +251,6 @@ pub fn hooks(
         ),
         ("nat", "POSTROUTING".into(), "-j HYDRA-POSTROUTING".into()),
     ]
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum FirewallError {
-    #[error("firewall: cannot run {cmd}: {source}")]
-    Spawn { cmd: String, source: std::io::Error },
-    #[error("firewall: {cmd} failed: {stderr}")]
-    Failed { cmd: String, stderr: String },
-    #[error("firewall: {0}")]
-    Other(String),
-}
-
-fn restore(input: &str) -> Result<(), FirewallError> {
-    super::restore::apply(input)
-}
-
-/// Our rules as iptables-save prints them (`table -A ...`, sorted): the
-/// snapshot drift is checked against.
-pub fn saved_rules() -> Result<Vec<String>, FirewallError> {
-    let mut all = Vec::new();
-    for table in ["filter", "nat"] {
-        let out = Command::new("iptables-save")
-            .args(["-t", table])
-            .output()
-            .map_err(|source| FirewallError::Spawn {
-                cmd: "iptables-save".into(),
-                source,
-            })?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        for l in text
-            .lines()
-            .filter(|l| l.contains("HYDRA-") && l.starts_with("-A "))
-        {
-            all.push(format!("{table} {l}"));
-        }
-    }
-    all.sort();
-    Ok(all)
-}
-
-/// Bucket chains present in the kernel's nat table.
-fn bucket_chains() -> Result<Vec<String>, FirewallError> {
-    let out = Command::new("iptables-save")
-        .args(["-t", "nat"])
-        .output()
-        .map_err(|source| FirewallError::Spawn {
-            cmd: "iptables-save".into(),
-            source,
-        })?;
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.strip_prefix(':')?.split(' ').next())
-        .filter(|c| c.starts_with("HYDRA-DNAT-"))
-        .map(String::from)
-        .collect())
-}
-
-/// Applies the whole rule set (each table in one transaction) and the hooks.
-pub fn apply_all(s: &Spec) -> Result<Vec<String>, FirewallError> {
-    restore(&(render_filter(s) + &render_nat(s, &bucket_chains()?)))?;
-    ensure_hooks(&s.bridge, s.ours.as_ref())?;
-    saved_rules()
-}
-
-pub fn apply_allowlist(s: &Spec) -> Result<Vec<String>, FirewallError> {
-    restore(&render_allowlist(s))?;
-    saved_rules()
-}
-
-/// Applies a [`render_change`].
-pub fn apply_change(input: &str) -> Result<(), FirewallError> {
-    restore(input)
-}
-
-/// Where our FORWARD hook goes: Docker's DOCKER-USER when Docker runs here
-/// (Docker jumps there first and never rewrites it), else FORWARD itself.
-pub fn forward_chain() -> String {
-    let ipt = iptables::new(false);
-    match ipt {
-        Ok(ipt) if ipt.chain_exists("filter", "DOCKER-USER").unwrap_or(false) => {
-            "DOCKER-USER".into()
-        }
-        _ => "FORWARD".into(),
-    }
-}
-
-/// Inserts any missing jump at position 1.
-pub fn ensure_hooks(bridge: &str, ours: Option<&Cidr>) -> Result<(), FirewallError> {
-    let ipt = iptables::new(false).map_err(|e| FirewallError::Other(e.to_string()))?;
-    for (table, chain, rule) in hooks(bridge, ours, &forward_chain()) {
-        if !ipt
-            .exists(table, &chain, &rule)
-            .map_err(|e| FirewallError::Other(format!("check {table} {chain} {rule}: {e}")))?
-        {
-            ipt.insert(table, &chain, &rule, 1)
-                .map_err(|e| FirewallError::Other(format!("insert {table} {chain} {rule}: {e}")))?;
-        }
-    }
-    Ok(())
-}
-
-/// Whether every hook is in place.
-pub fn hooks_present(bridge: &str, ours: Option<&Cidr>) -> bool {
-    let Ok(ipt) = iptables::new(false) else {
-        return false;
-    };
-    hooks(bridge, ours, &forward_chain())
-        .iter()
-        .all(|(t, c, r)| ipt.exists(t, c, r).unwrap_or(false))
 }
 
 #[cfg(test)]

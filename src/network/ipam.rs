@@ -2,60 +2,9 @@
 //! rebuilt from the persisted records at start, so an address is never handed
 //! out twice, across restarts included.
 
+pub use crate::model::Cidr;
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
-
-/// An IPv4 CIDR like `172.17.0.0/16`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    pub net: Ipv4Addr,
-    pub prefix: u8,
-}
-
-impl Cidr {
-    pub fn parse(s: &str) -> Result<Cidr, String> {
-        let (ip, len) = s
-            .split_once('/')
-            .ok_or_else(|| format!("{s:?} is not a CIDR (a.b.c.d/len)"))?;
-        let ip: Ipv4Addr = ip
-            .parse()
-            .map_err(|_| format!("{s:?}: {ip:?} is not an IPv4 address"))?;
-        let prefix: u8 = len
-            .parse()
-            .ok()
-            .filter(|l| *l <= 32)
-            .ok_or_else(|| format!("{s:?}: prefix must be 0 to 32"))?;
-        let net = Ipv4Addr::from(u32::from(ip) & Self::mask(prefix));
-        Ok(Cidr { net, prefix })
-    }
-
-    fn mask(prefix: u8) -> u32 {
-        if prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - prefix as u32)
-        }
-    }
-
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        u32::from(ip) & Self::mask(self.prefix) == u32::from(self.net)
-    }
-
-    /// First usable address: the gateway (the bridge).
-    pub fn gateway(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.net) + 1)
-    }
-
-    pub fn broadcast(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.net) | !Self::mask(self.prefix))
-    }
-}
-
-impl std::fmt::Display for Cidr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.net, self.prefix)
-    }
-}
 
 /// Hands out container addresses in a subnet: never the network, the gateway
 /// or the broadcast address, never one in use. Next-fit from the last
@@ -126,19 +75,6 @@ impl Ipam {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cidr() {
-        let c = Cidr::parse("172.17.3.4/16").unwrap();
-        assert_eq!(c.to_string(), "172.17.0.0/16");
-        assert_eq!(c.gateway(), Ipv4Addr::new(172, 17, 0, 1));
-        assert_eq!(c.broadcast(), Ipv4Addr::new(172, 17, 255, 255));
-        assert!(c.contains(Ipv4Addr::new(172, 17, 200, 1)));
-        assert!(!c.contains(Ipv4Addr::new(172, 18, 0, 1)));
-        assert!(Cidr::parse("10.0.0.0/33").is_err());
-        assert!(Cidr::parse("10.0.0/8").is_err());
-        assert_eq!(Cidr::parse("0.0.0.0/0").unwrap().prefix, 0);
-    }
 
     #[test]
     fn range_inside_the_subnet() {

@@ -2,24 +2,52 @@
 //! pool and its inventory, DNAT to the containers' ports and the allowlist
 //! firewall. State (IPs, ports) lives in the container records; this module
 //! rebuilds its allocators from them at start, so nothing is handed out twice.
+//! The kernel is reached only through [`driver::FirewallDriver`] and
+//! [`driver::Links`].
 
+pub mod driver;
 pub mod firewall;
+mod inventory;
 pub mod ipam;
+pub mod iptables;
 pub mod netlink;
 pub mod ports;
 pub mod restore;
 
-use crate::api::{ApiError, PortMapping, PortSpec};
-use crate::config::NetworkConfig;
+pub use inventory::{Inventory, Listener, Taken};
+pub use iptables::FirewallError;
+
+use crate::config::{NetworkConfig, PortRange};
+use crate::fsutil::{write_atomic, WriteError};
+use crate::model::{Allocation, Cidr, PortMapping, PortSpec};
+use driver::{FirewallDriver, Links};
 use firewall::Mapping;
-use ipam::{Cidr, Ipam};
+use ipam::Ipam;
 use ports::{PortError, PortPool};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use prometheus_client::metrics::counter::Counter;
 use std::sync::Mutex;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error("no free address left in {subnet}")]
+    AddressesExhausted { subnet: Cidr },
+    #[error(transparent)]
+    Port(#[from] PortError),
+    #[error(transparent)]
+    Firewall(#[from] FirewallError),
+    #[error("network: cannot set up the bridge {bridge}")]
+    Bridge {
+        bridge: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("network: cannot persist the allowlist")]
+    Persist(#[from] WriteError),
+}
 
 /// What the container's init needs to plug itself in (see runtime::init).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -33,60 +61,45 @@ pub struct NetLaunch {
     pub resolv_conf: String,
 }
 
+/// The networking part of the config, as the network uses it.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub bridge: String,
     pub subnet: Cidr,
-    pub pool: (u16, u16),
+    pub pool: PortRange,
     pub allowlist: Vec<Cidr>,
     pub host_ports: Vec<u16>,
     pub egress_allow: Vec<Cidr>,
-    pub dns: Vec<String>,
+    pub dns: Vec<IpAddr>,
     pub ip_range: Cidr,
 }
 
 impl Settings {
-    pub fn from_config(c: &NetworkConfig) -> Result<Settings, String> {
-        let cidrs = |v: &[String]| {
-            v.iter()
-                .map(|s| Cidr::parse(s))
-                .collect::<Result<Vec<_>, _>>()
-        };
-        Ok(Settings {
+    pub fn from_config(c: &NetworkConfig) -> Settings {
+        Settings {
             bridge: c.bridge.clone(),
-            subnet: Cidr::parse(&c.subnet)?,
-            pool: crate::config::parse_port_range(&c.port_range).ok_or("bad port_range")?,
-            allowlist: cidrs(&c.allowlist)?,
+            subnet: c.subnet,
+            pool: c.port_range,
+            allowlist: c.allowlist.clone(),
             host_ports: c.host_ports.clone(),
-            egress_allow: cidrs(&c.egress_allow)?,
+            egress_allow: c.egress_allow.clone(),
             dns: c.dns.clone(),
-            ip_range: match &c.ip_range {
-                Some(r) => Cidr::parse(r)?,
-                None => Cidr::parse(&c.subnet)?,
-            },
+            ip_range: c.ip_range.unwrap_or(c.subnet),
+        }
+    }
+}
+
+/// The DNAT mappings of a container's ports to its address.
+fn mappings(a: &Allocation) -> Vec<Mapping> {
+    let Some(ip) = a.ip else { return Vec::new() };
+    a.ports
+        .iter()
+        .map(|p| Mapping {
+            host_port: p.host_port,
+            ip,
+            container_port: p.container_port,
         })
-    }
-}
-
-/// A container's allocations, as persisted in its record.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Allocation {
-    pub ip: Option<Ipv4Addr>,
-    pub ports: Vec<PortMapping>,
-}
-
-impl Allocation {
-    /// The DNAT mappings of these ports to `ip`.
-    fn mappings(&self, ip: Ipv4Addr) -> Vec<Mapping> {
-        self.ports
-            .iter()
-            .map(|p| Mapping {
-                host_port: p.host_port,
-                ip,
-                container_port: p.container_port,
-            })
-            .collect()
-    }
+        .collect()
 }
 
 struct State {
@@ -96,58 +109,25 @@ struct State {
     allowlist: Vec<Cidr>,
 }
 
-/// `GET /v1/ports`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct PortsInfo {
-    pub range: PortRange,
-    pub free: usize,
-    pub allocated: Vec<AllocatedPort>,
-    pub taken_by_others: Vec<TakenPort>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct PortRange {
-    pub start: u16,
-    pub end: u16,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct AllocatedPort {
-    pub host_port: u16,
-    pub container_port: u16,
-    pub container: String,
-    pub ip: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct TakenPort {
-    pub port: u16,
-    pub pid: Option<i32>,
-    pub process: Option<String>,
-}
-
-/// `GET/PUT /v1/firewall/allowlist`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Allowlist {
-    pub cidrs: Vec<String>,
+/// The persisted allowlist (`firewall.json`).
+#[derive(Serialize, Deserialize)]
+struct SavedAllowlist {
+    cidrs: Vec<Cidr>,
 }
 
 pub struct Network {
     pub settings: Settings,
+    firewall: Box<dyn FirewallDriver>,
     bridge_index: u32,
     state: Mutex<State>,
     /// iptables-save lines of our chains after the last apply (drift baseline).
     applied: Mutex<Vec<String>>,
     allowlist_file: PathBuf,
-    pub drift_restores: AtomicU64,
+    /// Times the drift check found our rules changed and restored them.
+    pub drift_restores: Counter,
     /// Serialises changes to the rules with the drift check, so a check in
     /// the middle of an install never mistakes it for drift.
     ops: Mutex<()>,
-}
-
-fn map_err(e: impl std::fmt::Display) -> ApiError {
-    ApiError::internal(e.to_string())
 }
 
 impl Network {
@@ -157,41 +137,24 @@ impl Network {
         settings: Settings,
         existing: &[(String, Allocation)],
         state_dir: &std::path::Path,
-    ) -> anyhow::Result<Network> {
-        let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", "1");
-        // localhost:hostport -> container (kube-proxy does the same): route
-        // 127/8 out of the bridge, masqueraded (see firewall::render_nat).
-        let mut nl = netlink::Netlink::new()?;
-        if let Some(lo) = nl.link_index("lo")? {
-            nl.set_up(lo, None)?;
-        }
-        let bridge_index = match nl.link_index(&settings.bridge)? {
-            Some(i) => i, // exists (maybe Docker's): used as it is
-            None => {
-                nl.create_bridge(&settings.bridge)?;
-                let i = nl
-                    .link_index(&settings.bridge)?
-                    .ok_or_else(|| anyhow::anyhow!("bridge vanished"))?;
-                nl.add_address(i, settings.subnet.gateway(), settings.subnet.prefix)?;
-                nl.set_up(i, None)?;
-                i
-            }
-        };
-        let _ = std::fs::write(
-            format!("/proc/sys/net/ipv4/conf/{}/route_localnet", settings.bridge),
-            "1",
-        );
+        firewall: Box<dyn FirewallDriver>,
+        links: &dyn Links,
+    ) -> Result<Network, NetworkError> {
+        let bridge_index =
+            links
+                .prepare(&settings.bridge, &settings.subnet)
+                .map_err(|source| NetworkError::Bridge {
+                    bridge: settings.bridge.clone(),
+                    source,
+                })?;
         let allowlist_file = state_dir.join("firewall.json");
-        let allowlist = match std::fs::read(&allowlist_file)
+        let allowlist = std::fs::read(&allowlist_file)
             .ok()
-            .and_then(|b| serde_json::from_slice::<Allowlist>(&b).ok())
-        {
-            Some(a) => a.cidrs.iter().filter_map(|c| Cidr::parse(c).ok()).collect(),
-            None => settings.allowlist.clone(),
-        };
+            .and_then(|b| serde_json::from_slice::<SavedAllowlist>(&b).ok())
+            .map_or_else(|| settings.allowlist.clone(), |a| a.cidrs);
         let mut st = State {
             ipam: Ipam::with_range(settings.subnet, settings.ip_range),
-            pool: PortPool::new(settings.pool.0, settings.pool.1),
+            pool: PortPool::new(settings.pool.start, settings.pool.end),
             mappings: BTreeMap::new(),
             allowlist,
         };
@@ -200,20 +163,20 @@ impl Network {
                 if !st.ipam.reserve(ip) {
                     tracing::error!(container = %name, %ip, "address outside the subnet or already in use; not reserved");
                 }
-                let maps = a.mappings(ip);
                 for p in &a.ports {
                     st.pool.reserve(p.host_port, name);
                 }
-                st.mappings.insert(name.clone(), maps);
+                st.mappings.insert(name.clone(), mappings(a));
             }
         }
         let net = Network {
             settings,
+            firewall,
             bridge_index,
             state: Mutex::new(st),
             applied: Mutex::new(Vec::new()),
             allowlist_file,
-            drift_restores: AtomicU64::new(0),
+            drift_restores: Counter::default(),
             ops: Mutex::new(()),
         };
         net.apply_all()?;
@@ -232,24 +195,23 @@ impl Network {
         }
     }
 
-    fn apply_all(&self) -> Result<(), firewall::FirewallError> {
+    fn apply_all(&self) -> Result<(), FirewallError> {
         let st = self.state.lock().unwrap();
-        let saved = firewall::apply_all(&self.spec(&st))?;
+        let saved = self.firewall.apply_all(&self.spec(&st))?;
         *self.applied.lock().unwrap() = saved;
         Ok(())
     }
 
     /// Allocates an address and host ports for a new container.
-    pub fn allocate(&self, name: &str, wanted: &[PortSpec]) -> Result<Allocation, ApiError> {
+    pub fn allocate(&self, name: &str, wanted: &[PortSpec]) -> Result<Allocation, NetworkError> {
         let busy: BTreeSet<u16> = ports::listeners().keys().copied().collect();
         let mut st = self.state.lock().unwrap();
-        let ip = st.ipam.allocate().ok_or_else(|| {
-            ApiError::new(
-                409,
-                "exhausted",
-                format!("no free address left in {}", self.settings.subnet),
-            )
-        })?;
+        let ip = st
+            .ipam
+            .allocate()
+            .ok_or(NetworkError::AddressesExhausted {
+                subnet: self.settings.ip_range,
+            })?;
         let mut got = Vec::new();
         for w in wanted {
             match st.pool.allocate(w.host_port, name, &busy) {
@@ -263,17 +225,7 @@ impl Network {
                         st.pool.release(p.host_port);
                     }
                     st.ipam.release(ip);
-                    let code = if matches!(e, PortError::Exhausted { .. }) {
-                        "exhausted"
-                    } else {
-                        "conflict"
-                    };
-                    return Err(ApiError {
-                        status: 409,
-                        code,
-                        message: e.to_string(),
-                        field: Some("ports".into()),
-                    });
+                    return Err(e.into());
                 }
             }
         }
@@ -285,16 +237,15 @@ impl Network {
 
     /// Installs the DNAT rules of a started container: one transaction, so a
     /// failure leaves no rule behind.
-    pub fn install(&self, name: &str, a: &Allocation) -> Result<(), ApiError> {
+    pub fn install(&self, name: &str, a: &Allocation) -> Result<(), NetworkError> {
         let _ops = self.ops.lock().unwrap();
-        let Some(ip) = a.ip else { return Ok(()) };
-        let maps = a.mappings(ip);
+        let maps = mappings(a);
         if maps.is_empty() {
             return Ok(());
         }
         let before: Vec<Mapping> = self.all_mappings();
         let (input, touched) = firewall::render_change(&before, &maps, &[]);
-        firewall::apply_change(&input).map_err(map_err)?;
+        self.firewall.apply_change(&input)?;
         self.state
             .lock()
             .unwrap()
@@ -318,7 +269,7 @@ impl Network {
             .unwrap_or_default();
         if !maps.is_empty() {
             let (input, touched) = firewall::render_change(&before, &[], &maps);
-            match firewall::apply_change(&input) {
+            match self.firewall.apply_change(&input) {
                 Ok(()) => self.rebase(&touched),
                 Err(e) => {
                     tracing::error!(container = name, error = %e, "teardown: DNAT rules; the drift check resyncs");
@@ -379,106 +330,80 @@ impl Network {
         }
     }
 
-    pub fn allowlist(&self) -> Allowlist {
-        Allowlist {
-            cidrs: self
-                .state
-                .lock()
-                .unwrap()
-                .allowlist
-                .iter()
-                .map(|c| c.to_string())
-                .collect(),
-        }
+    pub fn allowlist(&self) -> Vec<Cidr> {
+        self.state.lock().unwrap().allowlist.clone()
     }
 
     /// Replaces the allowlist (one transaction) and persists it.
-    pub fn set_allowlist(&self, a: &Allowlist) -> Result<Allowlist, ApiError> {
-        let mut cidrs = Vec::new();
-        for (i, c) in a.cidrs.iter().enumerate() {
-            cidrs.push(Cidr::parse(c).map_err(|m| ApiError::bad(format!("cidrs[{i}]"), m))?);
-        }
+    pub fn set_allowlist(&self, cidrs: Vec<Cidr>) -> Result<Vec<Cidr>, NetworkError> {
+        self.change_allowlist(|_| cidrs)
+    }
+
+    /// Adds and removes CIDRs in one server-side change (no read-edit-write
+    /// race between two operators); the allowlist after it.
+    pub fn edit_allowlist(&self, add: &[Cidr], remove: &[Cidr]) -> Result<Vec<Cidr>, NetworkError> {
+        self.change_allowlist(|old| {
+            let mut new: Vec<Cidr> = old.iter().filter(|c| !remove.contains(c)).copied().collect();
+            for c in add {
+                if !new.contains(c) {
+                    new.push(*c);
+                }
+            }
+            new
+        })
+    }
+
+    fn change_allowlist(
+        &self,
+        f: impl FnOnce(&[Cidr]) -> Vec<Cidr>,
+    ) -> Result<Vec<Cidr>, NetworkError> {
         let _ops = self.ops.lock().unwrap();
         let mut st = self.state.lock().unwrap();
-        let old = std::mem::replace(&mut st.allowlist, cidrs);
-        let spec = self.spec(&st);
-        match firewall::apply_allowlist(&spec) {
+        let new = f(&st.allowlist);
+        let old = std::mem::replace(&mut st.allowlist, new);
+        match self.firewall.apply_allowlist(&self.spec(&st)) {
             Ok(saved) => *self.applied.lock().unwrap() = saved,
             Err(e) => {
                 st.allowlist = old;
-                return Err(map_err(e));
+                return Err(e.into());
             }
         }
-        let out = Allowlist {
-            cidrs: st.allowlist.iter().map(|c| c.to_string()).collect(),
-        };
+        let out = st.allowlist.clone();
         drop(st);
-        crate::store::write_atomic(
-            &self.allowlist_file,
-            &serde_json::to_vec(&out).expect("json"),
-            true,
-        )
-        .map_err(map_err)?;
+        let data = serde_json::to_vec(&SavedAllowlist { cidrs: out.clone() }).expect("json");
+        write_atomic(&self.allowlist_file, &data, true)?;
         Ok(out)
     }
 
     /// Restores our rules if someone removed or changed them. True if it did.
-    pub fn check_drift(&self) -> Result<bool, firewall::FirewallError> {
+    pub fn check_drift(&self) -> Result<bool, FirewallError> {
         let _ops = self.ops.lock().unwrap();
-        let now = firewall::saved_rules()?;
+        let now = self.firewall.saved_rules()?;
         let drifted = now != *self.applied.lock().unwrap()
-            || !firewall::hooks_present(&self.settings.bridge, self.ours().as_ref());
+            || !self
+                .firewall
+                .hooks_present(&self.settings.bridge, self.ours().as_ref());
         if drifted {
             self.apply_all()?;
-            self.drift_restores.fetch_add(1, Ordering::Relaxed);
+            self.drift_restores.inc();
         }
         Ok(drifted)
     }
 
-    pub fn inventory(&self) -> PortsInfo {
+    /// The host-port inventory, checked against the kernel's listeners.
+    pub fn inventory(&self) -> Inventory {
         let listening = ports::listeners();
         let st = self.state.lock().unwrap();
-        let (start, end) = (st.pool.start, st.pool.end);
-        let mut allocated = Vec::new();
-        for (name, maps) in &st.mappings {
-            for m in maps {
-                allocated.push(AllocatedPort {
-                    host_port: m.host_port,
-                    container_port: m.container_port,
-                    container: name.clone(),
-                    ip: m.ip.to_string(),
-                });
-            }
-        }
-        allocated.sort_by_key(|a| a.host_port);
-        let others: BTreeMap<u16, u64> = listening
-            .into_iter()
-            .filter(|(p, _)| (start..=end).contains(p) && !st.pool.allocated().contains_key(p))
-            .collect();
-        let busy: BTreeSet<u16> = others.keys().copied().collect();
-        let free = st.pool.free(&busy);
+        let partial = inventory::build(&st.pool, &st.mappings, listening);
         drop(st);
-        let owners = ports::socket_owners(&others.values().copied().collect());
-        let taken_by_others = others
-            .iter()
-            .map(|(p, ino)| TakenPort {
-                port: *p,
-                pid: owners.get(ino).map(|o| o.0),
-                process: owners.get(ino).map(|o| o.1.clone()),
-            })
-            .collect();
-        PortsInfo {
-            range: PortRange { start, end },
-            free,
-            allocated,
-            taken_by_others,
-        }
+        // the /proc walk for the owners, without holding the state
+        partial.with_owners()
     }
 }
 
 /// The container's resolv.conf: configured servers, else the host's minus
 /// loopback resolvers (unreachable from a container).
-fn resolv_conf(dns: &[String]) -> String {
+fn resolv_conf(dns: &[IpAddr]) -> String {
     if !dns.is_empty() {
         return dns.iter().map(|d| format!("nameserver {d}\n")).collect();
     }
@@ -488,3 +413,6 @@ fn resolv_conf(dns: &[String]) -> String {
         .map(|l| format!("{l}\n"))
         .collect()
 }
+
+#[cfg(test)]
+mod tests;

@@ -122,11 +122,17 @@ impl Netlink {
     }
 
     /// Creates a veth pair here: `name` in this namespace, `peer` directly in
-    /// the namespace of `peer_netns_fd` (no move afterwards).
-    pub fn create_veth(&mut self, name: &str, peer: &str, peer_netns_fd: RawFd) -> io::Result<()> {
+    /// the namespace of `peer_netns` (no move afterwards).
+    pub fn create_veth(
+        &mut self,
+        name: &str,
+        peer: &str,
+        peer_netns: std::os::fd::BorrowedFd,
+    ) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
         let mut p = LinkMessage::default();
         p.attributes.push(LinkAttribute::IfName(peer.into()));
-        p.attributes.push(LinkAttribute::NetNsFd(peer_netns_fd));
+        p.attributes.push(LinkAttribute::NetNsFd(peer_netns.as_raw_fd()));
         let mut m = LinkMessage::default();
         m.attributes.push(LinkAttribute::IfName(name.into()));
         m.attributes.push(LinkAttribute::LinkInfo(vec![

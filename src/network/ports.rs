@@ -4,32 +4,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PortError {
+    #[error("host port {port} is outside the pool {start}-{end}")]
     Outside { port: u16, start: u16, end: u16 },
+    #[error("host port {port} is already allocated to {to}")]
     Allocated { port: u16, to: String },
+    #[error("host port {port} is in use by another process on the host")]
     TakenByOther { port: u16 },
+    #[error("no free host port left in the pool {start}-{end}")]
     Exhausted { start: u16, end: u16 },
-}
-
-impl std::fmt::Display for PortError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            PortError::Outside { port, start, end } => {
-                write!(f, "host port {port} is outside the pool {start}-{end}")
-            }
-            PortError::Allocated { port, to } => {
-                write!(f, "host port {port} is already allocated to {to}")
-            }
-            PortError::TakenByOther { port } => write!(
-                f,
-                "host port {port} is in use by another process on the host"
-            ),
-            PortError::Exhausted { start, end } => {
-                write!(f, "no free host port left in the pool {start}-{end}")
-            }
-        }
-    }
 }
 
 /// Allocations from the configured range, rebuilt from records at start.

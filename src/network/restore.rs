@@ -12,7 +12,7 @@
 //! Hand-written: the parse of one netlink message type (NFT_MSG_NEWGEN). The
 //! netlink-packet-* crates have no nftables family.
 
-use super::firewall::FirewallError;
+use super::iptables::FirewallError;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{
     bind, recv, setsockopt, socket, sockopt, AddressFamily, MsgFlags, NetlinkAddr, SockFlag,

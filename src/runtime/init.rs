@@ -9,7 +9,7 @@ use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use nix::unistd::{chdir, execve, pivot_root, setgid, setgroups, sethostname, setuid, Gid, Uid};
 use std::ffi::CString;
 use std::fs;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::{symlink, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -33,7 +33,7 @@ fn sys(what: &str) -> impl FnOnce(nix::Error) -> InitError + '_ {
 
 /// The host side of the network: a netlink socket and the netns fd, both of
 /// the host's network namespace, opened before the clone.
-pub type HostNet<'a> = (&'a mut Netlink, RawFd);
+pub type HostNet<'a> = (&'a mut Netlink, BorrowedFd<'a>);
 
 /// Sets up the container and execs its process; returns only on failure.
 /// `userns`: the container's user namespace (made and mapped by the shim),
@@ -41,7 +41,7 @@ pub type HostNet<'a> = (&'a mut Netlink, RawFd);
 pub fn run(
     l: &Launch,
     host: Option<HostNet>,
-    fail_fd: RawFd,
+    fail_fd: BorrowedFd,
     userns: Option<BorrowedFd>,
 ) -> InitError {
     match setup_and_exec(l, host, fail_fd, userns) {
@@ -53,7 +53,7 @@ pub fn run(
 fn setup_and_exec(
     l: &Launch,
     host: Option<HostNet>,
-    fail_fd: RawFd,
+    fail_fd: BorrowedFd,
     userns: Option<BorrowedFd>,
 ) -> Result<std::convert::Infallible, InitError> {
     // host id of container root, when in a user namespace
@@ -84,7 +84,7 @@ fn setup_and_exec(
         // namespace only; what the container writes lands in its upper dir
         // under its own host ids
         for layer in &l.lower {
-            super::sys::idmapped_bind_over(layer, ns.as_raw_fd())
+            crate::sys::idmapped_bind_over(layer, ns)
                 .map_err(|e| fail("userns", format!("idmapped layer: {e}")))?;
         }
         let id = Some(base);
@@ -106,7 +106,7 @@ fn setup_and_exec(
     }
     mask_paths(root)?;
     sethostname(&l.hostname).map_err(sys("sethostname"))?;
-    super::sys::loopback_up().map_err(|e| fail("runtime", format!("loopback up: {e}")))?;
+    crate::sys::loopback_up().map_err(|e| fail("runtime", format!("loopback up: {e}")))?;
     if let (Some(n), Some((host_nl, host_ns))) = (&l.net, host) {
         write_etc(root, n, &l.hostname, owner)?;
         setup_network(n, host_nl, host_ns)
@@ -123,13 +123,16 @@ fn setup_and_exec(
     // one the image could fake (CVE-2019-16884). Lowering the inherited -999
     // needs no privilege; it is done while we still have them anyway.
     write_own_proc("oom_score_adj", &h.oom_score_adj.to_string())?;
-    security::set_nofile(h.nofile).map_err(|m| fail("runtime", m))?;
+    security::set_nofile(h.nofile).map_err(|e| fail("runtime", e.to_string()))?;
     // Only 0-2 and the failure pipe stay open from here (CVE-2024-21626: no
     // fd of the host can be reached through /proc/self/fd, e.g. as workdir).
-    let keep: Vec<RawFd> = std::iter::once(fail_fd)
+    let keep: Vec<RawFd> = std::iter::once(fail_fd.as_raw_fd())
         .chain(userns.map(|n| n.as_raw_fd()))
         .collect();
-    super::sys::close_fds_except_checked(&keep)
+    // SAFETY: this is the container's init, a single-threaded clone of the
+    // shim about to execve; nothing it holds besides `keep` and 0-2 is
+    // used again (on failure it only writes to `fail_fd` and exits).
+    unsafe { crate::sys::close_fds_except_checked(&keep) }
         .map_err(|e| fail("runtime", format!("close inherited fds: {e}")))?;
 
     let p = &l.process;
@@ -158,11 +161,11 @@ fn setup_and_exec(
             .map_err(|e| fail("workdir", format!("cannot create {}: {e}", p.cwd)))?;
         let _ = nix::unistd::chown(cwd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
     }
-    security::limit_bounding(h).map_err(|m| fail("capabilities", m))?;
+    security::limit_bounding(h).map_err(|e| fail("capabilities", e.to_string()))?;
     setgroups(&[Gid::from_raw(gid)]).map_err(sys("setgroups"))?;
     setgid(Gid::from_raw(gid)).map_err(sys("setgid"))?;
     setuid(Uid::from_raw(uid)).map_err(sys("setuid"))?;
-    security::set_process_caps(h, uid).map_err(|m| fail("capabilities", m))?;
+    security::set_process_caps(h, uid).map_err(|e| fail("capabilities", e.to_string()))?;
     chdir(cwd).map_err(|e| fail("workdir", format!("cannot enter {}: {e}", p.cwd)))?;
     // the working directory must be inside the root (getcwd says
     // "(unreachable)" or fails for anything outside it)
@@ -177,9 +180,9 @@ fn setup_and_exec(
     }
     let argv: Vec<CString> = p.argv.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?;
     let prog_c = cstr(&prog.to_string_lossy())?;
-    super::sys::reset_signals().map_err(sys("reset signal dispositions"))?;
-    security::no_new_privs().map_err(|m| fail("runtime", m))?;
-    security::apply_seccomp().map_err(|m| fail("runtime", m))?;
+    crate::sys::reset_signals().map_err(sys("reset signal dispositions"))?;
+    security::no_new_privs().map_err(|e| fail("runtime", e.to_string()))?;
+    security::apply_seccomp().map_err(|e| fail("runtime", e.to_string()))?;
     let err = execve(&prog_c, &argv, &env).unwrap_err();
     Err(fail(
         "command",
@@ -229,7 +232,7 @@ fn mount_rootfs(l: &Launch) -> Result<(), InitError> {
 /// what we mount on or write into is inside it. Used through
 /// [`fd_path`], so nothing is looked up by name a second time.
 fn ensure_dir(root: &Path, rel: &str) -> Result<OwnedFd, InitError> {
-    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
     let rootfd = fs::File::open(root).map_err(|e| fail("runtime", format!("open root: {e}")))?;
     let how = || {
         OpenHow::new()
@@ -240,7 +243,7 @@ fn ensure_dir(root: &Path, rel: &str) -> Result<OwnedFd, InitError> {
                     | ResolveFlag::RESOLVE_NO_MAGICLINKS,
             )
     };
-    let open = || openat2(rootfd.as_raw_fd(), rel, how());
+    let open = || crate::sys::openat2(rootfd.as_fd(), rel, how());
     let fd = match open() {
         Err(nix::errno::Errno::ENOENT) => {
             // only the last component may be missing; its parent is resolved
@@ -261,7 +264,7 @@ fn ensure_dir(root: &Path, rel: &str) -> Result<OwnedFd, InitError> {
         r => r,
     };
     match fd {
-        Ok(fd) => Ok(super::sys::own_new_fd(fd)),
+        Ok(fd) => Ok(fd),
         Err(nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR | nix::errno::Errno::EXDEV) => {
             Err(fail(
                 "image",
@@ -527,8 +530,8 @@ fn write_etc(
             nix::unistd::UnlinkatFlags::NoRemoveDir,
         );
         let err = |e: std::io::Error| fail("network", format!("write /etc/{f}: {e}"));
-        let fd = nix::fcntl::openat(
-            Some(etc.as_raw_fd()),
+        let fd = crate::sys::openat(
+            etc.as_fd(),
             f,
             nix::fcntl::OFlag::O_WRONLY
                 | nix::fcntl::OFlag::O_CREAT
@@ -538,7 +541,7 @@ fn write_etc(
             Mode::from_bits_truncate(0o644),
         )
         .map_err(|e| err(e.into()))?;
-        let mut file = fs::File::from(super::sys::own_new_fd(fd));
+        let mut file = fs::File::from(fd);
         std::io::Write::write_all(&mut file, text.as_bytes()).map_err(err)?;
         if let Some(id) = owner {
             std::os::unix::fs::fchown(&file, Some(id), Some(id)).map_err(err)?;
@@ -549,7 +552,11 @@ fn write_etc(
 
 /// The veth is created here, inside the container's namespace, with its peer
 /// placed directly in the host's (0.6 ms, against ~17 ms for a move).
-pub fn setup_network(n: &NetLaunch, host: &mut Netlink, host_ns: RawFd) -> std::io::Result<()> {
+pub fn setup_network(
+    n: &NetLaunch,
+    host: &mut Netlink,
+    host_ns: BorrowedFd,
+) -> std::io::Result<()> {
     let mut ctr = Netlink::new()?;
     ctr.create_veth("eth0", &n.host_ifname, host_ns)?;
     let hidx = host

@@ -6,16 +6,21 @@
 //! agent can die at any moment without its containers noticing.
 
 pub mod init;
+mod launcher;
+pub mod probe;
 pub mod security;
 pub mod shim;
-pub mod sys;
 mod user;
 
+pub use launcher::Launcher;
+pub use probe::ProbeError;
+
+use crate::model::ProcRef;
 use serde::{Deserialize, Serialize};
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::process::CommandExt;
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::pin::Pin;
+use std::time::Duration;
 
 /// The argument that makes the binary act as the launcher of shims.
 pub const LAUNCHER_ARG: &str = "__launcher";
@@ -32,7 +37,7 @@ pub struct Launch {
     /// Mount point of the container's root (exists on the host, mounted only
     /// inside the container's mount namespace).
     pub rootfs: PathBuf,
-    pub process: crate::store::ProcessConfig,
+    pub process: crate::model::ProcessConfig,
     pub cgroup_procs: Vec<PathBuf>,
     /// Mount cgroup2 read-only at /sys/fs/cgroup inside (v2 hosts).
     pub cgroup_v2: bool,
@@ -75,172 +80,150 @@ pub struct ExitRecord {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error("cannot start the shim {exe}: {source}")]
+    #[error("cannot start the launcher {exe}")]
     Spawn {
         exe: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the launcher cannot join the devices cgroup {path}")]
+    JoinDevices {
+        path: PathBuf,
+        #[source]
         source: std::io::Error,
     },
     #[error("the shim exited without reporting ({detail})")]
     NoReport { detail: String },
+    #[error("the container did not start within {secs} s (agent.start_timeout_s)")]
+    Timeout { secs: u64 },
+    /// The shim or the container's init refused; `field` names the spec
+    /// field at fault (`command`, `user`, `image`...), or `runtime`,
+    /// `limits`, `network` for the host's side.
     #[error("{message}")]
     Failed { field: String, message: String },
+    #[error("cannot signal process {pid}")]
+    Signal {
+        pid: i32,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
-/// The agent's handle on its launcher helper (see [`shim::launcher_main`]).
-/// Requests are serialised; a dead launcher is restarted on the next request.
-pub struct Launcher {
-    exe: PathBuf,
-    arg: PathBuf,
-    /// v1: `cgroup.procs` of the shared devices cgroup the launcher joins,
-    /// so every shim and container it forks is born under the device allow
-    /// list (no per-container devices cgroup, no migration per start).
-    devices_procs: Option<PathBuf>,
-    /// How long a start may take before it is given up.
-    deadline: std::time::Duration,
-    proc: std::sync::Mutex<Option<LauncherProc>>,
+/// A started run: the container's init and its shim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Started {
+    pub init: ProcRef,
+    pub shim: ProcRef,
 }
 
-struct LauncherProc {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
+/// Resolves when a shim has ended.
+pub type ExitFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Starting and watching containers' processes: the launcher and its shims
+/// on the real host ([`ShimRuntime`]); a fake in unit tests.
+pub trait Runtime: Send + Sync {
+    /// Starts one run (blocking: call from a blocking thread); returns once
+    /// the container's process has exec'd.
+    fn start(&self, plan: &Launch) -> Result<Started, RuntimeError>;
+    /// Whether `p` is still that process (same pid and start time).
+    fn is_alive(&self, p: ProcRef) -> bool;
+    /// Sends `sig` to `p` if it is still that process; Ok(false) if it is gone.
+    fn signal(&self, p: ProcRef, sig: i32) -> Result<bool, RuntimeError>;
+    /// Resolves once the shim `p` has ended (at once if it is already gone).
+    fn exited(&self, shim: ProcRef) -> ExitFuture;
+    /// The exit status a shim left in `file`, if it left one.
+    fn read_exit(&self, file: &Path) -> Option<ExitRecord>;
+    /// One HTTP probe of `port`/`path` from inside the container's network
+    /// namespace (blocking).
+    fn probe(&self, init: ProcRef, port: u16, path: &str, timeout: Duration)
+        -> Result<(), ProbeError>;
 }
 
-impl Launcher {
-    /// `tag` goes on the helper's (and so the shims') command line, so ps
-    /// tells which agent they belong to.
-    pub fn new(
-        exe: &Path,
-        tag: &Path,
-        devices_procs: Option<PathBuf>,
-        deadline: std::time::Duration,
-    ) -> Launcher {
-        Launcher {
-            exe: exe.to_path_buf(),
-            arg: tag.to_path_buf(),
-            devices_procs,
-            deadline,
-            proc: std::sync::Mutex::new(None),
+/// Start time (clock ticks after boot) of `pid`, to recognise it later.
+pub fn start_time(pid: i32) -> Option<u64> {
+    procfs::process::Process::new(pid)
+        .ok()?
+        .stat()
+        .ok()
+        .map(|s| s.starttime)
+}
+
+/// The real runtime: a launcher helper forks a detached shim per run.
+pub struct ShimRuntime {
+    launcher: Launcher,
+}
+
+impl ShimRuntime {
+    pub fn new(launcher: Launcher) -> ShimRuntime {
+        ShimRuntime { launcher }
+    }
+}
+
+impl Runtime for ShimRuntime {
+    fn start(&self, plan: &Launch) -> Result<Started, RuntimeError> {
+        match self.launcher.start(plan)? {
+            Ready::Ok {
+                pid,
+                pid_start,
+                shim_pid,
+                shim_start,
+            } => Ok(Started {
+                init: ProcRef { pid, start: pid_start },
+                shim: ProcRef { pid: shim_pid, start: shim_start },
+            }),
+            Ready::Failed { field, message } => Err(RuntimeError::Failed { field, message }),
         }
     }
 
-    fn spawn(&self) -> Result<LauncherProc, RuntimeError> {
-        let mut child = Command::new(&self.exe)
-            .arg(LAUNCHER_ARG)
-            .arg(&self.arg)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .process_group(0)
-            .spawn()
-            .map_err(|source| RuntimeError::Spawn {
-                exe: self.exe.clone(),
-                source,
-            })?;
-        if let Some(procs) = &self.devices_procs {
-            // before its first request; failing closed
-            if let Err(source) = std::fs::write(procs, child.id().to_string()) {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(RuntimeError::Spawn {
-                    exe: procs.clone(),
-                    source,
-                });
-            }
+    fn is_alive(&self, p: ProcRef) -> bool {
+        start_time(p.pid) == Some(p.start)
+    }
+
+    fn signal(&self, p: ProcRef, sig: i32) -> Result<bool, RuntimeError> {
+        use std::os::fd::AsFd;
+        // the pidfd pins the process: once its start time matches, the
+        // signal cannot reach a newer process that reused the pid
+        let Ok(fd) = crate::sys::pidfd_open(p.pid) else {
+            return Ok(false);
+        };
+        if !self.is_alive(p) {
+            return Ok(false);
         }
-        let stdin = child.stdin.take().expect("piped");
-        let stdout = BufReader::new(child.stdout.take().expect("piped"));
-        Ok(LauncherProc {
-            child,
-            stdin,
-            stdout,
+        crate::sys::pidfd_send_signal(fd.as_fd(), sig)
+            .map(|()| true)
+            .map_err(|source| RuntimeError::Signal { pid: p.pid, source })
+    }
+
+    fn exited(&self, shim: ProcRef) -> ExitFuture {
+        let fd = crate::sys::pidfd_open(shim.pid)
+            .ok()
+            .filter(|_| self.is_alive(shim))
+            .and_then(|fd| match crate::sys::async_pidfd(fd) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    tracing::error!(shim = shim.pid, error = %e, "cannot watch the shim");
+                    None
+                }
+            });
+        Box::pin(async move {
+            if let Some(afd) = fd {
+                let _ = afd.readable().await;
+            }
         })
     }
 
-    /// Starts a shim for `plan` and blocks until the container has exec'd.
-    /// Call from a blocking thread.
-    pub fn start(&self, plan: &Launch) -> Result<Ready, RuntimeError> {
-        let data = serde_json::to_vec(plan).expect("plans serialize");
-        let mut guard = self.proc.lock().unwrap();
-        let mut last = String::new();
-        for _attempt in 0..2 {
-            if guard.is_none() {
-                *guard = Some(self.spawn()?);
-            }
-            let p = guard.as_mut().expect("spawned");
-            let mut line = String::new();
-            let sent = p
-                .stdin
-                .write_all(&(data.len() as u32).to_le_bytes())
-                .and_then(|()| p.stdin.write_all(&data))
-                .and_then(|()| p.stdin.flush());
-            if sent.is_ok() && !readable(&p.stdout, self.deadline) {
-                // Stuck before exec (the launcher waits on the shim, the
-                // shim on the init): the launcher goes (a new one serves the
-                // next start); the caller's teardown kills what is in the
-                // container's cgroup, which releases the shim.
-                let mut stuck = guard.take().expect("spawned");
-                let _ = stuck.child.kill();
-                let _ = stuck.child.wait();
-                return Err(RuntimeError::Failed {
-                    field: "runtime".into(),
-                    message: format!(
-                        "the container did not start within {} s (agent.start_timeout_s)",
-                        self.deadline.as_secs()
-                    ),
-                });
-            }
-            if sent.is_ok() && p.stdout.read_line(&mut line).is_ok_and(|n| n > 0) {
-                return match serde_json::from_str::<Ready>(&line) {
-                    Ok(Ready::Failed { field, message }) => {
-                        Err(RuntimeError::Failed { field, message })
-                    }
-                    Ok(ok) => Ok(ok),
-                    Err(e) => Err(RuntimeError::NoReport {
-                        detail: format!("unreadable report {line:?}: {e}"),
-                    }),
-                };
-            }
-            // The launcher died: reap it and try once more with a new one.
-            let mut dead = guard.take().expect("spawned");
-            let _ = dead.child.kill();
-            last = format!("{:?}", dead.child.wait());
-        }
-        Err(RuntimeError::NoReport {
-            detail: format!("the launcher died ({last})"),
-        })
+    fn read_exit(&self, file: &Path) -> Option<ExitRecord> {
+        let b = std::fs::read(file).ok()?;
+        serde_json::from_slice(&b).ok()
     }
-}
 
-impl Drop for Launcher {
-    fn drop(&mut self) {
-        if let Some(mut p) = self.proc.get_mut().ok().and_then(Option::take) {
-            drop(p.stdin);
-            let _ = p.child.wait();
-        }
-    }
-}
-
-/// Whether the launcher's report can be read within `deadline` (already
-/// buffered, or the pipe becomes readable: data or end of file).
-fn readable(out: &BufReader<ChildStdout>, deadline: std::time::Duration) -> bool {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    use std::os::fd::AsFd;
-    if !out.buffer().is_empty() {
-        return true;
-    }
-    let until = std::time::Instant::now() + deadline;
-    loop {
-        let left = until.saturating_duration_since(std::time::Instant::now());
-        let ms = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
-            .unwrap_or(PollTimeout::MAX);
-        let mut fds = [PollFd::new(out.get_ref().as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, ms) {
-            Ok(0) if left.is_zero() => return false,
-            Ok(0) => continue,
-            Ok(_) => return true,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => return true, // let the read report it
-        }
+    fn probe(
+        &self,
+        init: ProcRef,
+        port: u16,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<(), ProbeError> {
+        probe::probe(init.pid, port, path, timeout)
     }
 }

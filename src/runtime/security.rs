@@ -3,7 +3,8 @@
 //! (seccompiler, compiled once per launcher), masked and read-only paths,
 //! rlimits and the OOM score. The order lives in `init`; the pieces here.
 
-use caps::{CapSet, Capability, CapsHashSet};
+use crate::model::caps::cap_set;
+use caps::{CapSet, CapsHashSet};
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
     SeccompRule,
@@ -11,19 +12,6 @@ use seccompiler::{
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
-
-/// containerd 2.x's default set.
-pub const DEFAULT_CAPS: [&str; 9] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_KILL",
-];
 
 /// containerd's masked paths: files get /dev/null, directories an empty
 /// read-only tmpfs. Relative to the container root.
@@ -50,6 +38,22 @@ pub const READ_ONLY: [&str; 5] = [
     "proc/sysrq-trigger",
 ];
 
+/// A step of the hardening that failed (the launcher compiles the seccomp
+/// filter once and hands the same error to every start, so it is `Clone`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{step}: {detail}")]
+pub struct HardeningError {
+    pub step: String,
+    pub detail: String,
+}
+
+fn he(step: impl Into<String>, e: impl std::fmt::Display) -> HardeningError {
+    HardeningError {
+        step: step.into(),
+        detail: e.to_string(),
+    }
+}
+
 /// The hardening of one container, decided by the agent (spec + config).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Hardening {
@@ -62,47 +66,9 @@ pub struct Hardening {
     pub oom_score_adj: i32,
 }
 
-/// `CAP_X` or `x` to the canonical `CAP_X`, if the kernel has such a capability.
-pub fn canonical_cap(name: &str) -> Option<String> {
-    let c = caps::to_canonical(name.trim());
-    c.parse::<Capability>().ok().map(|_| c)
-}
-
-/// The final set: defaults, minus `drop`, plus `add` (names already checked).
-pub fn cap_set(add: &[String], drop: &[String]) -> Vec<String> {
-    let drop_all = drop.iter().any(|d| d.eq_ignore_ascii_case("ALL"));
-    let mut set: Vec<String> = DEFAULT_CAPS
-        .iter()
-        .map(|s| s.to_string())
-        .filter(|c| !drop_all && !drop.iter().any(|d| canonical_cap(d).as_deref() == Some(c)))
-        .collect();
-    for a in add {
-        if let Some(c) = canonical_cap(a) {
-            if !set.contains(&c) {
-                set.push(c);
-            }
-        }
-    }
-    set.sort();
-    set
-}
-
-/// The first of `add` that is neither a default nor in the operator's
-/// `allowed` list: its index and canonical name.
-pub fn first_not_allowed(add: &[String], allowed: &[String]) -> Option<(usize, String)> {
-    add.iter().enumerate().find_map(|(i, c)| {
-        let c = canonical_cap(c).unwrap_or_else(|| c.clone());
-        let ok = DEFAULT_CAPS.contains(&c.as_str())
-            || allowed
-                .iter()
-                .any(|a| canonical_cap(a).as_deref() == Some(&c));
-        (!ok).then_some((i, c))
-    })
-}
-
 /// A container's hardening from its spec and the agent's `[security]`.
 pub fn hardening(
-    spec: &crate::api::CapabilitiesSpec,
+    spec: &crate::model::CapabilitiesSpec,
     cfg: &crate::config::SecurityConfig,
 ) -> Hardening {
     Hardening {
@@ -118,30 +84,30 @@ fn hash_set(names: &[String]) -> CapsHashSet {
 
 /// While still root with every capability: limit the bounding set, empty the
 /// inheritable and ambient sets (CVE-2022-29162).
-pub fn limit_bounding(h: &Hardening) -> Result<(), String> {
+pub fn limit_bounding(h: &Hardening) -> Result<(), HardeningError> {
     let keep = hash_set(&h.caps);
     for c in caps::all() {
         if !keep.contains(&c) && caps::has_cap(None, CapSet::Bounding, c).unwrap_or(false) {
             caps::drop(None, CapSet::Bounding, c)
-                .map_err(|e| format!("drop {c} from bounding: {e}"))?;
+                .map_err(|e| he(format!("drop {c} from bounding"), e))?;
         }
     }
-    caps::clear(None, CapSet::Inheritable).map_err(|e| format!("clear inheritable: {e}"))?;
-    caps::clear(None, CapSet::Ambient).map_err(|e| format!("clear ambient: {e}"))?;
+    caps::clear(None, CapSet::Inheritable).map_err(|e| he("clear inheritable", e))?;
+    caps::clear(None, CapSet::Ambient).map_err(|e| he("clear ambient", e))?;
     Ok(())
 }
 
 /// After setuid: a root process keeps exactly the set; another keeps none
 /// (the kernel already cleared them at setuid; made sure here).
-pub fn set_process_caps(h: &Hardening, uid: u32) -> Result<(), String> {
+pub fn set_process_caps(h: &Hardening, uid: u32) -> Result<(), HardeningError> {
     let keep = if uid == 0 {
         hash_set(&h.caps)
     } else {
         CapsHashSet::new()
     };
-    caps::set(None, CapSet::Effective, &keep).map_err(|e| format!("effective: {e}"))?;
-    caps::set(None, CapSet::Permitted, &keep).map_err(|e| format!("permitted: {e}"))?;
-    caps::clear(None, CapSet::Inheritable).map_err(|e| format!("inheritable: {e}"))?;
+    caps::set(None, CapSet::Effective, &keep).map_err(|e| he("effective", e))?;
+    caps::set(None, CapSet::Permitted, &keep).map_err(|e| he("permitted", e))?;
+    caps::clear(None, CapSet::Inheritable).map_err(|e| he("inheritable", e))?;
     Ok(())
 }
 
@@ -223,10 +189,10 @@ const CLONE_NS_FLAGS: [u64; 7] = [
 /// READ_IMPLIES_EXEC, EPERM).
 const PERSONALITY_OK: [u64; 5] = [0, 0x0008, 0x20000, 0x20008, 0xffff_ffff];
 
-fn compile() -> Result<Vec<BpfProgram>, String> {
+fn compile() -> Result<Vec<BpfProgram>, HardeningError> {
     let arch: seccompiler::TargetArch = std::env::consts::ARCH
         .try_into()
-        .map_err(|e| format!("seccomp arch: {e:?}"))?;
+        .map_err(|e| he("seccomp arch", format!("{e:?}")))?;
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = DENIED
         .iter()
         .filter(|n| **n >= 0)
@@ -242,22 +208,22 @@ fn compile() -> Result<Vec<BpfProgram>, String> {
                 SeccompCmpOp::MaskedEq(*f),
                 *f,
             )
-            .map_err(|e| format!("seccomp condition: {e}"))?])
-            .map_err(|e| format!("seccomp rule: {e}"))
+            .map_err(|e| he("seccomp condition", e))?])
+            .map_err(|e| he("seccomp rule", e))
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect::<Result<Vec<_>, HardeningError>>()?;
     rules.insert(libc::SYS_clone, clone_rules);
     // personality: anything but the allowed values
     let pers = PERSONALITY_OK
         .iter()
         .map(|v| {
             SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, *v)
-                .map_err(|e| format!("seccomp condition: {e}"))
+                .map_err(|e| he("seccomp condition", e))
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect::<Result<Vec<_>, HardeningError>>()?;
     rules.insert(
         libc::SYS_personality,
-        vec![SeccompRule::new(pers).map_err(|e| format!("seccomp rule: {e}"))?],
+        vec![SeccompRule::new(pers).map_err(|e| he("seccomp rule", e))?],
     );
     let deny = SeccompFilter::new(
         rules,
@@ -265,7 +231,7 @@ fn compile() -> Result<Vec<BpfProgram>, String> {
         SeccompAction::Errno(libc::EPERM as u32),
         arch,
     )
-    .map_err(|e| format!("seccomp filter: {e}"))?;
+    .map_err(|e| he("seccomp filter", e))?;
     // clone3 passes its flags in memory, out of the filter's reach: ENOSYS
     // makes libc fall back to clone, which is checked (Docker does the same).
     let clone3 = SeccompFilter::new(
@@ -274,14 +240,14 @@ fn compile() -> Result<Vec<BpfProgram>, String> {
         SeccompAction::Errno(libc::ENOSYS as u32),
         arch,
     )
-    .map_err(|e| format!("seccomp filter: {e}"))?;
+    .map_err(|e| he("seccomp filter", e))?;
     Ok(vec![
         x32_filter(),
         deny.try_into()
-            .map_err(|e| format!("seccomp compile: {e}"))?,
+            .map_err(|e| he("seccomp compile", e))?,
         clone3
             .try_into()
-            .map_err(|e| format!("seccomp compile: {e}"))?,
+            .map_err(|e| he("seccomp compile", e))?,
     ])
 }
 
@@ -318,58 +284,38 @@ fn x32_filter() -> BpfProgram {
     ]
 }
 
-static PROGRAMS: OnceLock<Result<Vec<BpfProgram>, String>> = OnceLock::new();
+static PROGRAMS: OnceLock<Result<Vec<BpfProgram>, HardeningError>> = OnceLock::new();
 
 /// Compiles the filter once (the launcher calls this at start, so every
 /// shim it forks has it ready and no start pays for it).
-pub fn prepare() -> Result<(), String> {
+pub fn prepare() -> Result<(), HardeningError> {
     PROGRAMS.get_or_init(compile).clone().map(|_| ())
 }
 
 /// Installs the filter on the calling thread (needs no_new_privs first).
-pub fn apply_seccomp() -> Result<(), String> {
+pub fn apply_seccomp() -> Result<(), HardeningError> {
     let progs = PROGRAMS
         .get_or_init(compile)
         .as_ref()
         .map_err(Clone::clone)?;
     for p in progs {
-        seccompiler::apply_filter(p).map_err(|e| format!("seccomp: {e}"))?;
+        seccompiler::apply_filter(p).map_err(|e| he("seccomp", e))?;
     }
     Ok(())
 }
 
-pub fn no_new_privs() -> Result<(), String> {
-    nix::sys::prctl::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))
+pub fn no_new_privs() -> Result<(), HardeningError> {
+    nix::sys::prctl::set_no_new_privs().map_err(|e| he("no_new_privs", e))
 }
 
-pub fn set_nofile(n: u64) -> Result<(), String> {
+pub fn set_nofile(n: u64) -> Result<(), HardeningError> {
     nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, n, n)
-        .map_err(|e| format!("RLIMIT_NOFILE {n}: {e}"))
+        .map_err(|e| he(format!("RLIMIT_NOFILE {n}"), e))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn capability_sets() {
-        assert_eq!(canonical_cap("net_admin").as_deref(), Some("CAP_NET_ADMIN"));
-        assert_eq!(canonical_cap("CAP_NOPE"), None);
-        let s = cap_set(&["NET_ADMIN".into()], &["kill".into(), "CAP_CHOWN".into()]);
-        assert!(s.contains(&"CAP_NET_ADMIN".to_string()));
-        assert!(!s.contains(&"CAP_KILL".to_string()) && !s.contains(&"CAP_CHOWN".to_string()));
-        assert_eq!(s.len(), 8);
-        assert_eq!(cap_set(&[], &["ALL".into()]), Vec::<String>::new());
-        let allowed = ["net_admin".to_string()];
-        assert_eq!(
-            first_not_allowed(&["KILL".into(), "CAP_NET_ADMIN".into()], &allowed),
-            None
-        );
-        assert_eq!(
-            first_not_allowed(&["kill".into(), "sys_admin".into()], &allowed),
-            Some((1, "CAP_SYS_ADMIN".into()))
-        );
-    }
 
     #[test]
     fn the_filter_compiles() {

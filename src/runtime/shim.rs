@@ -3,7 +3,7 @@
 //! reports readiness, copies stdout/stderr into the log files and writes the
 //! exit status file when the container ends.
 
-use super::{init, ExitRecord, Launch, Ready};
+use super::{init, start_time, ExitRecord, Launch, Ready};
 use crate::telemetry::logs::{LineSplitter, LogWriter};
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -22,7 +22,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 /// answers on stdout: one [`Ready`] JSON line each. Exits at EOF (the agent
 /// is gone); the shims it made are detached and live on.
 pub fn launcher_main() -> ! {
-    super::sys::ignore_signals(&[Signal::SIGHUP, Signal::SIGINT, Signal::SIGPIPE]);
+    crate::sys::ignore_signals(&[Signal::SIGHUP, Signal::SIGINT, Signal::SIGPIPE]);
     // compiled once here, inherited by every shim and container init forked
     // from us; a failure is reported by each start that needs it
     if let Err(e) = super::security::prepare() {
@@ -43,7 +43,7 @@ pub fn launcher_main() -> ! {
             Err(e) => {
                 let mut l = serde_json::to_vec(&Ready::Failed {
                     field: "runtime".into(),
-                    message: e,
+                    message: e.to_string(),
                 })
                 .expect("serializes");
                 l.push(b'\n');
@@ -58,15 +58,17 @@ pub fn launcher_main() -> ! {
 }
 
 /// Forks a detached shim (double fork) and relays its one-line report.
-fn launch_one(plan: &[u8]) -> Result<Vec<u8>, String> {
+fn launch_one(plan: &[u8]) -> Result<Vec<u8>, HelperError> {
     let launch: Launch = serde_json::from_slice(plan).map_err(|e| format!("parse plan: {e}"))?;
     let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    match super::sys::fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
+    // SAFETY: the launcher is single-threaded (exec'd for this, no runtime).
+    match unsafe { crate::sys::fork_single_threaded() }.map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
             drop(report_r);
             // Intermediate: fork the shim and exit, so the shim is reparented
             // to init (or the service manager) and never depends on us.
-            match super::sys::fork_single_threaded() {
+            // SAFETY: a fork of the single-threaded launcher is single-threaded.
+            match unsafe { crate::sys::fork_single_threaded() } {
                 Ok(ForkResult::Child) => {
                     let code = match shim(&launch, File::from(report_w)) {
                         Ok(()) => 0,
@@ -88,10 +90,10 @@ fn launch_one(plan: &[u8]) -> Result<Vec<u8>, String> {
             std::io::BufRead::read_until(&mut r, b'\n', &mut line)
                 .map_err(|e| format!("read shim report: {e}"))?;
             if line.is_empty() {
-                return Err(format!(
+                return Err(HelperError(format!(
                     "the shim of {} died before reporting (see its shim.log)",
                     launch.name
-                ));
+                )));
             }
             Ok(line)
         }
@@ -104,17 +106,20 @@ fn report(out: &mut File, r: &Ready) -> std::io::Result<()> {
     out.write_all(&line)
 }
 
-/// Start time (clock ticks after boot) of `pid`, to recognise it later.
-pub fn start_time(pid: i32) -> Option<u64> {
-    procfs::process::Process::new(pid)
-        .ok()?
-        .stat()
-        .ok()
-        .map(|s| s.starttime)
+/// A failure of the launcher or of a shim, reported as text: to the agent
+/// over the launcher's pipe, or into the shim's log.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct HelperError(String);
+
+impl From<String> for HelperError {
+    fn from(s: String) -> HelperError {
+        HelperError(s)
+    }
 }
 
 /// The shim proper, in the process forked for it; reports once on `out`.
-fn shim(launch: &Launch, mut out: File) -> Result<(), String> {
+fn shim(launch: &Launch, mut out: File) -> Result<(), HelperError> {
     let launch = launch.clone();
     setsid().map_err(|e| format!("setsid: {e}"))?;
     let devnull = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
@@ -127,8 +132,11 @@ fn shim(launch: &Launch, mut out: File) -> Result<(), String> {
     dup2(devnull.as_raw_fd(), 1).map_err(|e| format!("dup2: {e}"))?;
     dup2(shim_log.as_raw_fd(), 2).map_err(|e| format!("dup2: {e}"))?;
     drop(shim_log);
-    super::sys::set_process_name("hydra-shim");
-    super::sys::close_fds_except(&[devnull.as_raw_fd(), out.as_raw_fd()]);
+    crate::sys::set_process_name("hydra-shim");
+    // SAFETY: the shim is a fresh single-threaded fork; it owns only
+    // `devnull` and `out` from here (the launcher's stdin/stdout copies and
+    // anything else inherited are closed and never touched again).
+    unsafe { crate::sys::close_fds_except(&[devnull.as_raw_fd(), out.as_raw_fd()]) };
 
     let cloexec = OFlag::O_CLOEXEC;
     let (out_r, out_w) = pipe2(cloexec).map_err(|e| format!("pipe: {e}"))?;
@@ -145,7 +153,7 @@ fn shim(launch: &Launch, mut out: File) -> Result<(), String> {
         out_w.as_raw_fd(),
         err_w.as_raw_fd(),
         sync_r.as_raw_fd(),
-        fail_w.as_raw_fd(),
+        fail_w.as_fd(),
         devnull.as_raw_fd(),
     );
     let launch_c = launch.clone();
@@ -162,7 +170,8 @@ fn shim(launch: &Launch, mut out: File) -> Result<(), String> {
     // enters it last)
     let userns = match launch.userns {
         Some(base) => Some(
-            super::sys::new_userns(base, crate::config::USERNS_SIZE)
+            // SAFETY: the shim is single-threaded.
+            unsafe { crate::sys::new_userns(base, crate::model::USERNS_SIZE) }
                 .map_err(|e| format!("user namespace: {e}"))?,
         ),
         None => None,
@@ -176,10 +185,13 @@ fn shim(launch: &Launch, mut out: File) -> Result<(), String> {
         if nix::unistd::read(sr, &mut b) != Ok(1) {
             return 126;
         }
-        let host = host_net.as_mut().map(|(nl, ns)| (nl, ns.as_raw_fd()));
+        let host = host_net.as_mut().map(|(nl, ns)| {
+            let ns: &File = ns;
+            (nl, ns.as_fd())
+        });
         let err = init::run(&launch_c, host, fw, userns.as_ref().map(|n| n.as_fd()));
         let msg = serde_json::to_vec(&err).unwrap_or_default();
-        let _ = super::sys::write_raw(fw, &msg);
+        let _ = nix::unistd::write(fw, &msg);
         127
     };
     // On v2 the child is born in its cgroup (clone3 CLONE_INTO_CGROUP); on v1
@@ -197,17 +209,18 @@ fn shim(launch: &Launch, mut out: File) -> Result<(), String> {
     let v2_fd = v2_dir.as_ref().and_then(|d| File::open(d).ok());
     let mut born_in_cgroup = false;
     let child = match &v2_fd {
-        Some(fd) => match super::sys::clone3_into_cgroup(flags, fd.as_raw_fd(), &mut init) {
+        // SAFETY (the three clones): the shim is single-threaded.
+        Some(fd) => match unsafe { crate::sys::clone3_into_cgroup(flags, fd.as_fd(), &mut init) } {
             Ok(pid) => {
                 born_in_cgroup = true;
                 Ok(pid)
             }
             Err(
                 nix::errno::Errno::ENOSYS | nix::errno::Errno::E2BIG | nix::errno::Errno::EINVAL,
-            ) => super::sys::clone_into_namespaces(flags, &mut init),
+            ) => unsafe { crate::sys::clone_into_namespaces(flags, &mut init) },
             Err(e) => Err(e),
         },
-        None => super::sys::clone_into_namespaces(flags, &mut init),
+        None => unsafe { crate::sys::clone_into_namespaces(flags, &mut init) },
     }
     .map_err(|e| format!("clone: {e}"))?;
     drop((out_w, err_w, sync_r, fail_w, host_net, userns));
@@ -272,7 +285,7 @@ fn shim(launch: &Launch, mut out: File) -> Result<(), String> {
             Ok(WaitStatus::Signaled(_, s, _)) => break (None, Some(s as i32)),
             Ok(_) => continue,
             Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(format!("waitpid: {e}")),
+            Err(e) => return Err(HelperError(format!("waitpid: {e}"))),
         }
     };
     let rec = ExitRecord {
@@ -281,12 +294,12 @@ fn shim(launch: &Launch, mut out: File) -> Result<(), String> {
         finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
     };
     // Not fsynced: after a power loss the exit of a process is moot.
-    crate::store::write_atomic(
+    crate::fsutil::write_atomic(
         &launch.exit_file,
         &serde_json::to_vec(&rec).expect("serializes"),
         false,
     )
-    .map_err(|e| e.to_string())
+    .map_err(|e| HelperError(format!("{e}: {}", e.source)))
 }
 
 /// Copies both pipes into the log until both reach end of file.

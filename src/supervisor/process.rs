@@ -1,19 +1,18 @@
 //! Merging a spec with its image's defaults into the process to run (pure).
 
-use crate::api::{ApiError, ContainerSpec};
 use crate::image::ImageDefaults;
+use crate::model::{ContainerSpec, ProcessConfig, SpecError};
 use crate::runtime::init::DEFAULT_PATH;
-use crate::store::ProcessConfig;
 
 /// The spec's `command` replaces Entrypoint+Cmd; `env` overrides the image's
 /// variables one by one; `workdir` and `user` replace the image's.
-pub fn merge(spec: &ContainerSpec, img: &ImageDefaults) -> Result<ProcessConfig, ApiError> {
+pub fn merge(spec: &ContainerSpec, img: &ImageDefaults) -> Result<ProcessConfig, SpecError> {
     let argv = match &spec.command {
         Some(c) => c.clone(),
         None => img.entrypoint.iter().chain(&img.cmd).cloned().collect(),
     };
     if argv.is_empty() {
-        return Err(ApiError::bad(
+        return Err(SpecError::new(
             "command",
             "the image has no Entrypoint or Cmd: give a command",
         ));
@@ -50,36 +49,18 @@ pub fn merge(spec: &ContainerSpec, img: &ImageDefaults) -> Result<ProcessConfig,
     })
 }
 
-/// `TERM`, `SIGTERM` or `15`.
-pub fn parse_signal(s: &str) -> Result<i32, ApiError> {
-    if let Ok(n) = s.parse::<i32>() {
-        if (1..=64).contains(&n) {
-            return Ok(n);
-        }
-        return Err(ApiError::bad(
-            "signal",
-            format!("{n} is not a signal number (1 to 64)"),
-        ));
-    }
-    let up = s.to_ascii_uppercase();
-    let name = if up.starts_with("SIG") {
-        up
-    } else {
-        format!("SIG{up}")
-    };
-    name.parse::<nix::sys::signal::Signal>()
-        .map(|sig| sig as i32)
-        .map_err(|_| ApiError::bad("signal", format!("{s:?} is not a signal name")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn parse(json: &[u8]) -> Result<ContainerSpec, serde_json::Error> {
+        serde_json::from_slice(json)
+    }
+
     #[test]
     fn spec_overrides_image() {
         let spec =
-            crate::api::parse_spec(br#"{"name":"a","image":"x","env":{"A":"2","B":"3"}}"#).unwrap();
+            parse(br#"{"name":"a","image":"x","env":{"A":"2","B":"3"}}"#).unwrap();
         let img = ImageDefaults {
             entrypoint: vec!["/bin/app".into()],
             cmd: vec!["--serve".into()],
@@ -92,28 +73,18 @@ mod tests {
         assert_eq!(p.env, vec!["A=2", "PATH=/bin", "B=3", "HOSTNAME=a"]);
         assert_eq!(p.cwd, "/srv");
         assert_eq!(p.user.as_deref(), Some("1000"));
-        let spec = crate::api::parse_spec(br#"{"name":"a","image":"x","command":["sh"]}"#).unwrap();
+        let spec = parse(br#"{"name":"a","image":"x","command":["sh"]}"#).unwrap();
         assert_eq!(merge(&spec, &img).unwrap().argv, vec!["sh"]);
         assert_eq!(
             merge(&spec, &ImageDefaults::default()).unwrap().env[0],
             format!("PATH={DEFAULT_PATH}")
         );
-        let spec = crate::api::parse_spec(br#"{"name":"a","image":"x"}"#).unwrap();
+        let spec = parse(br#"{"name":"a","image":"x"}"#).unwrap();
         assert_eq!(
             merge(&spec, &ImageDefaults::default())
                 .unwrap_err()
-                .field
-                .as_deref(),
-            Some("command")
+                .field,
+            "command"
         );
-    }
-
-    #[test]
-    fn signals() {
-        assert_eq!(parse_signal("TERM").unwrap(), 15);
-        assert_eq!(parse_signal("SIGKILL").unwrap(), 9);
-        assert_eq!(parse_signal("10").unwrap(), 10);
-        assert!(parse_signal("NOPE").is_err());
-        assert!(parse_signal("0").is_err());
     }
 }

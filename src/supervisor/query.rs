@@ -1,64 +1,65 @@
-//! Read-only views of the containers: inspect, list, counts, stats.
+//! Read-only views of the containers: inspect, list, counts, stats, logs,
+//! wait. The API turns the views into its JSON.
 
-use super::{Entry, Supervisor};
-use crate::api::{ApiError, ContainerInfo, ExitStatus};
-use crate::cgroup;
-use crate::store::State;
+use super::error::Result;
+use super::registry::Entry;
+use super::{blocking, Supervisor};
+use crate::cgroup::Stats;
+use crate::model::{Health, Record, State};
 use std::sync::Arc;
 use std::time::Duration;
 
-impl Supervisor {
-    /// A snapshot of the registry, so no lock is held while reading cgroups.
-    pub(super) fn entries(&self) -> Vec<Arc<Entry>> {
-        self.registry
-            .lock()
-            .unwrap()
-            .entries
-            .values()
-            .cloned()
-            .collect()
-    }
+/// A container as the front ends show it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerView {
+    pub record: Record,
+    pub health: Health,
+    /// Its cgroup's path.
+    pub cgroup: String,
+}
 
-    pub(super) fn info(&self, e: &Entry) -> ContainerInfo {
-        let r = e.rec();
-        let cg = self.cgroup_of(&r);
-        ContainerInfo {
-            name: r.spec.name.clone(),
-            app: r.spec.app.clone(),
-            version: r.spec.version.clone(),
-            image: r.spec.image.clone(),
-            state: r.state.as_str().into(),
-            pid: r.pid,
-            exit_code: r.exit_code,
-            signal: r.signal,
-            oom_killed: r.oom_killed,
-            created_at: r.created_at.clone(),
-            started_at: r.started_at.clone(),
-            finished_at: r.finished_at.clone(),
-            restart_count: r.restart_count,
-            command: r.process.argv.clone(),
-            limits: r.limits.clone(),
-            cgroup: cg.display_path(),
-            ip: r.ip.map(|ip| ip.to_string()),
-            ports: r.ports.clone(),
-            health: e.health.lock().unwrap().clone(),
-            selinux_label: None,
+/// How a container's last run ended (`wait`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExitView {
+    pub name: String,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub oom_killed: bool,
+    pub finished_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub total: usize,
+    pub running: usize,
+    pub exited: usize,
+    pub created: usize,
+}
+
+impl Supervisor {
+    pub(super) fn view(&self, e: &Entry) -> ContainerView {
+        let record = e.rec();
+        let cgroup = self
+            .cgroups
+            .display_path(&record.facts().cgroup_parent, record.name());
+        ContainerView {
+            health: e.health(),
+            cgroup,
+            record,
         }
     }
 
-    pub fn list(&self) -> Vec<ContainerInfo> {
-        let entries = self.entries();
-        entries.iter().map(|e| self.info(e)).collect()
+    pub fn list(&self) -> Vec<ContainerView> {
+        self.registry.all().iter().map(|e| self.view(e)).collect()
     }
 
-    pub fn inspect(&self, name: &str) -> Result<ContainerInfo, ApiError> {
-        let e = self.entry(name)?;
-        Ok(self.info(&e))
+    pub fn inspect(&self, name: &str) -> Result<ContainerView> {
+        Ok(self.view(&*self.registry.get(name)?))
     }
 
-    pub fn counts(&self) -> crate::api::ContainerCounts {
-        let mut c = crate::api::ContainerCounts::default();
-        for e in self.registry.lock().unwrap().entries.values() {
+    pub fn counts(&self) -> Counts {
+        let mut c = Counts::default();
+        for e in self.registry.all() {
             c.total += 1;
             match e.state() {
                 State::Running => c.running += 1,
@@ -69,36 +70,26 @@ impl Supervisor {
         c
     }
 
-    pub fn stats(&self, name: &str) -> Result<cgroup::Stats, ApiError> {
-        let e = self.entry(name)?;
-        Ok(self.cgroup_of(&e.rec()).stats())
+    /// The container's cgroup counters, read now (on a blocking thread).
+    pub async fn stats(&self, name: &str) -> Result<Stats> {
+        let r = self.registry.get(name)?.rec();
+        let cg = self.cgroups.clone();
+        blocking("stats", move || {
+            Ok(cg.stats(&r.facts().cgroup_parent, r.name()))
+        })
+        .await
     }
 
-    /// `(name, app, version, restart_count)` of every container.
-    pub fn restart_counts(&self) -> Vec<(String, String, String, u32)> {
-        self.entries()
-            .iter()
-            .map(|e| {
-                let r = e.rec();
-                (
-                    r.spec.name.clone(),
-                    r.spec.app.clone().unwrap_or_default(),
-                    r.spec.version.clone().unwrap_or_default(),
-                    r.restart_count,
-                )
-            })
-            .collect()
-    }
-
-    /// Streams log records (JSON lines) into `tx` from a blocking thread.
+    /// Streams log records (JSON lines) into `tx` from a blocking thread;
+    /// with `follow`, until the container stops or `tx` is closed.
     pub fn logs(
-        self: &Arc<Self>,
+        &self,
         name: &str,
         tail: Option<usize>,
         follow: bool,
         tx: tokio::sync::mpsc::Sender<String>,
-    ) -> Result<(), ApiError> {
-        let e = self.entry(name)?;
+    ) -> Result<()> {
+        let e = self.registry.get(name)?;
         let dir = self.log_dir(name);
         tokio::task::spawn_blocking(move || {
             let keep = || e.state() == State::Running;
@@ -110,17 +101,18 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Blocks until the container is not running; its exit status.
-    pub async fn wait(&self, name: &str) -> Result<ExitStatus, ApiError> {
-        let e = self.entry(name)?;
+    /// Blocks until the container is not running; how it ended.
+    pub async fn wait(&self, name: &str) -> Result<ExitView> {
+        let e: Arc<Entry> = self.registry.get(name)?;
         while !self.wait_exit(&e, Duration::from_secs(3600)).await {}
         let r = e.rec();
-        Ok(ExitStatus {
-            name: r.spec.name,
-            exit_code: r.exit_code,
-            signal: r.signal,
-            oom_killed: r.oom_killed,
-            finished_at: r.finished_at,
+        let exit = r.exit();
+        Ok(ExitView {
+            name: r.name().to_string(),
+            exit_code: exit.and_then(|x| x.exit_code),
+            signal: exit.and_then(|x| x.signal),
+            oom_killed: exit.is_some_and(|x| x.oom_killed),
+            finished_at: exit.map(|x| x.finished_at.clone()),
         })
     }
 }

@@ -1,32 +1,30 @@
 //! Removing what a container was given: network allocations, its user
-//! namespace range, cgroup, state and logs.
+//! namespace range, cgroup, state and logs. Errors are collected and logged,
+//! so one failure does not leak the rest.
 
-use super::{allocation, Supervisor};
-use crate::cgroup::ContainerCgroup;
-use crate::store::ContainerRecord;
+use super::Supervisor;
+use crate::model::Allocation;
 
 impl Supervisor {
-    /// Removes the cgroup, network allocations and state of a container,
-    /// collecting errors so one failure does not leak the rest.
-    pub(super) fn teardown(&self, cg: &ContainerCgroup, rec: &ContainerRecord) {
-        let name = rec.spec.name.as_str();
-        if let Some(n) = self.network.get() {
-            n.release(name, &allocation(rec));
+    /// Removes everything of container `name` (blocking).
+    pub(super) fn teardown(&self, name: &str, parent: &str, net: &Allocation, userns: Option<u32>) {
+        if let Some(n) = &self.network {
+            n.release(name, net);
         }
         // the id range is free only once no process of it can be left
         // (a new container given it would own their files and signals)
-        if self.teardown_files(cg, name) {
-            if let Some(b) = rec.userns_base {
-                self.uid_ranges.release(b);
-            }
-        } else if let Some(b) = rec.userns_base {
-            tracing::error!(container = name, uid_base = b, "its user namespace range stays taken until the agent restarts (processes may be left)");
+        let gone = self.teardown_files(name, parent);
+        match (userns, gone) {
+            (Some(b), true) => self.uid_ranges.release(b),
+            (Some(b), false) => tracing::error!(container = name, uid_base = b,
+                "its user namespace range stays taken until the agent restarts (processes may be left)"),
+            (None, _) => {}
         }
     }
 
     /// Removes cgroup, state and logs; false if the cgroup could not go.
-    pub(super) fn teardown_files(&self, cg: &ContainerCgroup, name: &str) -> bool {
-        let gone = match cg.remove() {
+    fn teardown_files(&self, name: &str, parent: &str) -> bool {
+        let gone = match self.cgroups.remove(parent, name) {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!(container = name, error = %e, "teardown: cgroup");

@@ -1,93 +1,103 @@
-//! The supervisor's side of telemetry: the stats sampler's thread, the
-//! event journal, and what the log shipper sends.
+//! The supervisor's side of telemetry: the sampler's targets, the shipper's
+//! sources, the per-container restart counters.
 
-use super::{Arc, Event, Supervisor};
+use super::Supervisor;
+use crate::model::Record;
+use crate::telemetry::metrics::ContainerLabels;
+use crate::telemetry::sampler::{Labels, Target};
+use crate::telemetry::ship::Source;
+use prometheus_client::metrics::counter::Counter;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 impl Supervisor {
-    /// Starts the stats sampler's thread; it ends when the supervisor is
-    /// dropped.
-    pub fn start_sampler(self: &Arc<Self>) {
-        let weak = Arc::downgrade(self);
-        let sampler = self.sampler.clone();
-        use crate::telemetry::sampler::{Labels, Target};
-        std::thread::Builder::new()
-            .name("hydra-stats".into())
-            .spawn(move || {
-                // targets built once per container (generation: created_at),
-                // handed over as shared pointers on every pass
-                let mut known: std::collections::HashMap<String, Target> = Default::default();
-                sampler.run(|| {
-                    let sup = weak.upgrade()?;
-                    let mut targets = Vec::new();
-                    for e in sup.entries() {
-                        let r = e.rec.lock().unwrap();
-                        let name = &r.spec.name;
-                        let fresh = known
-                            .get(name)
-                            .is_some_and(|t| *t.generation == *r.created_at);
-                        if !fresh {
-                            let t = Target {
-                                labels: Arc::new(Labels {
-                                    container: name.clone(),
-                                    app: r.spec.app.clone().unwrap_or_default(),
-                                    version: r.spec.version.clone().unwrap_or_default(),
-                                }),
-                                generation: r.created_at.as_str().into(),
-                                cgroup: Arc::new(sup.cgroup_of(&r)),
-                            };
-                            known.insert(name.clone(), t);
-                        }
-                        targets.push(known[name].clone());
-                    }
-                    if known.len() > targets.len() {
-                        let live: std::collections::HashSet<&str> = targets
-                            .iter()
-                            .map(|t| t.labels.container.as_str())
-                            .collect();
-                        known.retain(|n, _| live.contains(n.as_str()));
-                    }
-                    Some(targets)
-                })
-            })
-            .expect("spawn the stats sampler");
-    }
-
-    /// Publishes an event on `/v1/events` and appends it to the event
-    /// journal (`<state>/events`), from which the shipper sends it.
-    pub fn emit_event(&self, ev: Event) {
-        if let Some(w) = self.journal.lock().unwrap().as_mut() {
-            let line = serde_json::to_vec(&ev).expect("serializes");
-            if let Err(e) = w.write("event", &line, false) {
-                tracing::error!(error = %e, "cannot append to the event journal");
+    /// The containers to sample. Targets are built once per container
+    /// (generation: its creation time) in `known` and handed over as shared
+    /// pointers on every pass.
+    pub fn sample_targets(&self, known: &mut HashMap<String, Target>) -> Vec<Target> {
+        let mut targets = Vec::new();
+        for e in self.registry.all() {
+            let r = e.rec.lock().unwrap();
+            let name = r.name();
+            let f = r.facts();
+            let fresh = known
+                .get(name)
+                .is_some_and(|t| *t.generation == *f.created_at);
+            if !fresh {
+                let Some(cg) = self.cgroups.sampled(&f.cgroup_parent, name) else {
+                    continue;
+                };
+                let t = Target {
+                    labels: Arc::new(Labels {
+                        container: name.to_string(),
+                        app: f.spec.app.clone().unwrap_or_default(),
+                        version: f.spec.version.clone().unwrap_or_default(),
+                    }),
+                    generation: f.created_at.as_str().into(),
+                    cgroup: Arc::new(cg),
+                };
+                known.insert(name.to_string(), t);
             }
+            targets.push(known[name].clone());
         }
-        let _ = self.events.send(ev);
+        if known.len() > targets.len() {
+            let live: std::collections::HashSet<&str> = targets
+                .iter()
+                .map(|t| t.labels.container.as_str())
+                .collect();
+            known.retain(|n, _| live.contains(n.as_str()));
+        }
+        targets
     }
 
     /// What the log shipper sends: every container's log, and the events.
-    pub fn ship_sources(&self) -> Vec<crate::telemetry::ship::Source> {
-        let mut v: Vec<_> = self
-            .entries()
+    pub fn ship_sources(&self) -> Vec<Source> {
+        let mut v: Vec<Source> = self
+            .registry
+            .all()
             .iter()
             .map(|e| {
                 // read in place: no copy of the whole record per look
                 let r = e.rec.lock().unwrap();
-                crate::telemetry::ship::Source {
-                    container: r.spec.name.clone(),
-                    app: r.spec.app.clone().unwrap_or_default(),
-                    version: r.spec.version.clone().unwrap_or_default(),
-                    dir: self.log_dir(&r.spec.name),
-                    generation: r.created_at.clone(),
+                let spec = r.spec();
+                Source {
+                    container: spec.name.clone(),
+                    app: spec.app.clone().unwrap_or_default(),
+                    version: spec.version.clone().unwrap_or_default(),
+                    dir: self.log_dir(&spec.name),
+                    generation: r.facts().created_at.clone(),
                 }
             })
             .collect();
-        v.push(crate::telemetry::ship::Source {
+        v.push(Source {
             container: String::new(),
             app: String::new(),
             version: String::new(),
-            dir: self.paths.state.join("events"),
+            dir: self.paths.events(),
             generation: String::new(),
         });
         v
+    }
+
+    fn restart_labels(&self, r: &Record) -> ContainerLabels {
+        let spec = r.spec();
+        ContainerLabels {
+            container: spec.name.clone(),
+            app: spec.app.clone().unwrap_or_default(),
+            version: spec.version.clone().unwrap_or_default(),
+            host: crate::telemetry::metrics::host_name(),
+        }
+    }
+
+    /// The container's `hydra_container_restarts_total` (made at 0 if new).
+    pub(super) fn restart_counter(&self, r: &Record) -> Counter {
+        self.metrics
+            .restarts
+            .get_or_create(&self.restart_labels(r))
+            .clone()
+    }
+
+    pub(super) fn forget_restarts(&self, r: &Record) {
+        self.metrics.restarts.remove(&self.restart_labels(r));
     }
 }

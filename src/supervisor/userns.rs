@@ -2,7 +2,8 @@
 //! [`USERNS_SIZE`] ids of its own, recorded in its container record (so they
 //! survive agent restarts) and never given to another while it exists.
 
-use crate::config::{SecurityConfig, USERNS_SIZE};
+use crate::config::SecurityConfig;
+use crate::model::USERNS_SIZE;
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 

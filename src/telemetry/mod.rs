@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod relp;
 pub mod remote_write;
 pub mod sampler;
+pub mod series;
 pub mod ship;
 pub mod syslog;
 pub mod tls;

@@ -7,11 +7,17 @@
 //! backlog; past its cap the oldest are dropped and counted. Failures are
 //! logged once per change of state, not per attempt.
 
-use super::metrics::SERIES;
 use super::sampler::Sample;
+use super::series::SERIES;
+use crate::config::HttpUrl;
 use http_body_util::{BodyExt, Full};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -51,22 +57,60 @@ type Batch = Vec<(Vec<proto::Label>, f64, i64)>;
 /// A sampler pass, shared with the sampler (not copied).
 type Pass = Arc<Vec<Sample>>;
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
 #[derive(Default)]
 pub struct Counters {
-    /// Samples (one value of one series) accepted by the endpoint.
-    pub sent: AtomicU64,
-    /// Samples the endpoint refused for good (4xx other than 429).
-    pub rejected: AtomicU64,
+    /// Samples (one value of one series) by result: `sent` (accepted by the
+    /// endpoint), `rejected` (refused for good, 4xx other than 429).
+    pub samples: Family<ResultLabels, Counter>,
     /// Container samples (a container's stats in one pass) dropped because
     /// the backlog was full.
-    pub dropped_backlog: AtomicU64,
-    pub retries: AtomicU64,
+    pub dropped_backlog: Counter,
+    pub retries: Counter,
     /// Container samples waiting.
-    pub backlog: AtomicU64,
+    pub backlog: Gauge,
+}
+
+impl Counters {
+    fn count(&self, result: &str, n: usize) {
+        self.samples
+            .get_or_create(&ResultLabels {
+                result: result.into(),
+            })
+            .inc_by(n as u64);
+    }
+
+    /// Registers remote-write's series.
+    pub fn register(&self, r: &mut Registry) {
+        r.register(
+            "hydra_remote_write_samples",
+            "Remote-write samples, by result (sent: accepted; rejected: refused with a 4xx, dropped).",
+            self.samples.clone(),
+        );
+        r.register(
+            "hydra_remote_write_dropped_container_samples",
+            "Container samples dropped because the backlog was full.",
+            self.dropped_backlog.clone(),
+        );
+        r.register(
+            "hydra_remote_write_retries",
+            "Failed attempts, retried.",
+            self.retries.clone(),
+        );
+        r.register(
+            "hydra_remote_write_backlog_container_samples",
+            "Container samples waiting to be sent.",
+            self.backlog.clone(),
+        );
+    }
 }
 
 pub struct RemoteWrite {
-    url: Url,
+    url: HttpUrl,
     host: String,
     /// Container samples kept while the endpoint is away.
     max_backlog: usize,
@@ -75,40 +119,6 @@ pub struct RemoteWrite {
     in_flight: std::sync::atomic::AtomicUsize,
     wake: tokio::sync::Notify,
     pub counters: Counters,
-}
-
-#[derive(Debug, Clone)]
-struct Url {
-    authority: String,
-    path: String,
-}
-
-/// `http://host:port/path`; the error says what is wrong.
-pub fn check_url(url: &str) -> Result<(), String> {
-    parse_url(url).map(|_| ())
-}
-
-fn parse_url(url: &str) -> Result<Url, String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or("must start with http:// (TLS to the endpoint is not supported yet)")?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    if authority.is_empty() {
-        return Err("has no host".into());
-    }
-    let authority = match authority.rsplit_once(':') {
-        Some((_, p)) if p.parse::<u16>().is_ok() => authority.to_string(),
-        Some(_) if authority.ends_with(']') => format!("{authority}:80"),
-        Some(_) => return Err("has a bad port".into()),
-        None => format!("{authority}:80"),
-    };
-    Ok(Url {
-        authority,
-        path: path.to_string(),
-    })
 }
 
 fn sorted_labels(pairs: &[(&str, &str)]) -> Vec<proto::Label> {
@@ -136,16 +146,8 @@ fn batch(pass: &[Sample], host: &str) -> Batch {
                     ("version", s.labels.version.as_str()),
                     ("host", host),
                 ];
-                // extra is `k="v"[,k="v"]` with values we made (no quotes inside)
-                let parsed: Vec<(String, String)> = extra
-                    .split(',')
-                    .filter_map(|kv| {
-                        let (k, v) = kv.split_once('=')?;
-                        Some((k.to_string(), v.trim_matches('"').to_string()))
-                    })
-                    .collect();
-                for (k, v) in &parsed {
-                    pairs.push((k.as_str(), v.as_str()));
+                for (k, v) in &extra {
+                    pairs.push((k, v.as_str()));
                 }
                 // empty values are absent labels in Prometheus
                 pairs.retain(|(_, v)| !v.is_empty());
@@ -196,9 +198,9 @@ enum Outcome {
 
 impl RemoteWrite {
     /// `max_backlog`: container samples kept while the endpoint is away.
-    pub fn start(url: &str, host: String, max_backlog: usize) -> Result<Arc<RemoteWrite>, String> {
+    pub fn start(url: HttpUrl, host: String, max_backlog: usize) -> Arc<RemoteWrite> {
         let rw = Arc::new(RemoteWrite {
-            url: parse_url(url)?,
+            url,
             host,
             max_backlog,
             queue: Mutex::new(VecDeque::new()),
@@ -208,7 +210,7 @@ impl RemoteWrite {
         });
         let me = rw.clone();
         tokio::spawn(async move { me.send_loop().await });
-        Ok(rw)
+        rw
     }
 
     /// Queues a pass (called on the sampler's thread; never blocks on I/O).
@@ -224,11 +226,9 @@ impl RemoteWrite {
         while total > self.max_backlog && q.len() > 1 {
             let old = q.pop_front().expect("non-empty");
             total -= old.len();
-            self.counters
-                .dropped_backlog
-                .fetch_add(old.len() as u64, Ordering::Relaxed);
+            self.counters.dropped_backlog.inc_by(old.len() as u64);
         }
-        self.counters.backlog.store(total as u64, Ordering::Relaxed);
+        self.counters.backlog.set(total as i64);
         drop(q);
         self.wake.notify_one();
     }
@@ -267,14 +267,12 @@ impl RemoteWrite {
                 self.in_flight.store(0, Ordering::Relaxed);
                 let q = self.queue.lock().unwrap();
                 let total: usize = q.iter().map(|b| b.len()).sum();
-                self.counters.backlog.store(total as u64, Ordering::Relaxed);
+                self.counters.backlog.set(total as i64);
             };
             match outcome {
                 Outcome::Sent => {
                     done();
-                    self.counters
-                        .sent
-                        .fetch_add(samples as u64, Ordering::Relaxed);
+                    self.counters.count("sent", samples);
                     if failing.take().is_some() {
                         tracing::info!(endpoint = %self.url.authority, "remote-write: delivering again");
                     }
@@ -282,13 +280,11 @@ impl RemoteWrite {
                 }
                 Outcome::Reject(why) => {
                     done();
-                    self.counters
-                        .rejected
-                        .fetch_add(samples as u64, Ordering::Relaxed);
+                    self.counters.count("rejected", samples);
                     tracing::warn!(endpoint = %self.url.authority, samples, reason = %why, "remote-write: the endpoint rejected samples; dropped");
                 }
                 Outcome::Retry(why, after) => {
-                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    self.counters.retries.inc();
                     if failing.as_deref() != Some(why.as_str()) {
                         tracing::warn!(endpoint = %self.url.authority, reason = %why, "remote-write: failing; retrying with backoff, samples kept");
                         failing = Some(why);
@@ -416,28 +412,18 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn urls() {
-        assert_eq!(
-            parse_url("http://p:9090/api/v1/write").unwrap().authority,
-            "p:9090"
-        );
-        assert_eq!(parse_url("http://p/api").unwrap().authority, "p:80");
-        assert!(parse_url("https://p/api").is_err());
-        assert!(parse_url("http:///x").is_err());
-    }
-
     #[tokio::test]
     async fn a_full_backlog_drops_the_oldest_and_counts_them() {
         // an endpoint that is never there: nothing is sent
-        let rw = RemoteWrite::start("http://127.0.0.1:9/w", "h".into(), 4).unwrap();
+        let rw = RemoteWrite::start("http://127.0.0.1:9/w".parse().unwrap(), "h".into(), 4);
         for i in 0..10 {
             rw.push(Arc::new(vec![sample(i, 1)]));
         }
-        let kept = rw.counters.backlog.load(Ordering::Relaxed);
-        let dropped = rw.counters.dropped_backlog.load(Ordering::Relaxed);
+        let kept = rw.counters.backlog.get();
+        let dropped = rw.counters.dropped_backlog.get();
         assert_eq!((kept, dropped), (4, 6));
-        assert_eq!(rw.counters.sent.load(Ordering::Relaxed), 0);
+        let sent = ResultLabels { result: "sent".into() };
+        assert_eq!(rw.counters.samples.get_or_create(&sent).get(), 0);
         // the oldest went: the queue holds the last four passes, in order
         let q = rw.queue.lock().unwrap();
         let at: Vec<i64> = q.iter().map(|p| p[0].at_ms).collect();

@@ -4,6 +4,9 @@
 //! scrape costs no cgroup reads at all.
 
 use crate::cgroup::{ContainerCgroup, StatFiles, Stats};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
@@ -44,14 +47,23 @@ pub struct Sampler {
     latest: RwLock<Arc<Vec<Sample>>>,
     interval_ms: AtomicU64,
     wake: (Mutex<bool>, Condvar),
-    pub passes: AtomicU64,
+    pub passes: Counter,
     /// Containers sampled, summed over passes.
-    pub samples: AtomicU64,
-    pub last_pass_us: AtomicU64,
-    /// CPU time of the sampler thread, microseconds.
-    pub cpu_us: AtomicU64,
+    pub samples: Counter,
+    /// Wall time of the last pass, seconds.
+    pub last_pass: Gauge<f64, AtomicU64>,
+    /// CPU time of the sampler thread, seconds.
+    pub cpu: Counter<f64, AtomicU64>,
     /// Called with every pass (remote-write's queue).
     sink: Mutex<Option<Sink>>,
+}
+
+impl std::fmt::Debug for Sampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sampler")
+            .field("interval", &self.interval())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Sampler {
@@ -60,12 +72,32 @@ impl Sampler {
             latest: RwLock::new(Arc::new(Vec::new())),
             interval_ms: AtomicU64::new(interval.as_millis() as u64),
             wake: (Mutex::new(false), Condvar::new()),
-            passes: AtomicU64::new(0),
-            samples: AtomicU64::new(0),
-            last_pass_us: AtomicU64::new(0),
-            cpu_us: AtomicU64::new(0),
+            passes: Counter::default(),
+            samples: Counter::default(),
+            last_pass: Gauge::default(),
+            cpu: Counter::default(),
             sink: Mutex::new(None),
         }
+    }
+
+    /// Registers the sampler's own series.
+    pub fn register(&self, r: &mut Registry) {
+        r.register("hydra_stats_passes", "Sampler passes.", self.passes.clone());
+        r.register(
+            "hydra_stats_samples",
+            "Container samples taken.",
+            self.samples.clone(),
+        );
+        r.register(
+            "hydra_stats_pass_seconds",
+            "Wall time of the last sampler pass.",
+            self.last_pass.clone(),
+        );
+        r.register(
+            "hydra_stats_cpu_seconds",
+            "CPU time of the sampler thread.",
+            self.cpu.clone(),
+        );
     }
 
     pub fn latest(&self) -> Arc<Vec<Sample>> {
@@ -133,12 +165,11 @@ impl Sampler {
             if let Some(sink) = self.sink.lock().unwrap().as_ref() {
                 sink(pass);
             }
-            self.passes.fetch_add(1, Ordering::Relaxed);
-            self.samples.fetch_add(n, Ordering::Relaxed);
-            self.last_pass_us
-                .store(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
-            self.cpu_us
-                .fetch_add(thread_cpu_us().saturating_sub(cpu0), Ordering::Relaxed);
+            self.passes.inc();
+            self.samples.inc_by(n);
+            self.last_pass.set(t0.elapsed().as_secs_f64());
+            self.cpu
+                .inc_by(thread_cpu_us().saturating_sub(cpu0) as f64 / 1e6);
             let wait = Duration::from_millis(self.interval_ms.load(Ordering::Relaxed));
             let g = self.wake.0.lock().unwrap();
             let (mut g, _) = self

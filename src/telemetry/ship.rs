@@ -14,11 +14,15 @@
 use super::cursor::{backlog, load_cursor, read_records, Cursor, CURSOR_FILE};
 use super::relp::{Frame, Relp};
 use super::syslog::rfc5424;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 /// Where messages go.
@@ -39,26 +43,72 @@ pub struct Source {
     pub generation: String,
 }
 
-/// Counters for /metrics.
-#[derive(Default)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DroppedLabels {
+    pub container: String,
+    pub reason: String,
+    pub host: String,
+}
+
+/// The shipper's counters, for /metrics.
+#[derive(Debug, Default)]
 pub struct ShipCounters {
-    pub read: AtomicU64,
-    pub shipped: AtomicU64,
-    pub retried: AtomicU64,
-    pub backlog_bytes: AtomicU64,
-    pub lag_ms: AtomicU64,
-    /// (container, reason) -> records dropped.
-    pub dropped: Mutex<BTreeMap<(String, String), u64>>,
+    /// Records by result: read, shipped (acknowledged), retried.
+    pub records: Family<ResultLabels, Counter>,
+    pub backlog_bytes: Gauge,
+    /// Age of the oldest record sent and not yet acknowledged, seconds.
+    pub lag: Gauge<f64, AtomicU64>,
+    /// Records not shipped, by container and reason.
+    pub dropped: Family<DroppedLabels, Counter>,
+    /// The host label of `dropped`.
+    pub host: String,
 }
 
 impl ShipCounters {
+    pub fn new(host: String) -> ShipCounters {
+        ShipCounters {
+            host,
+            ..Default::default()
+        }
+    }
+
+    fn count(&self, result: &str, n: u64) {
+        self.records
+            .get_or_create(&ResultLabels {
+                result: result.into(),
+            })
+            .inc_by(n);
+    }
+
     fn drop_n(&self, container: &str, reason: &str, n: u64) {
-        *self
-            .dropped
-            .lock()
-            .unwrap()
-            .entry((container.to_string(), reason.to_string()))
-            .or_insert(0) += n;
+        self.dropped
+            .get_or_create(&DroppedLabels {
+                container: container.into(),
+                reason: reason.into(),
+                host: self.host.clone(),
+            })
+            .inc_by(n);
+    }
+
+    /// Registers the shipper's series.
+    pub fn register(&self, r: &mut Registry) {
+        r.register("hydra_log_records", "Log records (and events) read from the logs, shipped (acknowledged by the collector), sent again after a reconnect.", self.records.clone());
+        r.register("hydra_log_records_dropped", "Log records not shipped, by container and reason (rate: over collector.log_rate_lines; size_cap: deleted by the log size cap before they were sent; refused: refused by the collector three times).", self.dropped.clone());
+        r.register(
+            "hydra_log_backlog_bytes",
+            "Log bytes not yet acknowledged by the collector.",
+            self.backlog_bytes.clone(),
+        );
+        r.register(
+            "hydra_log_lag_seconds",
+            "Age of the oldest record sent and not yet acknowledged.",
+            self.lag.clone(),
+        );
     }
 }
 
@@ -181,7 +231,7 @@ pub fn run(
             order = srcs.keys().cloned().collect();
             order.sort();
             let bl: u64 = srcs.values().map(|s| backlog(&s.s.dir, &s.acked)).sum();
-            counters.backlog_bytes.store(bl, Ordering::Relaxed);
+            counters.backlog_bytes.set(bl as i64);
         }
         if conn.is_none() {
             let c = match &settings.sink {
@@ -203,7 +253,7 @@ pub fn run(
                         .iter()
                         .filter(|i| i.txnr.is_some() && !i.acked)
                         .count();
-                    counters.retried.fetch_add(resent as u64, Ordering::Relaxed);
+                    counters.count("retried", resent as u64);
                     inflight.clear();
                     for s in srcs.values_mut() {
                         s.read = s.acked;
@@ -236,9 +286,7 @@ pub fn run(
                 src.read = cur;
                 continue;
             }
-            counters
-                .read
-                .fetch_add(recs.len() as u64, Ordering::Relaxed);
+            counters.count("read", recs.len() as u64);
             for (r, mut after) in recs {
                 let from = src.read.next.max(src.seen + 1);
                 if r.seq > from && src.read.next > 0 {
@@ -383,7 +431,7 @@ pub fn run(
             {
                 s.acked = i.after;
                 if i.msg {
-                    counters.shipped.fetch_add(1, Ordering::Relaxed);
+                    counters.count("shipped", 1);
                 }
             }
         }
@@ -404,13 +452,13 @@ pub fn run(
                 }
             }
         }
-        counters.lag_ms.store(lag, Ordering::Relaxed);
+        counters.lag.set(lag as f64 / 1e3);
         if last_save.elapsed() >= Duration::from_millis(200) || sent == 0 {
             last_save = Instant::now();
             for s in srcs.values_mut() {
                 if s.acked != s.saved && s.s.dir.is_dir() {
                     let data = serde_json::to_vec(&s.acked).expect("serializes");
-                    if crate::store::write_atomic(&s.s.dir.join(CURSOR_FILE), &data, false).is_ok()
+                    if crate::fsutil::write_atomic(&s.s.dir.join(CURSOR_FILE), &data, false).is_ok()
                     {
                         s.saved = s.acked;
                     }

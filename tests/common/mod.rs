@@ -10,8 +10,8 @@ pub use host::*;
 #[allow(unused_imports)]
 pub use layouts::*;
 
-use hydra_agent::api::client::{Client, ClientError};
-use hydra_agent::api::{ContainerInfo, ExitStatus};
+pub use hydra_agent::api::client::{Client, ClientError};
+pub use hydra_agent::api::{ContainerInfo, ExitStatus, Request};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -196,27 +196,21 @@ impl Agent {
     }
 
     pub async fn inspect(&self, name: &str) -> ContainerInfo {
-        self.client
-            .call("GET", &format!("/v1/containers/{name}"), None)
-            .await
-            .expect("inspect")
+        self.client.inspect(name).await.expect("inspect")
     }
 
     pub async fn wait(&self, name: &str) -> ExitStatus {
-        tokio::time::timeout(
-            Duration::from_secs(60),
-            self.client
-                .call("GET", &format!("/v1/containers/{name}/wait"), None),
-        )
-        .await
-        .expect("wait timed out")
-        .expect("wait")
+        tokio::time::timeout(Duration::from_secs(60), self.client.wait(name))
+            .await
+            .expect("wait timed out")
+            .expect("wait")
     }
 
     pub async fn logs(&self, name: &str) -> Vec<hydra_agent::telemetry::logs::Record> {
         let mut out = Vec::new();
+        let req = Request::Logs { name: name.into(), follow: false, tail: None };
         self.client
-            .stream(&format!("/v1/containers/{name}/logs"), |l| {
+            .stream(&req, |l| {
                 out.push(serde_json::from_str(l).expect("log record"));
                 true
             })
@@ -226,10 +220,7 @@ impl Agent {
     }
 
     pub async fn stats(&self, name: &str) -> hydra_agent::cgroup::Stats {
-        self.client
-            .call("GET", &format!("/v1/containers/{name}/stats"), None)
-            .await
-            .expect("stats")
+        self.client.stats(name).await.expect("stats")
     }
 
     pub fn layout() -> hydra_agent::cgroup::Layout {
@@ -308,8 +299,17 @@ impl Drop for Agent {
         let layout = Self::layout();
         let mut errors = Vec::new();
         for name in layout.children(&self.parent) {
-            if let Err(e) = layout.container(&self.parent, &name).remove() {
-                errors.push(e.to_string());
+            let cg = layout.container(&self.parent, &name);
+            if let Err(e) = cg.remove() {
+                let who: Vec<String> = cg
+                    .pids()
+                    .iter()
+                    .map(|p| {
+                        let st = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+                        format!("{p}: {st}")
+                    })
+                    .collect();
+                errors.push(format!("{e}: {who:?}"));
             }
         }
         // Shims end by themselves once their container is gone.
@@ -343,6 +343,46 @@ impl Drop for Agent {
             assert!(errors.is_empty(), "cleanup: {errors:?}");
             assert!(left.is_empty(), "cgroups left: {left:?}");
         }
+    }
+}
+
+/// Raw HTTP calls, for tests of the wire itself (malformed or hand-made
+/// bodies, exact routes).
+pub trait RawCalls {
+    /// A request whose 2xx answer is JSON `T`; others are errors.
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, ClientError>;
+    /// A streaming NDJSON request by path.
+    async fn stream_path(&self, path: &str, on_line: impl FnMut(&str) -> bool) -> Result<(), ClientError>;
+}
+
+impl RawCalls for Client {
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, ClientError> {
+        let (status, data) = self.raw(method, path, body).await?;
+        if !(200..300).contains(&status) {
+            return Err(match serde_json::from_slice(&data) {
+                Ok(body) => ClientError::Api { status, body },
+                Err(_) => ClientError::Unexpected { status, text: String::from_utf8_lossy(&data).into() },
+            });
+        }
+        let data = if data.is_empty() { b"null".to_vec() } else { data.to_vec() };
+        serde_json::from_slice(&data)
+            .map_err(|e| ClientError::Unexpected { status, text: format!("{e}: {}", String::from_utf8_lossy(&data)) })
+    }
+
+    async fn stream_path(&self, path: &str, mut on_line: impl FnMut(&str) -> bool) -> Result<(), ClientError> {
+        let (path, query) = path.split_once('?').map_or((path, None), |(p, q)| (p, Some(q)));
+        let req = Request::from_http("GET", path, query, b"").expect("a known streaming route");
+        self.stream(&req, |l| on_line(l)).await
     }
 }
 

@@ -3,6 +3,17 @@
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
+/// A value that does not parse or is out of range; the message says why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ValueError(pub String);
+
+impl ValueError {
+    pub fn new(m: impl Into<String>) -> ValueError {
+        ValueError(m.into())
+    }
+}
+
 /// A byte count, written as an integer or as a string with a `Ki`/`Mi`/`Gi`/`Ti`
 /// suffix (`"64Mi"`). Parsing rejects negatives, fractions and overflow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -15,10 +26,10 @@ impl Size {
 }
 
 /// Parses `"128Mi"`, `"1Gi"`, `"4096"`; the error says what is wrong.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, ValueError> {
     let t = s.trim();
     if t.is_empty() {
-        return Err("empty size".into());
+        return Err(ValueError::new("empty size"));
     }
     let (num, mult): (&str, u64) = if let Some(n) = t.strip_suffix("Ki") {
         (n, 1 << 10)
@@ -32,13 +43,13 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         (t, 1)
     };
     if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!(
+        return Err(ValueError(format!(
             "{s:?} is not a size: use a whole number of bytes or a number with Ki, Mi, Gi or Ti"
-        ));
+        )));
     }
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is too large"))?;
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("{s:?} is too large"))
+    let too_large = || ValueError(format!("{s:?} is too large"));
+    let n: u64 = num.parse().map_err(|_| too_large())?;
+    n.checked_mul(mult).ok_or_else(too_large)
 }
 
 impl<'de> Deserialize<'de> for Size {
@@ -76,29 +87,29 @@ impl Serialize for Size {
 
 /// Container names: `[a-z0-9][a-z0-9_.-]{0,62}`. Safe as a path component and
 /// a cgroup name (no `/`, never `.` or `..`).
-pub fn validate_name(name: &str) -> Result<(), String> {
+pub fn validate_name(name: &str) -> Result<(), ValueError> {
     if name.is_empty() {
-        return Err("name is empty".into());
+        return Err(ValueError::new("name is empty"));
     }
     if name.len() > 63 {
-        return Err(format!(
+        return Err(ValueError(format!(
             "name is {} characters long; at most 63 are allowed",
             name.len()
-        ));
+        )));
     }
     let b = name.as_bytes();
     if !(b[0].is_ascii_lowercase() || b[0].is_ascii_digit()) {
-        return Err(format!(
+        return Err(ValueError(format!(
             "name {name:?} must start with a lowercase letter or digit"
-        ));
+        )));
     }
     if let Some(c) = name
         .chars()
         .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-')))
     {
-        return Err(format!(
+        return Err(ValueError(format!(
             "name {name:?} has {c:?}: only a-z, 0-9, '_', '.' and '-' are allowed"
-        ));
+        )));
     }
     Ok(())
 }
@@ -109,9 +120,9 @@ mod tests {
 
     #[test]
     fn sizes() {
-        assert_eq!(parse_size("64Mi"), Ok(64 << 20));
-        assert_eq!(parse_size("1Gi"), Ok(1 << 30));
-        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64Mi").unwrap(), 64 << 20);
+        assert_eq!(parse_size("1Gi").unwrap(), 1 << 30);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
         assert!(parse_size("-1").is_err());
         assert!(parse_size("1.5Gi").is_err());
         assert!(parse_size("Mi").is_err());

@@ -1,25 +1,37 @@
-//! The only `unsafe` in the crate: thin wrappers over syscalls that nix does
-//! not cover safely. Each block says why it holds.
+//! Thin wrappers over system calls that nix does not cover safely: the
+//! crate's `unsafe` lives here (and at the few call sites of the `unsafe fn`s
+//! below, whose promises only their single-threaded callers can keep). Each
+//! block says why it holds. It imports nothing of the crate.
 
 use nix::sched::CloneFlags;
 use nix::unistd::Pid;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-/// Forks. Only for single-threaded processes (the shim), where the child may
-/// run any code.
-pub fn fork_single_threaded() -> nix::Result<nix::unistd::ForkResult> {
-    // SAFETY: the shim calls this before it has started any thread, so the
-    // child inherits no lock held by another thread.
+/// Forks.
+///
+/// # Safety
+/// The calling process must be single-threaded (the launcher, a shim): the
+/// child gets a copy of the memory in which another thread may have held a
+/// lock (of the allocator, of stdio) forever.
+pub unsafe fn fork_single_threaded() -> nix::Result<nix::unistd::ForkResult> {
+    // SAFETY: the caller promises a single-threaded process (see above).
     unsafe { nix::unistd::fork() }
 }
 
 /// Clones a child into new namespaces; it runs `f` and exits with its result.
-pub fn clone_into_namespaces(flags: CloneFlags, f: &mut dyn FnMut() -> isize) -> nix::Result<Pid> {
+///
+/// # Safety
+/// As [`fork_single_threaded`]: the caller must be single-threaded, since the
+/// child gets a copy of its memory (no CLONE_VM) and runs `f` in it.
+pub unsafe fn clone_into_namespaces(
+    flags: CloneFlags,
+    f: &mut dyn FnMut() -> isize,
+) -> nix::Result<Pid> {
     let mut stack = vec![0u8; 1 << 20];
-    // SAFETY: the caller (the shim) is single-threaded, so the child, which
-    // gets a copy of the address space (no CLONE_VM), sees consistent memory;
-    // the stack outlives the call because the child has its own copy of it.
+    // SAFETY: the caller is single-threaded, so the child, which gets a copy
+    // of the address space (no CLONE_VM), sees consistent memory; the stack
+    // outlives the call because the child has its own copy of it.
     unsafe { nix::sched::clone(Box::new(f), &mut stack, flags, Some(libc::SIGCHLD)) }
 }
 
@@ -35,8 +47,7 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
 }
 
 /// `pidfd_send_signal(2)`.
-pub fn pidfd_send_signal(fd: &OwnedFd, sig: i32) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
+pub fn pidfd_send_signal(fd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
     // SAFETY: valid pidfd, null siginfo (allowed), flags 0.
     let r = unsafe {
         libc::syscall(
@@ -61,7 +72,6 @@ pub fn loopback_up() -> io::Result<()> {
         nix::sys::socket::SockFlag::SOCK_CLOEXEC,
         None,
     )?;
-    use std::os::fd::AsRawFd;
     // SAFETY: ifreq is plain old data; all-zero is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     req.ifr_name[0] = b'l' as libc::c_char;
@@ -79,8 +89,13 @@ pub fn loopback_up() -> io::Result<()> {
     Ok(())
 }
 
-/// Leaves the process with only fds 0-2 open... plus `keep`; every other is closed.
-pub fn close_fds_except(keep: &[RawFd]) {
+/// Leaves the process with only fds 0-2 open, plus `keep`; every other is closed.
+///
+/// # Safety
+/// No object still in use may own one of the fds closed (an `OwnedFd`, a
+/// `File`, a runtime's epoll fd): the caller is a freshly forked,
+/// single-threaded helper that drops nothing it did not open after this.
+pub unsafe fn close_fds_except(keep: &[RawFd]) {
     let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
         .into_iter()
         .flatten()
@@ -96,7 +111,10 @@ pub fn close_fds_except(keep: &[RawFd]) {
 
 /// Like [`close_fds_except`], but fails if /proc/self/fd cannot be read, and
 /// checks afterwards that nothing else is open.
-pub fn close_fds_except_checked(keep: &[RawFd]) -> std::io::Result<()> {
+///
+/// # Safety
+/// As [`close_fds_except`].
+pub unsafe fn close_fds_except_checked(keep: &[RawFd]) -> std::io::Result<()> {
     let list = || -> std::io::Result<Vec<RawFd>> {
         let mut v = Vec::new();
         for e in std::fs::read_dir("/proc/self/fd")? {
@@ -137,9 +155,10 @@ pub fn ignore_signals(sigs: &[nix::sys::signal::Signal]) {
 /// container's process, since ignored dispositions survive execve.
 pub fn reset_signals() -> nix::Result<()> {
     use nix::sys::signal::{SigSet, SigmaskHow};
-    /// The kernel's struct sigaction (x86_64 layout: handler, flags,
-    /// restorer, mask). libc's wrapper refuses glibc's reserved 32 and 33,
-    /// which a parent may well have set to ignore.
+    /// The kernel's struct sigaction on x86_64 and aarch64 (handler, flags,
+    /// restorer, mask; both define SA_RESTORER). libc's wrapper refuses
+    /// glibc's reserved 32 and 33, which a parent may well have set to ignore.
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     #[repr(C)]
     struct KernelSigaction {
         handler: usize,
@@ -173,14 +192,6 @@ pub fn reset_signals() -> nix::Result<()> {
         }
     }
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
-}
-
-/// Writes to a raw fd the caller knows is open (used in a cloned child that
-/// holds fds only by number).
-pub fn write_raw(fd: RawFd, data: &[u8]) -> nix::Result<usize> {
-    // SAFETY: the caller guarantees `fd` stays open for the duration of the call.
-    let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    nix::unistd::write(b, data)
 }
 
 /// Registers a pidfd with tokio so its exit can be awaited (readable on exit).
@@ -218,17 +229,20 @@ struct CloneArgs {
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
 /// Like [`clone_into_namespaces`], but the child starts life inside the
-/// cgroup v2 directory `cgroup_fd` (clone3 with CLONE_INTO_CGROUP): no
+/// cgroup v2 directory `cgroup` (clone3 with CLONE_INTO_CGROUP): no
 /// migration afterwards, so no wait on the cgroup threadgroup lock.
-pub fn clone3_into_cgroup(
+///
+/// # Safety
+/// As [`fork_single_threaded`]: the caller must be single-threaded.
+pub unsafe fn clone3_into_cgroup(
     flags: CloneFlags,
-    cgroup_fd: RawFd,
+    cgroup: BorrowedFd<'_>,
     f: &mut dyn FnMut() -> isize,
 ) -> nix::Result<Pid> {
     let args = CloneArgs {
         flags: flags.bits() as u64 | CLONE_INTO_CGROUP,
         exit_signal: libc::SIGCHLD as u64,
-        cgroup: cgroup_fd as u64,
+        cgroup: cgroup.as_raw_fd() as u64,
         ..Default::default()
     };
     // SAFETY: args is a valid clone_args of the size passed; without CLONE_VM
@@ -288,11 +302,19 @@ const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
 const BPF_CGROUP_DEVICE: u32 = 6;
 const BPF_F_ALLOW_MULTI: u32 = 2;
 
+/// One eBPF instruction, as the kernel lays it out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[repr(C)]
+pub struct BpfInsn {
+    pub code: u8,
+    /// dst register in the low nibble, src in the high one
+    pub regs: u8,
+    pub off: i16,
+    pub imm: i32,
+}
+
 /// Loads a CGROUP_DEVICE program; the verifier's words on refusal.
-pub fn bpf_load_device_filter(
-    prog: &[crate::cgroup::devices::Insn],
-) -> std::io::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
+pub fn bpf_load_device_filter(prog: &[BpfInsn]) -> std::io::Result<OwnedFd> {
     let license = b"GPL\0";
     let mut log = vec![0u8; 64 * 1024];
     let mut name = [0u8; 16];
@@ -330,14 +352,14 @@ pub fn bpf_load_device_filter(
         ));
     }
     // SAFETY: a new fd returned by the kernel, owned by nobody else.
-    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// Attaches a loaded device filter to the cgroup directory open as `cgroup`.
-pub fn bpf_attach_device_filter(cgroup: RawFd, prog: RawFd) -> std::io::Result<()> {
+pub fn bpf_attach_device_filter(cgroup: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> io::Result<()> {
     let attr = BpfProgAttachAttr {
-        target_fd: cgroup as u32,
-        attach_bpf_fd: prog as u32,
+        target_fd: cgroup.as_raw_fd() as u32,
+        attach_bpf_fd: prog.as_raw_fd() as u32,
         attach_type: BPF_CGROUP_DEVICE,
         attach_flags: BPF_F_ALLOW_MULTI,
         ..Default::default()
@@ -363,24 +385,25 @@ pub fn bpf_attach_device_filter(cgroup: RawFd, prog: RawFd) -> std::io::Result<(
 
 /// A new user namespace mapping ids `0..size` to host ids `base..base+size`,
 /// held by the returned fd (`/proc/<pid>/ns/user` of a short-lived child
-/// that made it). Only for single-threaded callers (the shim).
-pub fn new_userns(base: u32, size: u32) -> io::Result<OwnedFd> {
+/// that made it).
+///
+/// # Safety
+/// It forks: as [`fork_single_threaded`], the caller must be single-threaded.
+pub unsafe fn new_userns(base: u32, size: u32) -> io::Result<OwnedFd> {
     use nix::unistd::{pipe, read, ForkResult};
     use std::io::Write;
     let (ready_r, ready_w) = pipe()?;
     let (hold_r, hold_w) = pipe()?;
-    let child = match fork_single_threaded()? {
+    // SAFETY: the caller is single-threaded (this function's contract).
+    let child = match unsafe { fork_single_threaded() }? {
         ForkResult::Child => {
             // in the child: make the namespace, say so, wait until the
             // parent has mapped it and opened it, exit without unwinding
             drop((ready_r, hold_w));
             let ok = nix::sched::unshare(CloneFlags::CLONE_NEWUSER).is_ok();
-            let _ = write_raw(
-                std::os::fd::AsRawFd::as_raw_fd(&ready_w),
-                if ok { b"k" } else { b"e" },
-            );
+            let _ = nix::unistd::write(&ready_w, if ok { b"k" } else { b"e" });
             let mut b = [0u8; 1];
-            let _ = read(std::os::fd::AsRawFd::as_raw_fd(&hold_r), &mut b);
+            let _ = read(hold_r.as_raw_fd(), &mut b);
             // SAFETY: _exit is async-signal-safe and skips the parent's
             // atexit handlers and buffers, which this copy must not run.
             unsafe { libc::_exit(0) }
@@ -390,7 +413,7 @@ pub fn new_userns(base: u32, size: u32) -> io::Result<OwnedFd> {
     drop((ready_w, hold_r));
     let res = (|| {
         let mut b = [0u8; 1];
-        if read(std::os::fd::AsRawFd::as_raw_fd(&ready_r), &mut b)? != 1 || b[0] != b'k' {
+        if read(ready_r.as_raw_fd(), &mut b)? != 1 || b[0] != b'k' {
             return Err(io::Error::other("unshare(CLONE_NEWUSER) failed"));
         }
         let map = format!("0 {base} {size}\n");
@@ -413,7 +436,7 @@ pub fn new_userns(base: u32, size: u32) -> io::Result<OwnedFd> {
 /// namespace `userns` (an idmapped mount: a file owned by 0 on disk is owned
 /// by container root). Neither nix nor rustix has `mount_setattr`, so the
 /// three calls of the new mount API are made here.
-pub fn idmapped_bind_over(path: &std::path::Path, userns: RawFd) -> io::Result<()> {
+pub fn idmapped_bind_over(path: &std::path::Path, userns: BorrowedFd<'_>) -> io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::other("path contains NUL"))?;
@@ -436,12 +459,12 @@ pub fn idmapped_bind_over(path: &std::path::Path, userns: RawFd) -> io::Result<(
     }
     // SAFETY: the kernel just returned this fd to us and nobody else owns it.
     let tree = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
-    let tfd = std::os::fd::AsRawFd::as_raw_fd(&tree);
+    let tfd = tree.as_raw_fd();
     let attr = libc::mount_attr {
         attr_set: libc::MOUNT_ATTR_IDMAP,
         attr_clr: 0,
         propagation: 0,
-        userns_fd: userns as u64,
+        userns_fd: userns.as_raw_fd() as u64,
     };
     // SAFETY: tree is a detached mount fd, empty path with AT_EMPTY_PATH,
     // attr points to a live struct whose size is passed.
@@ -483,10 +506,25 @@ pub fn idmapped_bind_over(path: &std::path::Path, userns: RawFd) -> io::Result<(
     Ok(())
 }
 
-/// Takes ownership of an fd a nix call just returned (nix 0.29 hands out
-/// raw fds from `openat`/`openat2`).
-pub fn own_new_fd(fd: RawFd) -> OwnedFd {
-    // SAFETY: called only on an fd the kernel has just returned to this
-    // process and that nothing else refers to.
-    unsafe { OwnedFd::from_raw_fd(fd) }
+/// `openat(2)` (nix 0.29 hands out raw fds): the new fd, owned.
+pub fn openat(
+    dir: BorrowedFd<'_>,
+    path: &str,
+    flags: nix::fcntl::OFlag,
+    mode: nix::sys::stat::Mode,
+) -> nix::Result<OwnedFd> {
+    let fd = nix::fcntl::openat(Some(dir.as_raw_fd()), path, flags, mode)?;
+    // SAFETY: the kernel has just returned this fd and nothing else refers to it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `openat2(2)` (nix 0.29 hands out raw fds): the new fd, owned.
+pub fn openat2(
+    dir: BorrowedFd<'_>,
+    path: &str,
+    how: nix::fcntl::OpenHow,
+) -> nix::Result<OwnedFd> {
+    let fd = nix::fcntl::openat2(dir.as_raw_fd(), path, how)?;
+    // SAFETY: the kernel has just returned this fd and nothing else refers to it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

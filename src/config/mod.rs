@@ -1,8 +1,17 @@
 //! The agent's TOML configuration: every key optional, unknown keys rejected,
+//! values typed when the file is read (addresses, CIDRs, ranges, sizes), and
 //! validation a pure function whose error names the key.
 
-use crate::units::Size;
+mod paths;
+mod types;
+
+pub use paths::Paths;
+pub use types::{Endpoint, HttpUrl, PortRange};
+
+use crate::model::caps::canonical_cap;
+use crate::model::{Cidr, Size, USERNS_SIZE};
 use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -15,7 +24,14 @@ pub enum ConfigError {
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config key {key}: {message}")]
-    Invalid { key: &'static str, message: String },
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> Result<(), ConfigError> {
+    Err(ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    })
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -54,10 +70,10 @@ impl Default for AgentConfig {
 pub struct ApiConfig {
     /// Unix socket path; default `/run/hydra-agent/agent.sock` (under `--root`).
     pub socket: Option<PathBuf>,
-    pub tcp: Option<String>,
-    /// `host:port` of a plain-HTTP listener serving only `/metrics` and
-    /// `/healthz` (for Prometheus); none by default.
-    pub metrics: Option<String>,
+    pub tcp: Option<SocketAddr>,
+    /// A plain-HTTP listener serving only `/metrics` and `/healthz` (for
+    /// Prometheus); none by default.
+    pub metrics: Option<SocketAddr>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub client_ca: Option<PathBuf>,
@@ -84,19 +100,19 @@ pub struct NetworkConfig {
     /// false: containers get a loopback-only network namespace and no ports.
     pub enabled: bool,
     pub bridge: String,
-    pub subnet: String,
-    pub port_range: String,
+    pub subnet: Cidr,
+    pub port_range: PortRange,
     /// CIDRs allowed to reach container ports (until changed through the API).
-    pub allowlist: Vec<String>,
+    pub allowlist: Vec<Cidr>,
     /// Host ports containers may connect to (e.g. the platform's reverse proxy).
     pub host_ports: Vec<u16>,
     /// Private destinations containers may reach (all other private ranges are blocked).
-    pub egress_allow: Vec<String>,
+    pub egress_allow: Vec<Cidr>,
     /// Resolvers written to containers' /etc/resolv.conf (default: the host's, minus loopback ones).
-    pub dns: Vec<String>,
+    pub dns: Vec<IpAddr>,
     /// Part of `subnet` the agent allocates from (like Docker's --fixed-cidr),
     /// so it can share Docker's bridge with Docker's own containers.
-    pub ip_range: Option<String>,
+    pub ip_range: Option<Cidr>,
     /// How often the firewall is checked for rules removed by someone else.
     pub drift_interval_s: u64,
 }
@@ -106,9 +122,12 @@ impl Default for NetworkConfig {
         NetworkConfig {
             enabled: true,
             bridge: "docker0".into(),
-            subnet: "172.17.0.0/16".into(),
-            port_range: "20000-29999".into(),
-            allowlist: vec!["10.0.0.0/8".into()],
+            subnet: Cidr::parse("172.17.0.0/16").expect("valid"),
+            port_range: PortRange {
+                start: 20000,
+                end: 29999,
+            },
+            allowlist: vec![Cidr::parse("10.0.0.0/8").expect("valid")],
             host_ports: Vec::new(),
             egress_allow: Vec::new(),
             dns: Vec::new(),
@@ -140,13 +159,13 @@ impl Default for LogsConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CollectorConfig {
-    pub relp: Option<String>,
-    pub syslog: Option<String>,
+    pub relp: Option<Endpoint>,
+    pub syslog: Option<Endpoint>,
     pub syslog_tls: bool,
     /// PEM bundle of the CAs a TLS syslog receiver's certificate must chain to.
     pub syslog_ca: PathBuf,
     /// Prometheus remote-write endpoint, `http://host:port/path`.
-    pub remote_write: Option<String>,
+    pub remote_write: Option<HttpUrl>,
     /// Container samples (one container's stats of one pass) kept while the
     /// remote-write endpoint is away; past it the oldest are dropped, counted.
     pub remote_write_backlog: usize,
@@ -189,9 +208,6 @@ pub struct SecurityConfig {
     pub userns_ranges: u32,
 }
 
-/// Ids per user namespace: container ids 0..65536 map to one host range.
-pub const USERNS_SIZE: u32 = 65536;
-
 impl Default for SecurityConfig {
     fn default() -> Self {
         SecurityConfig {
@@ -221,243 +237,139 @@ impl Config {
         })
     }
 
+    /// Parses and validates; a value of the wrong form is named by its key.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: PathBuf::new(),
-            message: e.message().to_string()
-                + &e.span()
-                    .map(|s| format!(" (at byte {})", s.start))
-                    .unwrap_or_default(),
+        let de = toml::Deserializer::new(text);
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let at = inner
+                .span()
+                .map(|s| format!(" (at byte {})", s.start))
+                .unwrap_or_default();
+            match key.as_str() {
+                "" | "." => ConfigError::Parse {
+                    path: PathBuf::new(),
+                    message: format!("{}{at}", inner.message()),
+                },
+                _ => ConfigError::Invalid {
+                    key,
+                    message: inner.message().to_string(),
+                },
+            }
         })?;
         cfg.validate()?;
         Ok(cfg)
     }
 
-    /// Checks values serde cannot: ranges, formats, relations between keys.
+    /// Checks what the types cannot: ranges and relations between keys.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let inv = |key, message: String| Err(ConfigError::Invalid { key, message });
-        if self.cgroup.parent.is_empty()
-            || self
-                .cgroup
-                .parent
+        let parent = &self.cgroup.parent;
+        if parent.is_empty()
+            || parent
                 .split('/')
                 .any(|c| c.is_empty() || c == "." || c == "..")
         {
-            return inv(
+            return invalid(
                 "cgroup.parent",
-                format!(
-                    "{:?} must be a relative path without '.' or '..' components",
-                    self.cgroup.parent
-                ),
+                format!("{parent:?} must be a relative path without '.' or '..' components"),
             );
         }
         if tracing_subscriber::EnvFilter::try_new(&self.agent.log_level).is_err() {
-            return inv(
+            return invalid(
                 "agent.log_level",
                 format!("{:?} is not a valid log filter", self.agent.log_level),
             );
         }
+        if self.agent.start_timeout_s == 0 {
+            return invalid("agent.start_timeout_s", "must be at least 1");
+        }
         if self.logs.max_files == 0 {
-            return inv("logs.max_files", "must be at least 1".into());
+            return invalid("logs.max_files", "must be at least 1");
         }
         if self.logs.max_file_size.0 < 4096 {
-            return inv("logs.max_file_size", "must be at least 4096 bytes".into());
+            return invalid("logs.max_file_size", "must be at least 4096 bytes");
         }
-        if parse_port_range(&self.network.port_range).is_none() {
-            return inv(
-                "network.port_range",
-                format!(
-                    "{:?} is not START-END with 1 <= START <= END <= 65535",
-                    self.network.port_range
-                ),
-            );
-        }
-        if !is_cidr(&self.network.subnet) {
-            return inv(
-                "network.subnet",
-                format!("{:?} is not an IPv4 CIDR", self.network.subnet),
-            );
-        }
-        if let Some(bad) = self.network.allowlist.iter().find(|c| !is_cidr(c)) {
-            return inv("network.allowlist", format!("{bad:?} is not an IPv4 CIDR"));
-        }
-        if let Some(bad) = self.network.egress_allow.iter().find(|c| !is_cidr(c)) {
-            return inv(
-                "network.egress_allow",
-                format!("{bad:?} is not an IPv4 CIDR"),
-            );
-        }
-        if let Some(bad) = self
-            .network
-            .dns
-            .iter()
-            .find(|d| d.parse::<std::net::IpAddr>().is_err())
-        {
-            return inv("network.dns", format!("{bad:?} is not an IP address"));
-        }
-        if let Some(r) = &self.network.ip_range {
-            let inside = crate::network::ipam::Cidr::parse(r)
-                .ok()
-                .zip(crate::network::ipam::Cidr::parse(&self.network.subnet).ok());
-            match inside {
-                Some((r, s)) if r.prefix >= s.prefix && s.contains(r.net) => {}
-                _ => {
-                    return inv(
-                        "network.ip_range",
-                        format!(
-                            "{r:?} must be a CIDR inside network.subnet {:?}",
-                            self.network.subnet
-                        ),
-                    )
-                }
+        self.network.validate()?;
+        self.collector.validate()?;
+        self.security.validate()
+    }
+}
+
+impl NetworkConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(r) = &self.ip_range {
+            if !self.subnet.covers(r) {
+                return invalid(
+                    "network.ip_range",
+                    format!("{r} must be a CIDR inside network.subnet {}", self.subnet),
+                );
             }
         }
-        if self.network.drift_interval_s == 0 {
-            return inv("network.drift_interval_s", "must be at least 1".into());
+        if self.drift_interval_s == 0 {
+            return invalid("network.drift_interval_s", "must be at least 1");
         }
-        if self.network.bridge.is_empty() || self.network.bridge.len() > 15 {
-            return inv("network.bridge", "must be 1 to 15 characters".into());
-        }
-        if self.agent.start_timeout_s == 0 {
-            return inv("agent.start_timeout_s", "must be at least 1".into());
-        }
-        if self.collector.stats_interval_s == 0 {
-            return inv("collector.stats_interval_s", "must be at least 1".into());
-        }
-        if let Some(u) = &self.collector.remote_write {
-            crate::telemetry::remote_write::check_url(u).map_err(|m| ConfigError::Invalid {
-                key: "collector.remote_write",
-                message: format!("{u:?} {m}"),
-            })?;
-        }
-        if self.collector.relp.is_some() && self.collector.syslog.is_some() {
-            return inv(
-                "collector.syslog",
-                "set one of collector.relp and collector.syslog".into(),
-            );
-        }
-        for (key, v) in [
-            ("collector.relp", &self.collector.relp),
-            ("collector.syslog", &self.collector.syslog),
-        ] {
-            if let Some(a) = v {
-                if !a
-                    .rsplit_once(':')
-                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
-                {
-                    return inv(key, format!("{a:?} is not host:port"));
-                }
-            }
-        }
-        if self.collector.syslog_tls {
-            if self.collector.syslog.is_none() {
-                return inv("collector.syslog_tls", "needs collector.syslog".into());
-            }
-            crate::telemetry::tls::client_config(&self.collector.syslog_ca).map_err(|m| {
-                ConfigError::Invalid {
-                    key: "collector.syslog_ca",
-                    message: m,
-                }
-            })?;
-        }
-        if self.collector.remote_write_backlog == 0 {
-            return inv(
-                "collector.remote_write_backlog",
-                "must be at least 1".into(),
-            );
-        }
-        if let Some(a) = &self.api.metrics {
-            if a.parse::<std::net::SocketAddr>().is_err() {
-                return inv("api.metrics", format!("{a:?} is not an address:port"));
-            }
-        }
-        for (i, c) in self.security.allowed_capabilities.iter().enumerate() {
-            if crate::runtime::security::canonical_cap(c).is_none() {
-                return Err(ConfigError::Invalid {
-                    key: "security.allowed_capabilities",
-                    message: format!("[{i}] {c:?} is not a capability"),
-                });
-            }
-        }
-        if !(-1000..=1000).contains(&self.security.oom_score_adj) {
-            return inv("security.oom_score_adj", "must be in -1000..=1000".into());
-        }
-        if self.security.nofile < 16 {
-            return inv("security.nofile", "must be at least 16".into());
-        }
-        if self.security.default_pids < 1 {
-            return inv("security.default_pids", "must be at least 1".into());
-        }
-        let sec = &self.security;
-        if sec.userns_uid_start < USERNS_SIZE {
-            return inv(
-                "security.userns_uid_start",
-                format!("must be at least {USERNS_SIZE} (host system and user ids live below)"),
-            );
-        }
-        let end = sec.userns_uid_start as u64 + sec.userns_ranges as u64 * USERNS_SIZE as u64;
-        if sec.userns_ranges < 1 || end > u32::MAX as u64 {
-            return inv(
-                "security.userns_ranges",
-                format!(
-                    "must be at least 1, and the ranges must end below 2^32 - 1 (they end at {end})"
-                ),
-            );
+        if self.bridge.is_empty() || self.bridge.len() > 15 {
+            return invalid("network.bridge", "must be 1 to 15 characters");
         }
         Ok(())
     }
 }
 
-pub fn parse_port_range(s: &str) -> Option<(u16, u16)> {
-    let (a, b) = s.split_once('-')?;
-    let (a, b): (u16, u16) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
-    (a >= 1 && a <= b).then_some((a, b))
-}
-
-fn is_cidr(s: &str) -> bool {
-    match s.split_once('/') {
-        Some((ip, len)) => {
-            ip.parse::<std::net::Ipv4Addr>().is_ok() && len.parse::<u8>().is_ok_and(|l| l <= 32)
+impl CollectorConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.stats_interval_s == 0 {
+            return invalid("collector.stats_interval_s", "must be at least 1");
         }
-        None => false,
-    }
-}
-
-/// Every path the agent writes, derived from `--root` (default `/`).
-#[derive(Debug, Clone)]
-pub struct Paths {
-    pub state: PathBuf,
-    pub run: PathBuf,
-    pub socket: PathBuf,
-}
-
-impl Paths {
-    /// `root` relocates every default path; explicit config paths are used as written.
-    pub fn new(root: Option<&Path>, cfg: &Config, socket_flag: Option<&Path>) -> Paths {
-        let under = |p: &str| match root {
-            Some(r) => r.join(p.trim_start_matches('/')),
-            None => PathBuf::from(p),
-        };
-        let run = under("/run/hydra-agent");
-        let socket = socket_flag
-            .map(Path::to_path_buf)
-            .or_else(|| cfg.api.socket.clone())
-            .unwrap_or_else(|| run.join("agent.sock"));
-        Paths {
-            state: under("/var/lib/hydra-agent"),
-            run,
-            socket,
+        if self.relp.is_some() && self.syslog.is_some() {
+            return invalid(
+                "collector.syslog",
+                "set one of collector.relp and collector.syslog",
+            );
         }
+        if self.syslog_tls && self.syslog.is_none() {
+            return invalid("collector.syslog_tls", "needs collector.syslog");
+        }
+        if self.remote_write_backlog == 0 {
+            return invalid("collector.remote_write_backlog", "must be at least 1");
+        }
+        Ok(())
     }
+}
 
-    pub fn containers(&self) -> PathBuf {
-        self.state.join("containers")
-    }
-    pub fn layers(&self) -> PathBuf {
-        self.state.join("layers")
-    }
-    pub fn quarantine(&self) -> PathBuf {
-        self.state.join("quarantine")
+impl SecurityConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (i, c) in self.allowed_capabilities.iter().enumerate() {
+            if canonical_cap(c).is_none() {
+                return invalid(
+                    "security.allowed_capabilities",
+                    format!("[{i}] {c:?} is not a capability"),
+                );
+            }
+        }
+        if !(-1000..=1000).contains(&self.oom_score_adj) {
+            return invalid("security.oom_score_adj", "must be in -1000..=1000");
+        }
+        if self.nofile < 16 {
+            return invalid("security.nofile", "must be at least 16");
+        }
+        if self.default_pids < 1 {
+            return invalid("security.default_pids", "must be at least 1");
+        }
+        if self.userns_uid_start < USERNS_SIZE {
+            return invalid(
+                "security.userns_uid_start",
+                format!("must be at least {USERNS_SIZE} (host system and user ids live below)"),
+            );
+        }
+        let end = self.userns_uid_start as u64 + self.userns_ranges as u64 * USERNS_SIZE as u64;
+        if self.userns_ranges < 1 || end > u32::MAX as u64 {
+            return invalid(
+                "security.userns_ranges",
+                format!("must be at least 1, and the ranges must end below 2^32 - 1 (they end at {end})"),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -488,23 +400,35 @@ mod tests {
         for (text, key) in [
             ("[network]\nport_range = \"30-20\"", "network.port_range"),
             ("[network]\nsubnet = \"300.0.0.0/8\"", "network.subnet"),
+            ("[network]\nallowlist = [\"10.0.0.0/8\", \"x\"]", "network.allowlist"),
+            ("[network]\ndns = [\"nope\"]", "network.dns"),
             ("[cgroup]\nparent = \"../x\"", "cgroup.parent"),
             ("[logs]\nmax_files = 0", "logs.max_files"),
             ("[network]\nip_range = \"10.0.0.0/24\"", "network.ip_range"),
+            ("[collector]\nrelp = \"nohost\"", "collector.relp"),
+            ("[collector]\nremote_write = \"https://x/\"", "collector.remote_write"),
+            ("[api]\nmetrics = \"localhost\"", "api.metrics"),
         ] {
             let e = Config::parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text}: {e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
         }
         let e = Config::parse("[logs]\nmax_file_size = \"10Qi\"")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("10Qi"), "{e}");
+        assert!(e.contains("10Qi") && e.contains("logs.max_file_size"), "{e}");
     }
 
     #[test]
-    fn root_relocates() {
-        let p = Paths::new(Some(Path::new("/tmp/r")), &Config::default(), None);
-        assert_eq!(p.socket, Path::new("/tmp/r/run/hydra-agent/agent.sock"));
-        assert_eq!(p.state, Path::new("/tmp/r/var/lib/hydra-agent"));
+    fn typed_values_roundtrip() {
+        let c = Config::parse(
+            "[network]\nsubnet = \"10.5.0.0/16\"\nport_range = \"100-200\"\ndns = [\"1.1.1.1\"]\n\
+             [collector]\nrelp = \"127.0.0.1:2514\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.network.port_range, PortRange { start: 100, end: 200 });
+        assert_eq!(c.collector.relp.as_ref().unwrap().port, 2514);
+        let again = Config::parse(&toml::to_string(&c).unwrap()).unwrap();
+        assert_eq!(again, c);
     }
 }

@@ -1,0 +1,155 @@
+//! The API's errors: `{"error": {"code", "message", "field"}}` with an HTTP
+//! status. The status and code of every failure are chosen here, at the
+//! edge, from the modules' own error types.
+
+use crate::cgroup::CgroupError;
+use crate::image::ImageError;
+use crate::model::SpecError;
+use crate::network::ports::PortError;
+use crate::network::NetworkError;
+use crate::runtime::RuntimeError;
+use crate::supervisor::Error as SupError;
+use serde::{Deserialize, Serialize};
+
+/// The JSON error body.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// An answer other than success.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+    fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+    pub fn bad(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::new(400, "invalid", message).with_field(field)
+    }
+    pub fn unprocessable(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::new(422, "unprocessable", message).with_field(field)
+    }
+    pub fn not_found(what: impl Into<String>) -> Self {
+        ApiError::new(404, "not_found", what)
+    }
+    pub fn conflict(message: impl Into<String>) -> Self {
+        ApiError::new(409, "conflict", message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        ApiError::new(500, "internal", message)
+    }
+    pub fn too_large(limit: usize) -> Self {
+        ApiError::new(413, "too_large", format!("request body is larger than {limit} bytes"))
+    }
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message.clone(),
+                field: self.field.clone(),
+            },
+        }
+    }
+}
+
+/// The message with its sources, for a 500 (the operator needs the cause).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut m = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        m = format!("{m}: {s}");
+        src = s.source();
+    }
+    m
+}
+
+impl From<SpecError> for ApiError {
+    fn from(e: SpecError) -> ApiError {
+        ApiError::bad(e.field, e.message)
+    }
+}
+
+impl From<NetworkError> for ApiError {
+    fn from(e: NetworkError) -> ApiError {
+        match &e {
+            NetworkError::AddressesExhausted { .. } => ApiError::new(409, "exhausted", e.to_string()),
+            NetworkError::Port(PortError::Exhausted { .. }) => {
+                ApiError::new(409, "exhausted", e.to_string()).with_field("ports")
+            }
+            NetworkError::Port(_) => ApiError::conflict(e.to_string()).with_field("ports"),
+            _ => ApiError::internal(chain(&e)),
+        }
+    }
+}
+
+fn from_runtime(e: RuntimeError) -> ApiError {
+    match e {
+        RuntimeError::Failed { field, message } if field != "runtime" && field != "limits" => {
+            ApiError::unprocessable(field, message)
+        }
+        RuntimeError::Timeout { .. } => {
+            ApiError::internal(e.to_string()).with_field("agent.start_timeout_s")
+        }
+        e => ApiError::internal(chain(&e)),
+    }
+}
+
+fn from_cgroup(e: CgroupError) -> ApiError {
+    match &e {
+        CgroupError::Limit { .. } => ApiError::unprocessable("limits", chain(&e)),
+        CgroupError::IoDevice(_) => ApiError::unprocessable("limits.io", e.to_string()),
+        _ => ApiError::internal(chain(&e)),
+    }
+}
+
+impl From<SupError> for ApiError {
+    fn from(e: SupError) -> ApiError {
+        if e.is_no_space() {
+            return ApiError::new(507, "no_space", chain(&e));
+        }
+        let msg = e.to_string();
+        match e {
+            SupError::NotFound(_) => ApiError::not_found(msg),
+            SupError::Exists(_) | SupError::AlreadyRunning(_) => ApiError::conflict(msg),
+            SupError::NotRunning(_) | SupError::Running(_) => ApiError::conflict(msg),
+            SupError::Transition(_) => ApiError::conflict(msg),
+            SupError::Spec(s) => s.into(),
+            SupError::CapabilityNotAllowed { index, .. } => {
+                ApiError::new(403, "forbidden", msg).with_field(format!("capabilities.add[{index}]"))
+            }
+            SupError::UsernsExhausted => ApiError::new(409, "exhausted", msg).with_field("userns"),
+            SupError::NetworkDisabled => ApiError::unprocessable("ports", msg),
+            SupError::Image(ImageError::Store { .. }) => ApiError::internal(msg),
+            SupError::Image(_) => ApiError::unprocessable("image", msg),
+            SupError::Network(n) => n.into(),
+            SupError::Cgroup(c) => from_cgroup(c),
+            SupError::Runtime(r) => from_runtime(r),
+            e => ApiError::internal(chain(&e)),
+        }
+    }
+}

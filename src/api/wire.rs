@@ -1,0 +1,195 @@
+//! The API's JSON bodies (what `hydractl`, the central API and tests read),
+//! built from the supervisor's views. The request body of a create is the
+//! model's [`crate::model::ContainerSpec`] itself.
+
+use crate::model::{AppliedLimits, Cidr, Health, PortMapping};
+use crate::network::Inventory;
+use crate::supervisor::{ContainerView, Counts, ExitView};
+use serde::{Deserialize, Serialize};
+
+/// Container JSON, as inspect and list answer it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ContainerInfo {
+    pub name: String,
+    pub app: Option<String>,
+    pub version: Option<String>,
+    pub image: String,
+    pub state: String,
+    pub pid: Option<i32>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub oom_killed: bool,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub restart_count: u32,
+    pub command: Vec<String>,
+    pub limits: AppliedLimits,
+    pub cgroup: String,
+    pub ip: Option<String>,
+    pub ports: Vec<PortMapping>,
+    pub health: Health,
+    pub selinux_label: Option<String>,
+}
+
+impl From<ContainerView> for ContainerInfo {
+    fn from(v: ContainerView) -> ContainerInfo {
+        let r = &v.record;
+        let f = r.facts();
+        let exit = r.exit();
+        ContainerInfo {
+            name: f.spec.name.clone(),
+            app: f.spec.app.clone(),
+            version: f.spec.version.clone(),
+            image: f.spec.image.clone(),
+            state: r.state().as_str().into(),
+            pid: r.running().map(|x| x.init.pid),
+            exit_code: exit.and_then(|e| e.exit_code),
+            signal: exit.and_then(|e| e.signal),
+            oom_killed: exit.is_some_and(|e| e.oom_killed),
+            created_at: f.created_at.clone(),
+            started_at: r.started_at().map(str::to_string),
+            finished_at: exit.map(|e| e.finished_at.clone()),
+            restart_count: r.restart_count(),
+            command: f.process.argv.clone(),
+            limits: f.limits.clone(),
+            cgroup: v.cgroup,
+            ip: f.net.ip.map(|ip| ip.to_string()),
+            ports: f.net.ports.clone(),
+            health: v.health,
+            selinux_label: None,
+        }
+    }
+}
+
+/// Answer of `GET /v1/containers/{name}/wait`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ExitStatus {
+    pub name: String,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub oom_killed: bool,
+    pub finished_at: Option<String>,
+}
+
+impl From<ExitView> for ExitStatus {
+    fn from(v: ExitView) -> ExitStatus {
+        ExitStatus {
+            name: v.name,
+            exit_code: v.exit_code,
+            signal: v.signal,
+            oom_killed: v.oom_killed,
+            finished_at: v.finished_at,
+        }
+    }
+}
+
+/// Answer of `GET /v1/host`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HostInfo {
+    pub hostname: String,
+    pub agent_version: String,
+    pub kernel: String,
+    pub cgroup_mode: String,
+    pub cpus: usize,
+    pub memory_bytes: u64,
+    pub containers: ContainerCounts,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ContainerCounts {
+    pub total: usize,
+    pub running: usize,
+    pub exited: usize,
+    pub created: usize,
+}
+
+impl From<Counts> for ContainerCounts {
+    fn from(c: Counts) -> ContainerCounts {
+        ContainerCounts {
+            total: c.total,
+            running: c.running,
+            exited: c.exited,
+            created: c.created,
+        }
+    }
+}
+
+/// `GET /v1/ports`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PortsInfo {
+    pub range: PortRange,
+    pub free: usize,
+    pub allocated: Vec<AllocatedPort>,
+    pub taken_by_others: Vec<TakenPort>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PortRange {
+    pub start: u16,
+    pub end: u16,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AllocatedPort {
+    pub host_port: u16,
+    pub container_port: u16,
+    pub container: String,
+    pub ip: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TakenPort {
+    pub port: u16,
+    pub pid: Option<i32>,
+    pub process: Option<String>,
+}
+
+impl From<Inventory> for PortsInfo {
+    fn from(i: Inventory) -> PortsInfo {
+        PortsInfo {
+            range: PortRange {
+                start: i.range.start,
+                end: i.range.end,
+            },
+            free: i.free,
+            allocated: i
+                .allocated
+                .into_iter()
+                .map(|(container, m)| AllocatedPort {
+                    host_port: m.host_port,
+                    container_port: m.container_port,
+                    container,
+                    ip: m.ip.to_string(),
+                })
+                .collect(),
+            taken_by_others: i
+                .taken_by_others
+                .into_iter()
+                .map(|t| TakenPort {
+                    port: t.port,
+                    pid: t.pid,
+                    process: t.process,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `GET/PUT /v1/firewall/allowlist`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Allowlist {
+    pub cidrs: Vec<Cidr>,
+}
+
+/// `PATCH /v1/firewall/allowlist`: one server-side change (what `hydractl
+/// firewall allow/deny` sends), so two operators never race a read-edit-write.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AllowlistEdit {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<Cidr>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<Cidr>,
+}

@@ -1,0 +1,80 @@
+//! Writing files so a reader sees the old or the new content, never half.
+//! A bottom-layer utility: it imports nothing of the crate.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// A write that failed: what was being done, to which path.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {action} {path}")]
+pub struct WriteError {
+    pub action: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+impl WriteError {
+    /// True when the filesystem is full (ENOSPC) or over quota (EDQUOT).
+    pub fn is_no_space(&self) -> bool {
+        matches!(
+            self.source.raw_os_error(),
+            Some(libc::ENOSPC) | Some(libc::EDQUOT)
+        )
+    }
+}
+
+/// Writes `data` to `path` so a reader sees the old or the new content, never
+/// half (temp file, rename); `durable` adds fsync of the file and directory.
+/// A failed write removes its temp file.
+pub fn write_atomic(path: &Path, data: &[u8], durable: bool) -> Result<(), WriteError> {
+    let err = |action, source| WriteError {
+        action,
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path.parent().expect("atomic writes name a file in a directory");
+    fs::create_dir_all(dir).map_err(|e| err("create the directory of", e))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let res = (|| {
+        let mut f = File::create(&tmp).map_err(|e| err("create", e))?;
+        f.write_all(data).map_err(|e| err("write", e))?;
+        if durable {
+            f.sync_all().map_err(|e| err("fsync", e))?;
+        }
+        fs::rename(&tmp, path).map_err(|e| err("rename into", e))
+    })();
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res?;
+    if durable {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| err("fsync the directory of", e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_whole_and_leaves_no_temp_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("sub/rec.json");
+        write_atomic(&p, b"one", true).unwrap();
+        write_atomic(&p, b"two", false).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        let names: Vec<_> = fs::read_dir(p.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("rec.json")]);
+    }
+}

@@ -1,0 +1,61 @@
+//! Lifecycle events: published on `/v1/events`, appended to the event
+//! journal and shipped to the collector like log lines.
+
+use serde::{Deserialize, Serialize};
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Action {
+    #[serde(rename = "create")]
+    Create,
+    #[serde(rename = "start")]
+    Start,
+    /// The process ended (with its exit code or signal).
+    #[serde(rename = "die")]
+    Die,
+    #[serde(rename = "oom")]
+    Oom,
+    #[serde(rename = "stop")]
+    Stop,
+    #[serde(rename = "kill")]
+    Kill,
+    /// Started again by the restart policy.
+    #[serde(rename = "restart")]
+    Restart,
+    #[serde(rename = "destroy")]
+    Destroy,
+    #[serde(rename = "health_status: unhealthy")]
+    Unhealthy,
+    /// Log records deleted by the size cap before they were shipped.
+    #[serde(rename = "logs_dropped")]
+    LogsDropped,
+}
+
+/// One event.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Event {
+    pub ts: String,
+    pub container: String,
+    pub action: Action,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// `logs_dropped`: how many log records the size cap deleted unsent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<u64>,
+}
+
+impl Event {
+    /// An event stamped now.
+    pub fn now(container: &str, action: Action) -> Event {
+        Event {
+            ts: super::now(),
+            container: container.to_string(),
+            action,
+            exit_code: None,
+            signal: None,
+            dropped: None,
+        }
+    }
+}

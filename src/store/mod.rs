@@ -1,0 +1,180 @@
+//! Persistent container records: one JSON file per container
+//! (`containers/<name>/container.json`), written atomically. A record that
+//! cannot be parsed is moved to `quarantine/` with a log line, never a crash
+//! loop; one written by a newer release is left alone.
+
+mod disk;
+
+pub use disk::{LayoutError, StoredRecord, FORMAT};
+
+use crate::config::Paths;
+use crate::fsutil::{write_atomic, WriteError};
+use crate::model::Record;
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state: cannot {action} {path}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("state: {0}")]
+    Write(#[from] WriteError),
+}
+
+impl StoreError {
+    /// True when the state filesystem is full (or over quota).
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            StoreError::Write(w) => w.is_no_space(),
+            StoreError::Io { source, .. } => {
+                matches!(source.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+            }
+        }
+    }
+}
+
+pub const RECORD: &str = "container.json";
+
+/// What [`Store::load_all`] found.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub records: Vec<Record>,
+    /// Directories without a usable record (a create cut short, or a
+    /// record quarantined just now): their remains are to be cleaned.
+    pub orphans: Vec<String>,
+    /// Records of a newer layout: not adopted, not touched, their names taken.
+    pub foreign: Vec<String>,
+}
+
+/// The on-disk home of container records.
+#[derive(Debug, Clone)]
+pub struct Store {
+    containers: PathBuf,
+    quarantine: PathBuf,
+}
+
+impl Store {
+    pub fn new(paths: &Paths) -> Result<Store, StoreError> {
+        let s = Store {
+            containers: paths.containers(),
+            quarantine: paths.quarantine(),
+        };
+        for d in [&s.containers, &s.quarantine] {
+            fs::create_dir_all(d).map_err(|source| StoreError::Io {
+                action: "create",
+                path: d.clone(),
+                source,
+            })?;
+        }
+        Ok(s)
+    }
+
+    pub fn dir(&self, name: &str) -> PathBuf {
+        self.containers.join(name)
+    }
+
+    /// Persists a record atomically. `durable` (fsync of file and
+    /// directory) when a container comes into existence, so a power loss
+    /// cannot forget it; runtime state (pids, exit status) goes without: it
+    /// survives any crash of the agent, and after a power loss every process
+    /// it describes is gone anyway.
+    pub fn save(&self, rec: &Record, durable: bool) -> Result<(), StoreError> {
+        let data = serde_json::to_vec_pretty(&StoredRecord::from(rec)).expect("records serialize");
+        Ok(write_atomic(
+            &self.dir(rec.name()).join(RECORD),
+            &data,
+            durable,
+        )?)
+    }
+
+    /// Loads every record; corrupt ones are quarantined and logged.
+    pub fn load_all(&self) -> Loaded {
+        let mut out = Loaded::default();
+        let Ok(rd) = fs::read_dir(&self.containers) else {
+            return out;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let path = e.path().join(RECORD);
+            let bytes = match fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    out.orphans.push(name);
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(record = %path.display(), error = %e, "cannot read container record");
+                    out.foreign.push(name);
+                    continue;
+                }
+            };
+            match parse(&bytes, &name) {
+                Ok(r) => out.records.push(r),
+                Err(Bad::Newer(e)) => {
+                    tracing::error!(container = %name, record = %path.display(), error = %e,
+                        "container record left alone: not adopted, not cleaned");
+                    out.foreign.push(name);
+                }
+                Err(Bad::Corrupt(why)) => {
+                    self.quarantine(&name, &path, &why);
+                    out.orphans.push(name);
+                }
+            }
+        }
+        out.records.sort_by(|a, b| a.name().cmp(b.name()));
+        out.orphans.sort();
+        out.foreign.sort();
+        out
+    }
+
+    fn quarantine(&self, name: &str, path: &std::path::Path, why: &str) {
+        let dest = self.quarantine.join(format!(
+            "{name}-{}.json",
+            chrono::Utc::now().format("%Y%m%dT%H%M%S%.f")
+        ));
+        let _ = fs::rename(path, &dest);
+        tracing::error!(container = %name, record = %path.display(), moved_to = %dest.display(), error = %why,
+            "corrupt container record quarantined; the container's cgroup and processes are cleaned up");
+    }
+
+    /// Removes the container's directory, logs included.
+    pub fn remove(&self, name: &str) -> Result<(), StoreError> {
+        let d = self.dir(name);
+        match fs::remove_dir_all(&d) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StoreError::Io {
+                action: "remove",
+                path: d,
+                source,
+            }),
+        }
+    }
+}
+
+enum Bad {
+    Newer(LayoutError),
+    Corrupt(String),
+}
+
+fn parse(bytes: &[u8], dir_name: &str) -> Result<Record, Bad> {
+    let stored: StoredRecord =
+        serde_json::from_slice(bytes).map_err(|e| Bad::Corrupt(e.to_string()))?;
+    if stored.spec.name != dir_name {
+        return Err(Bad::Corrupt("name does not match its directory".into()));
+    }
+    match Record::try_from(stored) {
+        Ok(r) => Ok(r),
+        Err(e @ LayoutError::Newer(_)) => Err(Bad::Newer(e)),
+        Err(e) => Err(Bad::Corrupt(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests;

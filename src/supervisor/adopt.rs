@@ -1,0 +1,149 @@
+//! Starting the supervisor: load every record, clean what a crash left,
+//! set up the network from the records (default deny is in place before any
+//! container of this run gets an address), and re-adopt the containers:
+//! live shims are watched again, exits that happened while the agent was
+//! down are recorded.
+
+use super::registry::{Entry, Registry};
+use super::{blocking, userns, Deps, Error, Result, Supervisor};
+use crate::config::{Config, Paths};
+use crate::model::{Allocation, Record, State};
+use crate::network::{Network, Settings};
+use crate::store::{Loaded, Store};
+use crate::telemetry::metrics::AgentMetrics;
+use std::collections::BTreeSet;
+use std::sync::{Arc, RwLock};
+
+impl Supervisor {
+    /// Prepares the cgroup subtree and the state dir, re-adopts every
+    /// container and answers the supervisor and how many it adopted.
+    pub async fn boot(
+        cfg: &Config,
+        paths: Paths,
+        deps: Deps,
+        metrics: AgentMetrics,
+    ) -> Result<(Arc<Supervisor>, usize)> {
+        let store = Store::new(&paths)?;
+        for d in [paths.layers(), paths.events()] {
+            std::fs::create_dir_all(&d).map_err(|source| Error::Prepare { path: d, source })?;
+        }
+        let events = super::EventBus::open(&paths.events()).map_err(|source| Error::Prepare {
+            path: paths.events(),
+            source,
+        })?;
+        let st = store.clone();
+        let loaded = blocking("load the records", move || Ok(st.load_all())).await?;
+        let net_settings = cfg.network.enabled.then(|| Settings::from_config(&cfg.network));
+        let (cgroups, parent) = (deps.cgroups.clone(), cfg.cgroup.parent.clone());
+        let (st, recs) = (store.clone(), allocations(&loaded.records));
+        let state_dir = paths.state.clone();
+        let names = loaded_names(&loaded);
+        let log_root = cfg.logs.dir.clone();
+        let network = blocking("set up the network", move || {
+            clean_remains(&st, &*cgroups, &parent, log_root.as_deref(), &names);
+            match net_settings {
+                Some(s) => Ok(Some(Arc::new(Network::setup(
+                    s,
+                    &recs,
+                    &state_dir,
+                    deps.firewall,
+                    &*deps.links,
+                )?))),
+                None => Ok(None),
+            }
+        })
+        .await?;
+        let sup = Arc::new(Supervisor {
+            parent: cfg.cgroup.parent.clone(),
+            store,
+            cgroups: deps.cgroups,
+            runtime: deps.runtime,
+            network,
+            logs: RwLock::new(cfg.logs.clone()),
+            security: cfg.security.clone(),
+            registry: Registry::default(),
+            uid_ranges: userns::UidRanges::new(&cfg.security),
+            events,
+            metrics,
+            paths,
+        });
+        let n = sup.adopt(loaded);
+        Ok((sup, n))
+    }
+
+    fn adopt(self: &Arc<Self>, loaded: Loaded) -> usize {
+        for name in &loaded.foreign {
+            let _ = self.registry.reserve(name);
+        }
+        let n = loaded.records.len();
+        for rec in loaded.records {
+            if let Some(b) = rec.facts().userns_base {
+                self.uid_ranges.mark(b);
+            }
+            let name = rec.name().to_string();
+            let state = rec.state();
+            let alive = rec.running().is_some_and(|r| self.runtime.is_alive(r.shim));
+            self.count_state(None, Some(state));
+            self.restart_counter(&rec).inc_by(rec.restart_count() as u64);
+            let e = Entry::new(rec);
+            self.registry.insert(&name, e.clone());
+            if alive {
+                self.watch(e);
+            } else if state == State::Running {
+                // exited while the agent was down: the shim left the status
+                let me = self.clone();
+                tokio::spawn(async move { me.on_exit(e).await });
+            }
+        }
+        n
+    }
+}
+
+fn allocations(recs: &[Record]) -> Vec<(String, Allocation)> {
+    recs.iter()
+        .map(|r| (r.name().to_string(), r.facts().net.clone()))
+        .collect()
+}
+
+/// What the load found, by name: (orphans, every name with a record).
+fn loaded_names(l: &Loaded) -> (Vec<String>, BTreeSet<String>) {
+    let known = l
+        .records
+        .iter()
+        .map(|r| r.name().to_string())
+        .chain(l.foreign.iter().cloned())
+        .collect();
+    (l.orphans.clone(), known)
+}
+
+/// Removes the remains of creates cut short: directories without a usable
+/// record, and cgroups no record knows.
+fn clean_remains(
+    store: &Store,
+    cgroups: &dyn crate::cgroup::Cgroups,
+    parent: &str,
+    log_root: Option<&std::path::Path>,
+    (orphans, known): &(Vec<String>, BTreeSet<String>),
+) {
+    for name in orphans {
+        if let Some(d) = log_root {
+            let _ = std::fs::remove_dir_all(d.join(name));
+        }
+        if let Err(e) = cgroups.remove(parent, name) {
+            tracing::error!(container = %name, error = %e, "cannot remove the cgroup of a container without a usable record");
+        }
+        if let Err(e) = store.remove(name) {
+            tracing::error!(container = %name, error = %e, "cannot remove the state of a container without a usable record");
+        }
+        tracing::warn!(container = %name, "removed the remains of a container without a usable record");
+    }
+    for child in cgroups.children(parent) {
+        if known.contains(&child) || orphans.contains(&child) {
+            continue;
+        }
+        match cgroups.remove(parent, &child) {
+            Ok(()) => tracing::warn!(cgroup = %child, "removed a cgroup left by an interrupted create"),
+            Err(e) => tracing::error!(cgroup = %child, error = %e, "cannot remove a stray cgroup"),
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! Creating a container (blocking): resolve the image, check the spec
+//! against the host's policy, take its allocations (user id range, address,
+//! host ports), make its cgroup with the limits, start it, install its
+//! port mappings and persist its record. Any failure undoes all of it.
+
+use super::error::{Error, Result};
+use super::{process, Supervisor};
+use crate::image;
+use crate::model::{caps, Allocation, ContainerSpec, Facts, Record};
+use crate::model::{AppliedLimits, ProcessConfig};
+use std::path::PathBuf;
+
+/// What a create has taken so far, to give back if it fails.
+#[derive(Default)]
+pub(super) struct Taken {
+    pub userns: Option<u32>,
+    pub net: Allocation,
+}
+
+impl Supervisor {
+    pub(super) fn create_blocking(&self, spec: ContainerSpec) -> Result<Record> {
+        let img = image::resolve(&spec.image, &self.paths.layers())?;
+        if let Some((index, cap)) =
+            caps::first_not_allowed(&spec.capabilities.add, &self.security.allowed_capabilities)
+        {
+            return Err(Error::CapabilityNotAllowed { index, cap });
+        }
+        let process = process::merge(&spec, &img.defaults)?;
+        let dir = self.store.dir(&spec.name);
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut taken = Taken::default();
+        let res = self
+            .take(&spec, &mut taken)
+            .and_then(|()| self.make(spec.clone(), process, img.layers, &taken));
+        if res.is_err() {
+            self.teardown(&spec.name, &self.parent, &taken.net, taken.userns);
+        }
+        res
+    }
+
+    /// The user id range and the network allocations.
+    fn take(&self, spec: &ContainerSpec, taken: &mut Taken) -> Result<()> {
+        if spec.userns {
+            taken.userns = Some(self.uid_ranges.allocate().ok_or(Error::UsernsExhausted)?);
+        }
+        match &self.network {
+            None if !spec.ports.is_empty() => Err(Error::NetworkDisabled),
+            None => Ok(()),
+            Some(n) => {
+                taken.net = n.allocate(&spec.name, &spec.ports)?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Directories, cgroup, the first run, the mappings, the record.
+    fn make(
+        &self,
+        spec: ContainerSpec,
+        process: ProcessConfig,
+        layers: Vec<PathBuf>,
+        taken: &Taken,
+    ) -> Result<Record> {
+        let dir = self.store.dir(&spec.name);
+        for sub in ["upper", "work", "rootfs"] {
+            let d = dir.join(sub);
+            std::fs::create_dir_all(&d).map_err(|source| Error::Prepare { path: d, source })?;
+        }
+        let limits = self.make_cgroup(&spec)?;
+        let mut rec = Record::new(Facts {
+            process,
+            layers,
+            cgroup_parent: self.parent.clone(),
+            limits,
+            net: taken.net.clone(),
+            userns_base: taken.userns,
+            created_at: crate::model::now(),
+            spec,
+        });
+        // A crash before the record below leaves a directory without a
+        // record and maybe a cgroup: both are swept at the next start.
+        self.start_run(&mut rec)?;
+        if let Some(n) = &self.network {
+            n.install(rec.name(), &rec.facts().net)?;
+        }
+        self.store.save(&rec, true)?;
+        Ok(rec)
+    }
+
+    /// The cgroup with the spec's limits (every container has a pids limit,
+    /// the spec's or the default); the limits as the kernel holds them.
+    fn make_cgroup(&self, spec: &ContainerSpec) -> Result<AppliedLimits> {
+        let mut limits = spec.limits.clone();
+        limits.pids.get_or_insert(self.security.default_pids);
+        Ok(self
+            .cgroups
+            .create(&self.parent, &spec.name, &limits, &self.paths.state)?)
+    }
+}

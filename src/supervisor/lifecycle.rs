@@ -1,0 +1,172 @@
+//! The lifecycle operations every front end calls: create, start, stop,
+//! kill, restart, remove.
+
+use super::error::{Error, Result};
+use super::query::ContainerView;
+use super::registry::Entry;
+use super::{blocking, Supervisor};
+use crate::model::{Action, ContainerSpec, State};
+use std::sync::Arc;
+use std::time::Duration;
+
+impl Supervisor {
+    /// Creates and starts a container. On any failure nothing is left behind.
+    pub async fn create(self: &Arc<Self>, spec: ContainerSpec) -> Result<ContainerView> {
+        crate::model::spec::validate(&spec)?;
+        let name = spec.name.clone();
+        self.registry.reserve(&name)?;
+        let me = self.clone();
+        let res = blocking("create", move || me.create_blocking(spec)).await;
+        let entry = res.as_ref().ok().map(|rec| Entry::new(rec.clone()));
+        self.registry.settle(&name, entry.clone());
+        let rec = res?;
+        let entry = entry.expect("made with the record");
+        self.count_state(None, Some(State::Running));
+        self.restart_counter(&rec);
+        self.events.emit(&name, Action::Create, None, None);
+        self.events.emit(&name, Action::Start, None, None);
+        self.watch(entry.clone());
+        Ok(self.view(&entry))
+    }
+
+    /// Starts a created or exited container again.
+    pub async fn start(self: &Arc<Self>, name: &str) -> Result<ContainerView> {
+        let e = self.registry.get(name)?;
+        let _g = e.op.lock().await;
+        let from = e.state();
+        if from == State::Running {
+            return Err(Error::AlreadyRunning(name.to_string()));
+        }
+        self.run_again(&e, false).await?;
+        self.count_state(Some(from), Some(State::Running));
+        self.events.emit(name, Action::Start, None, None);
+        self.watch(e.clone());
+        Ok(self.view(&e))
+    }
+
+    /// Starts the next run of `e` and persists it (the caller holds its op
+    /// lock); `restart`: counted as a restart by the policy.
+    pub(super) async fn run_again(self: &Arc<Self>, e: &Arc<Entry>, restart: bool) -> Result<()> {
+        let (me, e2) = (self.clone(), e.clone());
+        blocking("start", move || {
+            let mut r = e2.rec();
+            if restart {
+                r.count_restart();
+            }
+            let res = me.start_run(&mut r);
+            // a failed start changes nothing but the count of restarts tried
+            if res.is_ok() || restart {
+                *e2.rec.lock().unwrap() = r.clone();
+            }
+            res?;
+            me.store.save(&r, false)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Sends `sig` to the container's process.
+    fn signal(&self, e: &Entry, sig: i32) -> Result<()> {
+        let r = e.rec();
+        let Some(run) = r.running() else {
+            return Err(Error::NotRunning(r.name().to_string()));
+        };
+        // gone already: its exit is on its way
+        self.runtime.signal(run.init, sig)?;
+        Ok(())
+    }
+
+    /// Whether the container is no longer running within `timeout`.
+    pub(super) async fn wait_exit(&self, e: &Entry, timeout: Duration) -> bool {
+        let mut rx = e.exits.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if e.state() != State::Running {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+                return e.state() != State::Running;
+            }
+        }
+    }
+
+    /// Marks the container as stopped by the operator (the restart policy
+    /// leaves it down) and persists that.
+    async fn request_stop(&self, e: &Arc<Entry>) {
+        let r = {
+            let mut r = e.rec.lock().unwrap();
+            r.request_stop();
+            r.clone()
+        };
+        let store = self.store.clone();
+        let res = blocking("save", move || Ok(store.save(&r, false)?)).await;
+        if let Err(err) = res {
+            tracing::error!(container = %e.rec.lock().unwrap().name(), error = %err, "cannot persist the stop request");
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after `timeout`.
+    pub async fn stop(self: &Arc<Self>, name: &str, timeout: Duration) -> Result<ContainerView> {
+        let e = self.registry.get(name)?;
+        let _g = e.op.lock().await;
+        if e.state() == State::Running {
+            self.request_stop(&e).await;
+            self.events.emit(name, Action::Stop, None, None);
+            self.signal(&e, libc::SIGTERM)?;
+            if !self.wait_exit(&e, timeout).await {
+                self.kill_and_wait(&e, name).await?;
+            }
+        }
+        Ok(self.view(&e))
+    }
+
+    async fn kill_and_wait(&self, e: &Arc<Entry>, name: &str) -> Result<()> {
+        self.signal(e, libc::SIGKILL)?;
+        match self.wait_exit(e, Duration::from_secs(10)).await {
+            true => Ok(()),
+            false => Err(Error::DidNotExit(name.to_string())),
+        }
+    }
+
+    pub async fn kill(self: &Arc<Self>, name: &str, sig: i32) -> Result<ContainerView> {
+        let e = self.registry.get(name)?;
+        if e.state() != State::Running {
+            return Err(Error::NotRunning(name.to_string()));
+        }
+        self.request_stop(&e).await;
+        self.signal(&e, sig)?;
+        self.events.emit(name, Action::Kill, None, Some(sig));
+        Ok(self.view(&e))
+    }
+
+    pub async fn restart(self: &Arc<Self>, name: &str, timeout: Duration) -> Result<ContainerView> {
+        self.stop(name, timeout).await?;
+        self.start(name).await
+    }
+
+    /// Removes a container; a running one only with `force` (SIGKILL first).
+    pub async fn remove(self: &Arc<Self>, name: &str, force: bool) -> Result<()> {
+        let e = self.registry.get(name)?;
+        let _g = e.op.lock().await;
+        if e.state() == State::Running {
+            if !force {
+                return Err(Error::Running(name.to_string()));
+            }
+            self.request_stop(&e).await;
+            self.kill_and_wait(&e, name).await?;
+        }
+        let rec = e.rec();
+        let me = self.clone();
+        blocking("remove", move || {
+            let f = rec.facts();
+            me.teardown(rec.name(), &f.cgroup_parent, &f.net, f.userns_base);
+            Ok(())
+        })
+        .await?;
+        self.registry.remove(name);
+        self.count_state(Some(e.state()), None);
+        self.forget_restarts(&e.rec());
+        self.events.emit(name, Action::Destroy, None, None);
+        Ok(())
+    }
+}
