@@ -34,7 +34,9 @@ pub fn write_atomic(path: &Path, data: &[u8], durable: bool) -> Result<(), Write
         path: path.to_path_buf(),
         source,
     };
-    let dir = path.parent().expect("atomic writes name a file in a directory");
+    let dir = path
+        .parent()
+        .expect("atomic writes name a file in a directory");
     fs::create_dir_all(dir).map_err(|e| err("create the directory of", e))?;
     let tmp = dir.join(format!(
         ".{}.tmp",

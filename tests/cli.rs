@@ -190,7 +190,10 @@ async fn hydractl_stats_once_and_live() {
     let text = reader.join().unwrap();
     assert!(text.matches(clear).count() >= 3, "{text}");
     let second = text.split(clear).nth(2).unwrap();
-    assert!(second.contains("CPU %") && second.contains("64.0Mi"), "{text}");
+    assert!(
+        second.contains("CPU %") && second.contains("64.0Mi"),
+        "{text}"
+    );
     // the MEMORY column of that redraw: 20 MiB and a little
     let mem: f64 = second
         .lines()

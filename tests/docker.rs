@@ -303,8 +303,7 @@ async fn docker_containers_live_alongside_ours() {
 
     // Docker's published port is in our pool: seen as taken, never handed out
     eventually(10, "docker-proxy seen in the inventory", async || {
-        let p: hydra_agent::api::PortsInfo =
-            a.client.call("GET", "/v1/ports", None).await.unwrap();
+        let p: hydra_agent::api::PortsInfo = a.client.call("GET", "/v1/ports", None).await.unwrap();
         p.taken_by_others
             .iter()
             .any(|t| t.port == 20500 && t.process.as_deref() == Some("docker-proxy"))

@@ -100,8 +100,7 @@ async fn lifecycle_limits_and_heartbeat() {
     }
     // the app answers its heartbeat inside its network namespace
     eventually(10, "heartbeat", async || {
-        hydra_agent::runtime::probe::probe(pid, 8080, "/heartbeat", Duration::from_secs(1))
-            .is_ok()
+        hydra_agent::runtime::probe::probe(pid, 8080, "/heartbeat", Duration::from_secs(1)).is_ok()
     })
     .await;
     // the image's env and hostname reached the process

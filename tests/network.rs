@@ -128,8 +128,7 @@ async fn only_allowlisted_sources_reach_container_ports() {
         !a.host.sh("ip -o link").contains("hy")
     })
     .await;
-    let ports: hydra_agent::api::PortsInfo =
-        a.client.call("GET", "/v1/ports", None).await.unwrap();
+    let ports: hydra_agent::api::PortsInfo = a.client.call("GET", "/v1/ports", None).await.unwrap();
     assert!(ports.allocated.is_empty());
 }
 
@@ -336,7 +335,15 @@ async fn firewall_never_opens_during_a_restart_and_drift_is_restored() {
             .unwrap_or(0)
     };
     let metrics = || async {
-        String::from_utf8(a.client.raw("GET", "/metrics", None).await.unwrap().1.to_vec()).unwrap()
+        String::from_utf8(
+            a.client
+                .raw("GET", "/metrics", None)
+                .await
+                .unwrap()
+                .1
+                .to_vec(),
+        )
+        .unwrap()
     };
     let before = restores(&metrics().await);
     a.host.sh("iptables -F HYDRA-FORWARD && iptables -t nat -F HYDRA-DNAT && iptables -D INPUT -i docker0 -j HYDRA-INPUT");

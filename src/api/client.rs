@@ -82,7 +82,10 @@ impl Client {
     }
 
     /// A request whose 2xx answer is JSON `T` (or empty, read as `null`).
-    pub async fn send<T: serde::de::DeserializeOwned>(&self, req: &Request) -> Result<T, ClientError> {
+    pub async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        req: &Request,
+    ) -> Result<T, ClientError> {
         let HttpRequest { method, path, body } = req.to_http();
         let (status, data) = self.raw(method, &path, body).await?;
         check(status, &data)?;
@@ -153,7 +156,11 @@ impl Client {
         self.send(&Request::GetAllowlist).await
     }
     /// Adds and removes CIDRs in one change on the agent.
-    pub async fn edit_allowlist(&self, add: Vec<Cidr>, remove: Vec<Cidr>) -> Result<Allowlist, ClientError> {
+    pub async fn edit_allowlist(
+        &self,
+        add: Vec<Cidr>,
+        remove: Vec<Cidr>,
+    ) -> Result<Allowlist, ClientError> {
         self.send(&Request::EditAllowlist { add, remove }).await
     }
 }

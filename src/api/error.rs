@@ -64,7 +64,11 @@ impl ApiError {
         ApiError::new(500, "internal", message)
     }
     pub fn too_large(limit: usize) -> Self {
-        ApiError::new(413, "too_large", format!("request body is larger than {limit} bytes"))
+        ApiError::new(
+            413,
+            "too_large",
+            format!("request body is larger than {limit} bytes"),
+        )
     }
     pub fn body(&self) -> ErrorBody {
         ErrorBody {
@@ -97,7 +101,9 @@ impl From<SpecError> for ApiError {
 impl From<NetworkError> for ApiError {
     fn from(e: NetworkError) -> ApiError {
         match &e {
-            NetworkError::AddressesExhausted { .. } => ApiError::new(409, "exhausted", e.to_string()),
+            NetworkError::AddressesExhausted { .. } => {
+                ApiError::new(409, "exhausted", e.to_string())
+            }
             NetworkError::Port(PortError::Exhausted { .. }) => {
                 ApiError::new(409, "exhausted", e.to_string()).with_field("ports")
             }
@@ -139,9 +145,8 @@ impl From<SupError> for ApiError {
             SupError::NotRunning(_) | SupError::Running(_) => ApiError::conflict(msg),
             SupError::Transition(_) => ApiError::conflict(msg),
             SupError::Spec(s) => s.into(),
-            SupError::CapabilityNotAllowed { index, .. } => {
-                ApiError::new(403, "forbidden", msg).with_field(format!("capabilities.add[{index}]"))
-            }
+            SupError::CapabilityNotAllowed { index, .. } => ApiError::new(403, "forbidden", msg)
+                .with_field(format!("capabilities.add[{index}]")),
             SupError::UsernsExhausted => ApiError::new(409, "exhausted", msg).with_field("userns"),
             SupError::NetworkDisabled => ApiError::unprocessable("ports", msg),
             SupError::Image(ImageError::Store { .. }) => ApiError::internal(msg),

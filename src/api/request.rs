@@ -19,17 +19,36 @@ pub enum Request {
     Create(Box<ContainerSpec>),
     Inspect(String),
     Start(String),
-    Stop { name: String, timeout_s: u64 },
-    Restart { name: String, timeout_s: u64 },
-    Kill { name: String, signal: i32 },
-    Remove { name: String, force: bool },
+    Stop {
+        name: String,
+        timeout_s: u64,
+    },
+    Restart {
+        name: String,
+        timeout_s: u64,
+    },
+    Kill {
+        name: String,
+        signal: i32,
+    },
+    Remove {
+        name: String,
+        force: bool,
+    },
     Wait(String),
-    Logs { name: String, follow: bool, tail: Option<usize> },
+    Logs {
+        name: String,
+        follow: bool,
+        tail: Option<usize>,
+    },
     Stats(String),
     Ports,
     GetAllowlist,
     SetAllowlist(Vec<Cidr>),
-    EditAllowlist { add: Vec<Cidr>, remove: Vec<Cidr> },
+    EditAllowlist {
+        add: Vec<Cidr>,
+        remove: Vec<Cidr>,
+    },
 }
 
 /// Seconds `stop` and `restart` wait before SIGKILL when not given.
@@ -57,8 +76,17 @@ impl Request {
         use Request::*;
         matches!(
             self,
-            Healthz | Metrics | Host | Events | List | Inspect(_) | Wait(_) | Logs { .. }
-                | Stats(_) | Ports | GetAllowlist
+            Healthz
+                | Metrics
+                | Host
+                | Events
+                | List
+                | Inspect(_)
+                | Wait(_)
+                | Logs { .. }
+                | Stats(_)
+                | Ports
+                | GetAllowlist
         )
     }
 
@@ -75,16 +103,24 @@ impl Request {
             Create(spec) => http("POST", "/v1/containers".into(), json(spec)),
             Inspect(n) => http("GET", c(n, ""), None),
             Start(n) => http("POST", c(n, "/start"), None),
-            Stop { name, timeout_s } => http("POST", c(name, &format!("/stop?timeout={timeout_s}")), None),
-            Restart { name, timeout_s } => {
-                http("POST", c(name, &format!("/restart?timeout={timeout_s}")), None)
+            Stop { name, timeout_s } => {
+                http("POST", c(name, &format!("/stop?timeout={timeout_s}")), None)
             }
+            Restart { name, timeout_s } => http(
+                "POST",
+                c(name, &format!("/restart?timeout={timeout_s}")),
+                None,
+            ),
             Kill { name, signal } => http("POST", c(name, &format!("/kill?signal={signal}")), None),
             Remove { name, force } => http("DELETE", c(name, &format!("?force={force}")), None),
             Wait(n) => http("GET", c(n, "/wait"), None),
             Logs { name, follow, tail } => {
                 let tail = tail.map(|t| format!("&tail={t}")).unwrap_or_default();
-                http("GET", c(name, &format!("/logs?follow={follow}{tail}")), None)
+                http(
+                    "GET",
+                    c(name, &format!("/logs?follow={follow}{tail}")),
+                    None,
+                )
             }
             Stats(n) => http("GET", c(n, "/stats"), None),
             Ports => http("GET", "/v1/ports".into(), None),
@@ -92,19 +128,29 @@ impl Request {
             SetAllowlist(cidrs) => http(
                 "PUT",
                 "/v1/firewall/allowlist".into(),
-                json(&Allowlist { cidrs: cidrs.clone() }),
+                json(&Allowlist {
+                    cidrs: cidrs.clone(),
+                }),
             ),
             EditAllowlist { add, remove } => http(
                 "PATCH",
                 "/v1/firewall/allowlist".into(),
-                json(&AllowlistEdit { add: add.clone(), remove: remove.clone() }),
+                json(&AllowlistEdit {
+                    add: add.clone(),
+                    remove: remove.clone(),
+                }),
             ),
         }
     }
 
     /// Parses an HTTP request (the body already read, at most
     /// [`super::MAX_BODY`] bytes); errors name the field or the route.
-    pub fn from_http(method: &str, path: &str, query: Option<&str>, body: &[u8]) -> Result<Request, ApiError> {
+    pub fn from_http(
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+        body: &[u8],
+    ) -> Result<Request, ApiError> {
         let q = Query(query.unwrap_or(""));
         let trimmed = path.trim_end_matches('/');
         let segs: Vec<&str> = trimmed.split('/').skip(1).collect();
@@ -123,7 +169,10 @@ impl Request {
             }
             ("PATCH", ["v1", "firewall", "allowlist"]) => {
                 let e: AllowlistEdit = parse_body(body, "body")?;
-                Request::EditAllowlist { add: e.add, remove: e.remove }
+                Request::EditAllowlist {
+                    add: e.add,
+                    remove: e.remove,
+                }
             }
             (_, ["v1", "containers", name, rest @ ..]) => {
                 container_route(method, name, rest, &q, no_route)?
@@ -145,10 +194,19 @@ fn container_route(
     let timeout = || Ok::<_, ApiError>(q.num("timeout")?.unwrap_or(DEFAULT_STOP_TIMEOUT_S));
     Ok(match (method, rest) {
         ("GET", []) => Request::Inspect(name),
-        ("DELETE", []) => Request::Remove { name, force: q.flag("force")? },
+        ("DELETE", []) => Request::Remove {
+            name,
+            force: q.flag("force")?,
+        },
         ("POST", ["start"]) => Request::Start(name),
-        ("POST", ["stop"]) => Request::Stop { name, timeout_s: timeout()? },
-        ("POST", ["restart"]) => Request::Restart { name, timeout_s: timeout()? },
+        ("POST", ["stop"]) => Request::Stop {
+            name,
+            timeout_s: timeout()?,
+        },
+        ("POST", ["restart"]) => Request::Restart {
+            name,
+            timeout_s: timeout()?,
+        },
         ("POST", ["kill"]) => Request::Kill {
             name,
             signal: parse_signal(q.get("signal").unwrap_or("KILL"))?,
@@ -195,7 +253,10 @@ impl Query<'_> {
 
 /// A JSON body; a serde error names the JSON path of the offending field
 /// (`default_field` when it has none).
-fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8], default_field: &str) -> Result<T, ApiError> {
+fn parse_body<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    default_field: &str,
+) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -220,7 +281,9 @@ fn unknown_field_name(msg: &str) -> Option<String> {
 /// Parses and validates a container spec.
 pub fn parse_spec(body: &[u8]) -> Result<ContainerSpec, ApiError> {
     let spec: ContainerSpec = parse_body(body, "body").map_err(|mut e| {
-        e.message = e.message.replacen("invalid request", "invalid container spec", 1);
+        e.message = e
+            .message
+            .replacen("invalid request", "invalid container spec", 1);
         e
     })?;
     validate(&spec)?;
@@ -239,7 +302,11 @@ pub fn parse_signal(s: &str) -> Result<i32, ApiError> {
         ));
     }
     let up = s.to_ascii_uppercase();
-    let name = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
+    let name = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
     name.parse::<nix::sys::signal::Signal>()
         .map(|sig| sig as i32)
         .map_err(|_| ApiError::bad("signal", format!("{s:?} is not a signal name")))

@@ -65,7 +65,9 @@ impl Handler for Service {
             Create(spec) => Response::Created(sup.create(*spec).await?.into()),
             Inspect(n) => info(sup.inspect(&n)?),
             Start(n) => info(sup.start(&n).await?),
-            Stop { name, timeout_s } => info(sup.stop(&name, Duration::from_secs(timeout_s)).await?),
+            Stop { name, timeout_s } => {
+                info(sup.stop(&name, Duration::from_secs(timeout_s)).await?)
+            }
             Restart { name, timeout_s } => {
                 info(sup.restart(&name, Duration::from_secs(timeout_s)).await?)
             }
@@ -137,7 +139,10 @@ fn events(sup: &Supervisor) -> mpsc::Receiver<String> {
                     }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(missed = n, "an events client is too slow; events were skipped");
+                    tracing::warn!(
+                        missed = n,
+                        "an events client is too slow; events were skipped"
+                    );
                 }
                 Err(_) => return,
             }

@@ -1,4 +1,4 @@
-//! Limits as data: the file writes for a spec's limits (pure, tested without
+//! Limits as data: the knobs a spec's limits set (pure, tested without
 //! root), and reading back what the kernel holds.
 
 use super::{read_value, ContainerCgroup, Mode};
@@ -7,33 +7,6 @@ use std::fs;
 
 /// CFS period used for `cpus`.
 pub const CPU_PERIOD_US: u64 = 100_000;
-
-/// One cgroup file write.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Write {
-    /// `""` on v2; the v1 controller otherwise.
-    pub controller: &'static str,
-    pub file: &'static str,
-    pub value: String,
-    /// Skipped when the file does not exist (e.g. swap accounting off).
-    pub optional: bool,
-}
-
-fn w(controller: &'static str, file: &'static str, value: impl ToString) -> Write {
-    Write {
-        controller,
-        file,
-        value: value.to_string(),
-        optional: false,
-    }
-}
-
-fn opt(controller: &'static str, file: &'static str, value: impl ToString) -> Write {
-    Write {
-        optional: true,
-        ..w(controller, file, value)
-    }
-}
 
 /// v2 `cpu.weight` (1..10000) to v1 `cpu.shares` (2..262144), as runc converts.
 pub fn shares_from_weight(weight: u64) -> u64 {
@@ -53,184 +26,211 @@ pub const STANDARD_DEVICES: [&str; 8] = [
     "c 136:* rwm",
 ];
 
-/// The writes that apply `l`; `io_dev` is the disk io limits apply to.
-pub fn plan(mode: Mode, l: &Limits, io_dev: Option<(u64, u64)>) -> Vec<Write> {
+/// One limit, as the plan sets it; [`super::knobs::apply`] writes it with
+/// cgroups-rs' controllers (or directly, for what cgroups-rs lacks).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Knob {
+    /// v2 `memory.max`, v1 `memory.limit_in_bytes`; None: no limit.
+    MemoryMax(Option<u64>),
+    /// v2 `memory.high`; None: no limit.
+    MemoryHigh(Option<u64>),
+    /// v1 `memory.soft_limit_in_bytes` (v1 has no throttling equivalent).
+    MemorySoft(u64),
+    /// v2 `memory.swap.max`, v1 `memory.memsw.limit_in_bytes` (memory +
+    /// swap); skipped where swap accounting is off (the file is absent).
+    Swap(u64),
+    /// v2 `memory.oom.group`: an OOM kill takes the whole container.
+    OomGroup,
+    /// v2 `cpu.max`, v1 `cpu.cfs_quota_us` + `cpu.cfs_period_us`; None: no quota.
+    CpuMax { quota: Option<u64>, period: u64 },
+    /// v2 `cpu.weight`.
+    CpuWeight(u64),
+    /// v1 `cpu.shares`.
+    CpuShares(u64),
+    /// `pids.max`; None: no limit.
+    PidsMax(Option<u64>),
+    /// v2 `io.max` rbps/wbps, v1 `blkio.throttle.{read,write}_bps_device`.
+    IoBps {
+        dev: (u64, u64),
+        read: Option<u64>,
+        write: Option<u64>,
+    },
+}
+
+/// What applies `l`; `io_dev` is the disk io limits apply to.
+pub fn plan(mode: Mode, l: &Limits, io_dev: Option<(u64, u64)>) -> Vec<Knob> {
     let quota = l
         .cpus
         .map(|c| ((c * CPU_PERIOD_US as f64).round() as u64).max(1000));
+    let mut out = match mode {
+        Mode::V2 => plan_v2(l),
+        Mode::Hybrid => plan_v1(l),
+    };
+    out.push(Knob::CpuMax {
+        quota,
+        period: CPU_PERIOD_US,
+    });
+    if let (Some(io), Some(dev)) = (&l.io, io_dev) {
+        out.push(Knob::IoBps {
+            dev,
+            read: io.read_bps.map(|r| r.0),
+            write: io.write_bps.map(|w| w.0),
+        });
+    }
+    out
+}
+
+/// v2: every limit written, `max` where `l` sets none.
+fn plan_v2(l: &Limits) -> Vec<Knob> {
+    let mut out = vec![
+        Knob::MemoryMax(l.memory.map(|m| m.0)),
+        Knob::MemoryHigh(l.memory_high.map(|m| m.0)),
+    ];
+    if l.memory.is_some() {
+        out.push(Knob::Swap(l.memory_swap.map_or(0, |s| s.0)));
+    }
+    out.push(Knob::OomGroup);
+    out.push(Knob::CpuWeight(l.cpu_weight.unwrap_or(100)));
+    out.push(Knob::PidsMax(l.pids));
+    out
+}
+
+/// v1: only the limits `l` sets (and the CFS quota, always).
+fn plan_v1(l: &Limits) -> Vec<Knob> {
     let mut out = Vec::new();
-    match mode {
-        Mode::V2 => {
-            out.push(w(
-                "",
-                "memory.max",
-                l.memory.map_or("max".into(), |m| m.0.to_string()),
-            ));
-            out.push(w(
-                "",
-                "memory.high",
-                l.memory_high.map_or("max".into(), |m| m.0.to_string()),
-            ));
-            if l.memory.is_some() {
-                out.push(opt("", "memory.swap.max", l.memory_swap.map_or(0, |s| s.0)));
-            }
-            out.push(w("", "memory.oom.group", 1));
-            out.push(w(
-                "",
-                "cpu.max",
-                format!(
-                    "{} {CPU_PERIOD_US}",
-                    quota.map_or("max".into(), |q| q.to_string())
-                ),
-            ));
-            out.push(w("", "cpu.weight", l.cpu_weight.unwrap_or(100)));
-            out.push(w(
-                "",
-                "pids.max",
-                l.pids.map_or("max".into(), |p| p.to_string()),
-            ));
-            if let (Some(io), Some((maj, min))) = (&l.io, io_dev) {
-                let mut v = format!("{maj}:{min}");
-                if let Some(r) = io.read_bps {
-                    v += &format!(" rbps={}", r.0);
-                }
-                if let Some(wr) = io.write_bps {
-                    v += &format!(" wbps={}", wr.0);
-                }
-                out.push(w("", "io.max", v));
-            }
-        }
-        Mode::Hybrid => {
-            if let Some(m) = l.memory {
-                out.push(w("memory", "memory.limit_in_bytes", m.0));
-                let swap = l.memory_swap.map_or(0, |s| s.0);
-                out.push(opt(
-                    "memory",
-                    "memory.memsw.limit_in_bytes",
-                    m.0.saturating_add(swap),
-                ));
-            }
-            if let Some(h) = l.memory_high {
-                out.push(w("memory", "memory.soft_limit_in_bytes", h.0));
-            }
-            out.push(w("cpu", "cpu.cfs_period_us", CPU_PERIOD_US));
-            out.push(w(
-                "cpu",
-                "cpu.cfs_quota_us",
-                quota.map_or(-1i64, |q| q as i64),
-            ));
-            if let Some(wt) = l.cpu_weight {
-                out.push(w("cpu", "cpu.shares", shares_from_weight(wt)));
-            }
-            if let Some(p) = l.pids {
-                out.push(w("pids", "pids.max", p));
-            }
-            if let (Some(io), Some((maj, min))) = (&l.io, io_dev) {
-                if let Some(r) = io.read_bps {
-                    out.push(w(
-                        "blkio",
-                        "blkio.throttle.read_bps_device",
-                        format!("{maj}:{min} {}", r.0),
-                    ));
-                }
-                if let Some(wr) = io.write_bps {
-                    out.push(w(
-                        "blkio",
-                        "blkio.throttle.write_bps_device",
-                        format!("{maj}:{min} {}", wr.0),
-                    ));
-                }
-            }
-        }
+    if let Some(m) = l.memory {
+        out.push(Knob::MemoryMax(Some(m.0)));
+        let swap = l.memory_swap.map_or(0, |s| s.0);
+        out.push(Knob::Swap(m.0.saturating_add(swap)));
+    }
+    if let Some(h) = l.memory_high {
+        out.push(Knob::MemorySoft(h.0));
+    }
+    if let Some(wt) = l.cpu_weight {
+        out.push(Knob::CpuShares(shares_from_weight(wt)));
+    }
+    if let Some(p) = l.pids {
+        out.push(Knob::PidsMax(Some(p)));
     }
     out
 }
 
 pub(super) fn read_back(cg: &ContainerCgroup) -> AppliedLimits {
-    let mut a = AppliedLimits::default();
-    let file = |ctl: &str, f: &str| cg.dir(ctl).map(|d| d.join(f));
-    let val = |ctl: &str, f: &str| file(ctl, f).and_then(|p| read_value(&p));
-    match cg.mode {
-        Mode::V2 => {
-            a.memory = val("", "memory.max");
-            a.memory_high = val("", "memory.high");
-            a.memory_swap = val("", "memory.swap.max");
-            if let Some(s) = file("", "cpu.max").and_then(|p| fs::read_to_string(p).ok()) {
-                let mut it = s.split_whitespace();
-                a.cpu_quota_us = it.next().and_then(|q| q.parse().ok());
-                a.cpu_period_us = it.next().and_then(|p| p.parse().ok());
-            }
-            a.cpu_weight = val("", "cpu.weight");
-            a.pids = val("", "pids.max");
-            if let Some(s) = file("", "io.max").and_then(|p| fs::read_to_string(p).ok()) {
-                for line in s.lines() {
-                    let mut it = line.split_whitespace();
-                    let Some(dev) = it.next() else { continue };
-                    let mut io = IoApplied {
-                        device: dev.into(),
-                        ..Default::default()
-                    };
-                    for kv in it {
-                        match kv.split_once('=') {
-                            Some(("rbps", v)) => io.read_bps = v.parse().ok(),
-                            Some(("wbps", v)) => io.write_bps = v.parse().ok(),
-                            _ => {}
-                        }
-                    }
-                    a.io.push(io);
-                }
-            }
-        }
-        Mode::Hybrid => {
-            a.memory = val("memory", "memory.limit_in_bytes");
-            a.memory_high = val("memory", "memory.soft_limit_in_bytes");
-            if let (Some(sw), Some(m)) = (val("memory", "memory.memsw.limit_in_bytes"), a.memory) {
-                a.memory_swap = Some(sw.saturating_sub(m));
-            }
-            a.cpu_quota_us = val("cpu", "cpu.cfs_quota_us");
-            a.cpu_period_us = val("cpu", "cpu.cfs_period_us");
-            a.cpu_shares = val("cpu", "cpu.shares");
-            a.pids = val("pids", "pids.max");
-            let mut devs: Vec<IoApplied> = Vec::new();
-            for (f, is_read) in [
-                ("blkio.throttle.read_bps_device", true),
-                ("blkio.throttle.write_bps_device", false),
-            ] {
-                let Some(s) = file("blkio", f).and_then(|p| fs::read_to_string(p).ok()) else {
-                    continue;
-                };
-                for line in s.lines() {
-                    let mut it = line.split_whitespace();
-                    let (Some(dev), Some(v)) = (it.next(), it.next().and_then(|v| v.parse().ok()))
-                    else {
-                        continue;
-                    };
-                    let idx = match devs.iter().position(|d| d.device == dev) {
-                        Some(i) => i,
-                        None => {
-                            devs.push(IoApplied {
-                                device: dev.into(),
-                                ..Default::default()
-                            });
-                            devs.len() - 1
-                        }
-                    };
-                    if is_read {
-                        devs[idx].read_bps = Some(v);
-                    } else {
-                        devs[idx].write_bps = Some(v);
-                    }
-                }
-            }
-            a.io = devs;
-        }
-    }
+    let mut a = match cg.mode {
+        Mode::V2 => read_v2(cg),
+        Mode::Hybrid => read_v1(cg),
+    };
     if let (Some(q), Some(p)) = (a.cpu_quota_us, a.cpu_period_us) {
         if p > 0 {
             a.cpus = Some(q as f64 / p as f64);
         }
     }
     a
+}
+
+/// The text of a controller's file, if it exists and reads.
+fn read_file(cg: &ContainerCgroup, ctl: &str, f: &str) -> Option<String> {
+    cg.dir(ctl)
+        .map(|d| d.join(f))
+        .and_then(|p| fs::read_to_string(p).ok())
+}
+
+/// A controller file's number (`max` is None).
+fn val(cg: &ContainerCgroup, ctl: &str, f: &str) -> Option<u64> {
+    cg.dir(ctl).map(|d| d.join(f)).and_then(|p| read_value(&p))
+}
+
+fn read_v2(cg: &ContainerCgroup) -> AppliedLimits {
+    let cpu_max = read_file(cg, "", "cpu.max").unwrap_or_default();
+    let mut cpu = cpu_max.split_whitespace();
+    AppliedLimits {
+        memory: val(cg, "", "memory.max"),
+        memory_high: val(cg, "", "memory.high"),
+        memory_swap: val(cg, "", "memory.swap.max"),
+        // fields are evaluated in this order: the quota, then the period
+        cpu_quota_us: cpu.next().and_then(|q| q.parse().ok()),
+        cpu_period_us: cpu.next().and_then(|p| p.parse().ok()),
+        cpu_weight: val(cg, "", "cpu.weight"),
+        pids: val(cg, "", "pids.max"),
+        io: read_file(cg, "", "io.max")
+            .map(|s| parse_io_max(&s))
+            .unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+/// v2 `io.max`: a line per device, `MAJ:MIN rbps=N wbps=N ...`.
+fn parse_io_max(s: &str) -> Vec<IoApplied> {
+    let mut out = Vec::new();
+    for line in s.lines() {
+        let mut it = line.split_whitespace();
+        let Some(dev) = it.next() else { continue };
+        let mut io = IoApplied {
+            device: dev.into(),
+            ..Default::default()
+        };
+        for kv in it {
+            match kv.split_once('=') {
+                Some(("rbps", v)) => io.read_bps = v.parse().ok(),
+                Some(("wbps", v)) => io.write_bps = v.parse().ok(),
+                _ => {}
+            }
+        }
+        out.push(io);
+    }
+    out
+}
+
+fn read_v1(cg: &ContainerCgroup) -> AppliedLimits {
+    let memory = val(cg, "memory", "memory.limit_in_bytes");
+    let memsw = val(cg, "memory", "memory.memsw.limit_in_bytes");
+    AppliedLimits {
+        memory,
+        memory_high: val(cg, "memory", "memory.soft_limit_in_bytes"),
+        // memsw limits memory and swap together
+        memory_swap: memsw.zip(memory).map(|(sw, m)| sw.saturating_sub(m)),
+        cpu_quota_us: val(cg, "cpu", "cpu.cfs_quota_us"),
+        cpu_period_us: val(cg, "cpu", "cpu.cfs_period_us"),
+        cpu_shares: val(cg, "cpu", "cpu.shares"),
+        pids: val(cg, "pids", "pids.max"),
+        io: read_blkio(cg),
+        ..Default::default()
+    }
+}
+
+/// v1 blkio throttles: the read and the write file merged, a device each.
+fn read_blkio(cg: &ContainerCgroup) -> Vec<IoApplied> {
+    let mut devs: Vec<IoApplied> = Vec::new();
+    for (f, is_read) in [
+        ("blkio.throttle.read_bps_device", true),
+        ("blkio.throttle.write_bps_device", false),
+    ] {
+        let Some(s) = read_file(cg, "blkio", f) else {
+            continue;
+        };
+        for line in s.lines() {
+            let mut it = line.split_whitespace();
+            let (Some(dev), Some(v)) = (it.next(), it.next().and_then(|v| v.parse().ok())) else {
+                continue;
+            };
+            let idx = match devs.iter().position(|d| d.device == dev) {
+                Some(i) => i,
+                None => {
+                    devs.push(IoApplied {
+                        device: dev.into(),
+                        ..Default::default()
+                    });
+                    devs.len() - 1
+                }
+            };
+            if is_read {
+                devs[idx].read_bps = Some(v);
+            } else {
+                devs[idx].write_bps = Some(v);
+            }
+        }
+    }
+    devs
 }
 
 #[cfg(test)]
@@ -265,8 +265,11 @@ mod tests {
         };
         let cg = ContainerCgroup { mode, dirs };
         cg.create().unwrap();
-        let writes = plan(mode, &limits(), Some((8, 0)));
-        cg.apply(&writes).unwrap();
+        // cgroups-rs reads cpu.max before it writes it, as the kernel's would be
+        if mode == Mode::V2 {
+            std::fs::write(tmp.path().join("c/cpu.max"), "max 100000\n").unwrap();
+        }
+        cg.apply(&plan(mode, &limits(), Some((8, 0)))).unwrap();
         cg.read_limits()
     }
 
@@ -304,10 +307,12 @@ mod tests {
     #[test]
     fn unlimited_by_default() {
         let p = plan(Mode::V2, &Limits::default(), None);
-        assert!(p.iter().any(|w| w.file == "memory.max" && w.value == "max"));
-        assert!(p
-            .iter()
-            .any(|w| w.file == "cpu.max" && w.value == "max 100000"));
+        assert!(p.contains(&Knob::MemoryMax(None)));
+        assert!(p.contains(&Knob::CpuMax {
+            quota: None,
+            period: 100_000
+        }));
+        assert!(p.contains(&Knob::PidsMax(None)));
         assert_eq!(shares_from_weight(100), 2 + 99 * 262_142 / 9_999);
         assert_eq!(shares_from_weight(10000), 262_144);
     }

@@ -10,12 +10,13 @@
 mod detect;
 pub mod devices;
 mod driver;
+mod knobs;
 mod limits;
 mod stats;
 
 pub use detect::{detect, Layout};
 pub use driver::{CgroupFs, Cgroups};
-pub use limits::{plan, shares_from_weight, Write, STANDARD_DEVICES};
+pub use limits::{plan, shares_from_weight, Knob, STANDARD_DEVICES};
 pub use stats::{
     CpuStats, IoStats, MemoryStats, PidsStats, Pressure, Psi, PsiLine, StatFiles, Stats,
 };
@@ -41,12 +42,12 @@ pub enum CgroupError {
     #[error("cgroup {path} still has processes after {secs}s")]
     Busy { path: PathBuf, secs: u64 },
     /// A limit the kernel refused (the value is out of what it takes).
-    #[error("cgroup: cannot write {value:?} to {path}")]
+    #[error("cgroup: cannot write {value} to {path}")]
     Limit {
         path: PathBuf,
         value: String,
         #[source]
-        source: io::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// IO limits apply to the disk holding the state dir, which was not found.
     #[error("io limits apply to the disk holding the state dir, but {0}")]
@@ -141,25 +142,6 @@ impl ContainerCgroup {
             for (_, d) in &self.dirs {
                 devices::attach_standard(d).map_err(io_err("attach the device filter to", d))?;
             }
-        }
-        Ok(())
-    }
-
-    /// Applies `writes` in order; a file missing for an optional knob is skipped.
-    pub fn apply(&self, writes: &[Write]) -> Result<(), CgroupError> {
-        for w in writes {
-            let Some(dir) = self.dir(w.controller) else {
-                continue;
-            };
-            let path = dir.join(w.file);
-            if w.optional && !path.exists() {
-                continue;
-            }
-            fs::write(&path, w.value.as_bytes()).map_err(|source| CgroupError::Limit {
-                path: path.clone(),
-                value: w.value.clone(),
-                source,
-            })?;
         }
         Ok(())
     }
@@ -296,8 +278,11 @@ pub fn block_device_of(path: &Path, sys_root: &Path) -> Result<(u64, u64), Cgrou
     if !node.join("partition").exists() {
         return Ok((maj, min));
     }
-    let parent = fs::read_to_string(node.join("../dev"))
-        .map_err(|e| fail(format!("cannot find the disk of partition {maj}:{min}: {e}")))?;
+    let parent = fs::read_to_string(node.join("../dev")).map_err(|e| {
+        fail(format!(
+            "cannot find the disk of partition {maj}:{min}: {e}"
+        ))
+    })?;
     let bad = || fail(format!("bad dev file of the disk of {maj}:{min}"));
     let (a, b) = parent.trim().split_once(':').ok_or_else(bad)?;
     Ok((a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?))

@@ -1,9 +1,7 @@
 //! `hydractl`'s command line (clap definitions) and the typed spec a `run`
 //! builds from its flags.
 
-use crate::model::{
-    ContainerSpec, HealthSpec, Limits, PortSpec, RestartPolicy, RestartSpec, Size,
-};
+use crate::model::{ContainerSpec, HealthSpec, Limits, PortSpec, RestartPolicy, RestartSpec, Size};
 use clap::{Parser, Subcommand};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -211,7 +209,10 @@ pub fn spec_from(a: &RunArgs) -> Result<ContainerSpec, UsageError> {
             })
             .collect(),
         restart: RestartSpec {
-            policy: a.restart.as_deref().map_or(Ok(RestartPolicy::No), restart_policy)?,
+            policy: a
+                .restart
+                .as_deref()
+                .map_or(Ok(RestartPolicy::No), restart_policy)?,
             max_retries: a.max_retries,
         },
         health: a.health_http.as_deref().map(HealthSpec::http),

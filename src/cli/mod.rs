@@ -62,25 +62,48 @@ async fn dispatch(c: &Client, cli: &Cli) -> Result<i32, Failure> {
         Cmd::Inspect { name } => print_json(&c.inspect(name).await?),
         Cmd::Start { name } => show(c, json, Request::Start(name.clone())).await?,
         Cmd::Stop { name, timeout } => {
-            let r = Request::Stop { name: name.clone(), timeout_s: *timeout };
+            let r = Request::Stop {
+                name: name.clone(),
+                timeout_s: *timeout,
+            };
             show(c, json, r).await?
         }
         Cmd::Restart { name, timeout } => {
-            let r = Request::Restart { name: name.clone(), timeout_s: *timeout };
+            let r = Request::Restart {
+                name: name.clone(),
+                timeout_s: *timeout,
+            };
             show(c, json, r).await?
         }
         Cmd::Kill { name, signal } => {
             let signal = parse_signal(signal).map_err(|e| Failure::Usage(format!("kill: {e}")))?;
-            show(c, json, Request::Kill { name: name.clone(), signal }).await?
+            show(
+                c,
+                json,
+                Request::Kill {
+                    name: name.clone(),
+                    signal,
+                },
+            )
+            .await?
         }
         Cmd::Rm { name, force } => {
-            let () = c.send(&Request::Remove { name: name.clone(), force: *force }).await?;
+            let () = c
+                .send(&Request::Remove {
+                    name: name.clone(),
+                    force: *force,
+                })
+                .await?;
             if !json {
                 println!("{name} removed");
             }
         }
         Cmd::Logs { name, follow, tail } => logs(c, name, *follow, *tail, json).await?,
-        Cmd::Stats { name, watch, interval } => {
+        Cmd::Stats {
+            name,
+            watch,
+            interval,
+        } => {
             let every = Duration::from_secs_f64(interval.max(0.1));
             stats::stats(c, name, json, *watch, every).await?;
         }
@@ -141,7 +164,11 @@ async fn logs(
     tail: Option<usize>,
     json: bool,
 ) -> Result<(), ClientError> {
-    let req = Request::Logs { name: name.into(), follow, tail };
+    let req = Request::Logs {
+        name: name.into(),
+        follow,
+        tail,
+    };
     c.stream(&req, |line| {
         if json {
             println!("{line}");
@@ -162,7 +189,8 @@ fn wait(st: &ExitStatus, json: bool) {
         false => println!(
             "{}",
             st.exit_code
-                .map_or(format!("signal {}", st.signal.unwrap_or(0)), |c| c.to_string())
+                .map_or(format!("signal {}", st.signal.unwrap_or(0)), |c| c
+                    .to_string())
         ),
     }
 }
@@ -174,7 +202,9 @@ async fn ports(c: &Client, json: bool) -> Result<(), ClientError> {
         return Ok(());
     }
     println!("pool {}-{}, {} free", p.range.start, p.range.end, p.free);
-    let mut rows = vec![["HOST PORT", "CONTAINER", "TARGET"].map(String::from).to_vec()];
+    let mut rows = vec![["HOST PORT", "CONTAINER", "TARGET"]
+        .map(String::from)
+        .to_vec()];
     for a in &p.allocated {
         rows.push(vec![
             a.host_port.to_string(),
@@ -185,7 +215,10 @@ async fn ports(c: &Client, json: bool) -> Result<(), ClientError> {
     for t in &p.taken_by_others {
         rows.push(vec![
             t.port.to_string(),
-            format!("(other: {})", t.process.clone().unwrap_or_else(|| "?".into())),
+            format!(
+                "(other: {})",
+                t.process.clone().unwrap_or_else(|| "?".into())
+            ),
             t.pid.map_or("-".into(), |p| format!("pid {p}")),
         ]);
     }

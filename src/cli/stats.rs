@@ -6,7 +6,6 @@ use crate::api::client::{Client, ClientError};
 use crate::cgroup::Stats;
 use std::time::{Duration, Instant};
 
-
 pub async fn stats(
     c: &Client,
     name: &str,
@@ -25,69 +24,14 @@ pub async fn stats(
                 false => print_json(&v),
             }
         } else if !watch {
-            table(vec![
-                [
-                    "CPU(s)",
-                    "THROTTLED",
-                    "MEMORY",
-                    "PEAK",
-                    "LIMIT",
-                    "PIDS",
-                    "OOM KILLS",
-                ]
-                .map(String::from)
-                .to_vec(),
-                vec![
-                    format!("{:.3}", v.cpu.usage_usec as f64 / 1e6),
-                    v.cpu.nr_throttled.to_string(),
-                    v.memory.current.to_string(),
-                    v.memory.peak.map_or("-".into(), |p| p.to_string()),
-                    fmt_bytes(v.memory.max),
-                    pids(&v),
-                    v.memory.oom_kill.to_string(),
-                ],
-            ]);
+            print_totals(&v);
         } else {
-            let rate = |f: &dyn Fn(&Stats) -> u64| match &prev {
-                Some((t, p)) => {
-                    let dt = now.duration_since(*t).as_secs_f64().max(1e-3);
-                    f(&v).saturating_sub(f(p)) as f64 / dt
-                }
-                None => 0.0,
-            };
-            let cpu_pct = rate(&|s| s.cpu.usage_usec) / 1e4;
-            let rd = rate(&|s| s.io.iter().map(|d| d.rbytes).sum());
-            let wr = rate(&|s| s.io.iter().map(|d| d.wbytes).sum());
-            // clear the screen and redraw
-            print!("\x1b[H\x1b[2J");
-            println!(
-                "{name}  (every {:.1}s, Ctrl-C to stop)\n",
-                interval.as_secs_f64()
+            redraw(
+                name,
+                interval,
+                &v,
+                prev.as_ref().map(|(t, p)| (now.duration_since(*t), p)),
             );
-            table(vec![
-                [
-                    "CPU %",
-                    "MEMORY",
-                    "LIMIT",
-                    "PIDS",
-                    "READ/s",
-                    "WRITE/s",
-                    "THROTTLED",
-                    "OOM KILLS",
-                ]
-                .map(String::from)
-                .to_vec(),
-                vec![
-                    format!("{cpu_pct:.1}"),
-                    human(v.memory.current as f64),
-                    v.memory.max.map_or("-".into(), |m| human(m as f64)),
-                    pids(&v),
-                    human(rd),
-                    human(wr),
-                    v.cpu.nr_throttled.to_string(),
-                    v.memory.oom_kill.to_string(),
-                ],
-            ]);
         }
         if !watch {
             return Ok(());
@@ -95,6 +39,77 @@ pub async fn stats(
         prev = Some((now, v));
         tokio::time::sleep(interval).await;
     }
+}
+
+/// The one-snapshot table: totals since the container started.
+fn print_totals(v: &Stats) {
+    table(vec![
+        [
+            "CPU(s)",
+            "THROTTLED",
+            "MEMORY",
+            "PEAK",
+            "LIMIT",
+            "PIDS",
+            "OOM KILLS",
+        ]
+        .map(String::from)
+        .to_vec(),
+        vec![
+            format!("{:.3}", v.cpu.usage_usec as f64 / 1e6),
+            v.cpu.nr_throttled.to_string(),
+            v.memory.current.to_string(),
+            v.memory.peak.map_or("-".into(), |p| p.to_string()),
+            fmt_bytes(v.memory.max),
+            pids(v),
+            v.memory.oom_kill.to_string(),
+        ],
+    ]);
+}
+
+/// One frame of the live view: the screen cleared and the table redrawn,
+/// rates over the time since `prev` (the last sample), zero for the first.
+fn redraw(name: &str, interval: Duration, v: &Stats, prev: Option<(Duration, &Stats)>) {
+    let rate = |f: &dyn Fn(&Stats) -> u64| match prev {
+        Some((elapsed, p)) => {
+            let dt = elapsed.as_secs_f64().max(1e-3);
+            f(v).saturating_sub(f(p)) as f64 / dt
+        }
+        None => 0.0,
+    };
+    let cpu_pct = rate(&|s| s.cpu.usage_usec) / 1e4;
+    let rd = rate(&|s| s.io.iter().map(|d| d.rbytes).sum());
+    let wr = rate(&|s| s.io.iter().map(|d| d.wbytes).sum());
+    // clear the screen and redraw
+    print!("\x1b[H\x1b[2J");
+    println!(
+        "{name}  (every {:.1}s, Ctrl-C to stop)\n",
+        interval.as_secs_f64()
+    );
+    table(vec![
+        [
+            "CPU %",
+            "MEMORY",
+            "LIMIT",
+            "PIDS",
+            "READ/s",
+            "WRITE/s",
+            "THROTTLED",
+            "OOM KILLS",
+        ]
+        .map(String::from)
+        .to_vec(),
+        vec![
+            format!("{cpu_pct:.1}"),
+            human(v.memory.current as f64),
+            v.memory.max.map_or("-".into(), |m| human(m as f64)),
+            pids(v),
+            human(rd),
+            human(wr),
+            v.cpu.nr_throttled.to_string(),
+            v.memory.oom_kill.to_string(),
+        ],
+    ]);
 }
 
 fn pids(v: &Stats) -> String {

@@ -400,13 +400,19 @@ mod tests {
         for (text, key) in [
             ("[network]\nport_range = \"30-20\"", "network.port_range"),
             ("[network]\nsubnet = \"300.0.0.0/8\"", "network.subnet"),
-            ("[network]\nallowlist = [\"10.0.0.0/8\", \"x\"]", "network.allowlist"),
+            (
+                "[network]\nallowlist = [\"10.0.0.0/8\", \"x\"]",
+                "network.allowlist",
+            ),
             ("[network]\ndns = [\"nope\"]", "network.dns"),
             ("[cgroup]\nparent = \"../x\"", "cgroup.parent"),
             ("[logs]\nmax_files = 0", "logs.max_files"),
             ("[network]\nip_range = \"10.0.0.0/24\"", "network.ip_range"),
             ("[collector]\nrelp = \"nohost\"", "collector.relp"),
-            ("[collector]\nremote_write = \"https://x/\"", "collector.remote_write"),
+            (
+                "[collector]\nremote_write = \"https://x/\"",
+                "collector.remote_write",
+            ),
             ("[api]\nmetrics = \"localhost\"", "api.metrics"),
         ] {
             let e = Config::parse(text).unwrap_err().to_string();
@@ -416,7 +422,10 @@ mod tests {
         let e = Config::parse("[logs]\nmax_file_size = \"10Qi\"")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("10Qi") && e.contains("logs.max_file_size"), "{e}");
+        assert!(
+            e.contains("10Qi") && e.contains("logs.max_file_size"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -426,7 +435,13 @@ mod tests {
              [collector]\nrelp = \"127.0.0.1:2514\"\n",
         )
         .unwrap();
-        assert_eq!(c.network.port_range, PortRange { start: 100, end: 200 });
+        assert_eq!(
+            c.network.port_range,
+            PortRange {
+                start: 100,
+                end: 200
+            }
+        );
         assert_eq!(c.collector.relp.as_ref().unwrap().port, 2514);
         let again = Config::parse(&toml::to_string(&c).unwrap()).unwrap();
         assert_eq!(again, c);

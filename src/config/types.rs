@@ -32,7 +32,11 @@ pub struct PortRange {
 impl std::str::FromStr for PortRange {
     type Err = ValueError;
     fn from_str(s: &str) -> Result<PortRange, ValueError> {
-        let bad = || ValueError(format!("{s:?} is not START-END with 1 <= START <= END <= 65535"));
+        let bad = || {
+            ValueError(format!(
+                "{s:?} is not START-END with 1 <= START <= END <= 65535"
+            ))
+        };
         let (a, b) = s.split_once('-').ok_or_else(bad)?;
         let (start, end): (u16, u16) = (
             a.trim().parse().map_err(|_| bad())?,
@@ -95,9 +99,9 @@ impl std::str::FromStr for HttpUrl {
     type Err = ValueError;
     fn from_str(url: &str) -> Result<HttpUrl, ValueError> {
         let bad = |m: &str| ValueError(format!("{url:?} {m}"));
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| bad("must start with http:// (TLS to the endpoint is not supported yet)"))?;
+        let rest = url.strip_prefix("http://").ok_or_else(|| {
+            bad("must start with http:// (TLS to the endpoint is not supported yet)")
+        })?;
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
@@ -142,7 +146,10 @@ mod tests {
         assert!("nohost".parse::<Endpoint>().is_err());
         assert!(":1".parse::<Endpoint>().is_err());
         let u: HttpUrl = "http://127.0.0.1:9090/api/v1/write".parse().unwrap();
-        assert_eq!((u.authority.as_str(), u.path.as_str()), ("127.0.0.1:9090", "/api/v1/write"));
+        assert_eq!(
+            (u.authority.as_str(), u.path.as_str()),
+            ("127.0.0.1:9090", "/api/v1/write")
+        );
         let u: HttpUrl = "http://prom".parse().unwrap();
         assert_eq!((u.authority.as_str(), u.path.as_str()), ("prom:80", "/"));
         assert!("https://prom/x".parse::<HttpUrl>().is_err());

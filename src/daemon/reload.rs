@@ -66,7 +66,11 @@ async fn apply(
             match tokio::task::spawn_blocking(move || net.set_allowlist(cidrs)).await {
                 Ok(Ok(_)) => changed.push(format!(
                     "network.allowlist = {:?}",
-                    new.network.allowlist.iter().map(|c| c.to_string()).collect::<Vec<_>>()
+                    new.network
+                        .allowlist
+                        .iter()
+                        .map(|c| c.to_string())
+                        .collect::<Vec<_>>()
                 )),
                 Ok(Err(e)) => tracing::error!(error = %e, "SIGHUP: cannot apply network.allowlist"),
                 Err(e) => tracing::error!(error = %e, "SIGHUP: allowlist task failed"),

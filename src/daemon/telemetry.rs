@@ -29,7 +29,11 @@ pub(super) fn start(
         host: host.to_string(),
     }));
     if let Some(url) = &cfg.collector.remote_write {
-        let rw = RemoteWrite::start(url.clone(), host.to_string(), cfg.collector.remote_write_backlog);
+        let rw = RemoteWrite::start(
+            url.clone(),
+            host.to_string(),
+            cfg.collector.remote_write_backlog,
+        );
         rw.counters.register(registry);
         let q = rw.clone();
         sampler.set_sink(Box::new(move |pass| q.push(pass)));

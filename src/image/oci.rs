@@ -10,6 +10,12 @@ use std::fs::{self, File};
 use std::io::{self, BufReader, Read};
 use std::path::{Component, Path, PathBuf};
 
+mod error;
+#[cfg(test)]
+mod tests;
+
+use error::OciError;
+
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 pub(super) fn resolve(
@@ -18,58 +24,81 @@ pub(super) fn resolve(
     tag: Option<&str>,
     store: &Path,
 ) -> Result<Image, ImageError> {
-    let bad = |m: String| ImageError::Invalid {
-        reference: reference.into(),
-        message: m,
-    };
-    let index_path = dir.join("index.json");
-    if !index_path.exists() {
-        return Err(ImageError::NotFound {
-            reference: reference.into(),
-            message: format!("{} does not exist", index_path.display()),
-        });
-    }
-    let index = ImageIndex::from_file(&index_path).map_err(|e| bad(format!("index.json: {e}")))?;
-    let desc = pick(index.manifests(), tag).ok_or_else(|| ImageError::NotFound {
-        reference: reference.into(),
-        message: match tag {
-            Some(t) => format!("no manifest tagged {t:?} in index.json"),
-            None => "index.json has several manifests; name one with :TAG".into(),
-        },
+    resolve_layout(dir, tag, store).map_err(|e| e.image(reference))
+}
+
+fn resolve_layout(dir: &Path, tag: Option<&str>, store: &Path) -> Result<Image, OciError> {
+    let desc = manifest_descriptor(dir, tag)?;
+    let manifest = ImageManifest::from_reader(&read_blob(dir, &desc)?[..]).map_err(|source| {
+        OciError::Manifest {
+            digest: desc.digest().to_string(),
+            source,
+        }
     })?;
-    let mut desc = desc.clone();
-    // A nested index (multi-platform): take the linux/amd64 entry.
-    if desc.media_type().to_string().contains("index") {
-        let nested = ImageIndex::from_reader(&read_blob(dir, &desc).map_err(bad)?[..])
-            .map_err(|e| bad(format!("nested index: {e}")))?;
-        desc = nested
-            .manifests()
-            .iter()
-            .find(|m| {
-                m.platform().as_ref().is_none_or(|p| {
-                    p.os().to_string() == "linux" && p.architecture().to_string() == "amd64"
-                })
-            })
-            .cloned()
-            .ok_or_else(|| bad("no linux/amd64 manifest in the nested index".into()))?;
-    }
-    let manifest = ImageManifest::from_reader(&read_blob(dir, &desc).map_err(bad)?[..])
-        .map_err(|e| bad(format!("manifest: {e}")))?;
-    let config = parse_config(&read_blob(dir, manifest.config()).map_err(bad)?)
-        .map_err(|e| bad(format!("config: {e}")))?;
+    let config =
+        parse_config(&read_blob(dir, manifest.config())?).map_err(|source| OciError::Config {
+            digest: manifest.config().digest().to_string(),
+            source,
+        })?;
     let diff_ids = config.rootfs().diff_ids();
     if diff_ids.len() != manifest.layers().len() {
-        return Err(bad(format!(
-            "the manifest has {} layers but the config lists {} diff_ids",
-            manifest.layers().len(),
-            diff_ids.len()
-        )));
+        return Err(OciError::LayerCount {
+            layers: manifest.layers().len(),
+            diff_ids: diff_ids.len(),
+        });
     }
     let mut layers = Vec::new();
     for (l, diff_id) in manifest.layers().iter().zip(diff_ids) {
-        layers.push(unpack_layer(reference, dir, l, diff_id, store)?);
+        layers.push(unpack_layer(dir, l, diff_id, store)?);
     }
     layers.reverse();
+    Ok(Image {
+        layers,
+        defaults: defaults(&config),
+    })
+}
+
+/// The manifest `tag` names in index.json (the only one, or `latest`, without
+/// a tag); through a nested (multi-platform) index, its linux/amd64 entry.
+fn manifest_descriptor(dir: &Path, tag: Option<&str>) -> Result<Descriptor, OciError> {
+    let index_path = dir.join("index.json");
+    if !index_path.exists() {
+        return Err(OciError::NoIndex { path: index_path });
+    }
+    let index = ImageIndex::from_file(&index_path).map_err(|source| OciError::Index {
+        path: index_path.clone(),
+        source,
+    })?;
+    let desc = pick(index.manifests(), tag).ok_or_else(|| match tag {
+        Some(t) => OciError::NoTag { tag: t.into() },
+        None => OciError::NoDefault,
+    })?;
+    // A nested index (multi-platform): take the linux/amd64 entry.
+    if !desc.media_type().to_string().contains("index") {
+        return Ok(desc.clone());
+    }
+    let nested = ImageIndex::from_reader(&read_blob(dir, desc)?[..]).map_err(|source| {
+        OciError::NestedIndex {
+            digest: desc.digest().to_string(),
+            source,
+        }
+    })?;
+    nested
+        .manifests()
+        .iter()
+        .find(|m| {
+            m.platform().as_ref().is_none_or(|p| {
+                p.os().to_string() == "linux" && p.architecture().to_string() == "amd64"
+            })
+        })
+        .cloned()
+        .ok_or_else(|| OciError::NoPlatform {
+            digest: desc.digest().to_string(),
+        })
+}
+
+/// What the image config sets that a spec may override.
+fn defaults(config: &ImageConfiguration) -> ImageDefaults {
     let mut defaults = ImageDefaults::default();
     if let Some(c) = config.config() {
         defaults.entrypoint = c.entrypoint().clone().unwrap_or_default();
@@ -78,16 +107,16 @@ pub(super) fn resolve(
         defaults.workdir = c.working_dir().clone().filter(|w| !w.is_empty());
         defaults.user = c.user().clone().filter(|u| !u.is_empty());
     }
-    Ok(Image { layers, defaults })
+    defaults
 }
 
 /// oci-spec 0.7 requires `history`, which the image spec makes optional.
-fn parse_config(data: &[u8]) -> Result<ImageConfiguration, String> {
-    let mut v: serde_json::Value = serde_json::from_slice(data).map_err(|e| e.to_string())?;
+fn parse_config(data: &[u8]) -> Result<ImageConfiguration, serde_json::Error> {
+    let mut v: serde_json::Value = serde_json::from_slice(data)?;
     if let Some(o) = v.as_object_mut() {
         o.entry("history").or_insert_with(|| serde_json::json!([]));
     }
-    serde_json::from_value(v).map_err(|e| e.to_string())
+    serde_json::from_value(v)
 }
 
 fn pick<'a>(manifests: &'a [Descriptor], tag: Option<&str>) -> Option<&'a Descriptor> {
@@ -106,37 +135,38 @@ fn pick<'a>(manifests: &'a [Descriptor], tag: Option<&str>) -> Option<&'a Descri
     }
 }
 
-/// `(algorithm, hex)` of a descriptor; only sha256 is accepted.
-fn digest_parts(d: &Descriptor) -> Result<String, String> {
+/// The hex of a descriptor's digest; only sha256 is accepted.
+fn digest_parts(d: &Descriptor) -> Result<String, OciError> {
     let s = d.digest().to_string();
     match s.split_once(':') {
         Some(("sha256", hex)) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
             Ok(hex.to_string())
         }
-        _ => Err(format!(
-            "unsupported or malformed digest {s:?} (sha256 only)"
-        )),
+        _ => Err(OciError::Digest { digest: s }),
     }
 }
 
-fn blob_path(dir: &Path, d: &Descriptor) -> Result<PathBuf, String> {
+fn blob_path(dir: &Path, d: &Descriptor) -> Result<PathBuf, OciError> {
     Ok(dir.join("blobs/sha256").join(digest_parts(d)?))
 }
 
 /// Reads a small blob (index, manifest, config) and checks its digest.
-fn read_blob(dir: &Path, d: &Descriptor) -> Result<Vec<u8>, String> {
+fn read_blob(dir: &Path, d: &Descriptor) -> Result<Vec<u8>, OciError> {
     let p = blob_path(dir, d)?;
-    let data = fs::read(&p).map_err(|e| format!("blob {}: {e}", p.display()))?;
+    let data = fs::read(&p).map_err(|source| OciError::Blob {
+        path: p.clone(),
+        source,
+    })?;
     if data.len() > 16 << 20 {
-        return Err(format!("blob {} is too large for metadata", p.display()));
+        return Err(OciError::BlobTooLarge { path: p });
     }
     let got = hex::encode(Sha256::digest(&data));
     if got != digest_parts(d)? {
-        return Err(format!(
-            "blob {} has digest sha256:{got}, expected {}",
-            p.display(),
-            d.digest()
-        ));
+        return Err(OciError::BlobDigest {
+            path: p,
+            got,
+            expected: d.digest().to_string(),
+        });
     }
     Ok(data)
 }
@@ -154,38 +184,24 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// The layer `d` in the store (`<store>/sha256/<hex>`), unpacked now unless
+/// it already was.
 fn unpack_layer(
-    reference: &str,
     dir: &Path,
     d: &Descriptor,
     diff_id: &str,
     store: &Path,
-) -> Result<PathBuf, ImageError> {
-    let bad = |m: String| ImageError::Invalid {
-        reference: reference.into(),
-        message: m,
-    };
-    let hex = digest_parts(d).map_err(bad)?;
+) -> Result<PathBuf, OciError> {
+    let hex = digest_parts(d)?;
     let dest = store.join("sha256").join(&hex);
     if dest.is_dir() {
         return Ok(dest);
     }
-    let blob = blob_path(dir, d).map_err(bad)?;
+    let blob = blob_path(dir, d)?;
     // 1. the compressed blob must match its digest
-    let mut f = File::open(&blob).map_err(|e| bad(format!("layer {}: {e}", blob.display())))?;
-    let mut h = Sha256::new();
-    io::copy(&mut f, &mut h).map_err(|e| bad(format!("layer {}: {e}", blob.display())))?;
-    let got = hex::encode(h.finalize());
-    if got != hex {
-        return Err(bad(format!(
-            "layer {} has digest sha256:{got}, expected {}",
-            blob.display(),
-            d.digest()
-        )));
-    }
+    check_layer_digest(&blob, &hex, d)?;
     // 2. unpack into a temp dir, checking the uncompressed digest, then rename
-    let store_err = |source| ImageError::Store {
-        reference: reference.into(),
+    let store_err = |source| OciError::Store {
         path: store.to_path_buf(),
         source,
     };
@@ -197,17 +213,18 @@ fn unpack_layer(
     fs::create_dir(&tmp).map_err(store_err)?;
     let res = extract(&blob, &tmp).and_then(|uncompressed| {
         if format!("sha256:{uncompressed}") != diff_id {
-            Err(format!(
-                "layer {} unpacks to sha256:{uncompressed}, but the config's diff_id is {diff_id}",
-                d.digest()
-            ))
+            Err(OciError::DiffId {
+                digest: d.digest().to_string(),
+                got: uncompressed,
+                diff_id: diff_id.into(),
+            })
         } else {
             Ok(())
         }
     });
-    if let Err(m) = res {
+    if let Err(e) = res {
         let _ = fs::remove_dir_all(&tmp);
-        return Err(bad(m));
+        return Err(e);
     }
     match fs::rename(&tmp, &dest) {
         Ok(()) => Ok(dest),
@@ -223,23 +240,35 @@ fn unpack_layer(
     }
 }
 
+/// The compressed layer blob must hash to its descriptor's digest (`hex`).
+fn check_layer_digest(blob: &Path, hex: &str, d: &Descriptor) -> Result<(), OciError> {
+    let err = |source| OciError::Layer {
+        blob: blob.to_path_buf(),
+        source,
+    };
+    let mut f = File::open(blob).map_err(err)?;
+    let mut h = Sha256::new();
+    io::copy(&mut f, &mut h).map_err(err)?;
+    let got = hex::encode(h.finalize());
+    if got != hex {
+        return Err(OciError::LayerDigest {
+            blob: blob.to_path_buf(),
+            got,
+            expected: d.digest().to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// Extracts a (gzip or plain) tar layer, turning OCI whiteouts into overlayfs
 /// ones; returns the sha256 of the uncompressed tar.
-fn extract(blob: &Path, dest: &Path) -> Result<String, String> {
-    let mut f = BufReader::new(File::open(blob).map_err(|e| e.to_string())?);
-    let gz = {
-        use std::io::BufRead;
-        f.fill_buf()
-            .map_err(|e| e.to_string())?
-            .starts_with(&[0x1f, 0x8b])
-    };
-    let raw: Box<dyn Read> = if gz {
-        Box::new(flate2::read::GzDecoder::new(f))
-    } else {
-        Box::new(f)
+fn extract(blob: &Path, dest: &Path) -> Result<String, OciError> {
+    let corrupt = |source| OciError::Corrupt {
+        blob: blob.to_path_buf(),
+        source,
     };
     let mut hr = HashingReader {
-        inner: raw,
+        inner: open_layer(blob)?,
         hash: Sha256::new(),
     };
     {
@@ -249,85 +278,135 @@ fn extract(blob: &Path, dest: &Path) -> Result<String, String> {
         ar.set_preserve_mtime(true);
         ar.set_unpack_xattrs(false);
         ar.set_overwrite(true);
-        let entries = ar
-            .entries()
-            .map_err(|e| format!("layer {}: {e}", blob.display()))?;
+        let entries = ar.entries().map_err(|source| OciError::Layer {
+            blob: blob.to_path_buf(),
+            source,
+        })?;
         for entry in entries {
-            let mut entry = entry
-                .map_err(|e| format!("layer {} is truncated or corrupt: {e}", blob.display()))?;
-            let path = entry.path().map_err(|e| e.to_string())?.into_owned();
-            if path.components().any(|c| matches!(c, Component::ParentDir)) {
-                return Err(format!(
-                    "layer {} has an entry escaping the root: {}",
-                    blob.display(),
-                    path.display()
-                ));
-            }
-            let rel: PathBuf = path
-                .components()
-                .filter(|c| matches!(c, Component::Normal(_)))
-                .collect();
-            let fname = rel
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            // Device nodes are dropped: the container's /dev is the agent's
-            // own, and a node from a layer could open a host disk.
-            if matches!(
-                entry.header().entry_type(),
-                tar::EntryType::Char | tar::EntryType::Block
-            ) {
-                continue;
-            }
-            if let Some(hidden) = fname.strip_prefix(".wh.") {
-                let rel_parent = rel.parent().unwrap_or(Path::new(""));
-                let parent = dest.join(rel_parent);
-                // a symlink planted by an earlier entry must not carry the
-                // whiteout (a mkdir, mknod or xattr) out of the layer: no
-                // ancestor may be a symlink, checked before creating any
-                let mut at = dest.to_path_buf();
-                let through_symlink = rel_parent.components().any(|c| {
-                    at.push(c);
-                    fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink())
-                });
-                if through_symlink {
-                    return Err(format!(
-                        "layer {} has a whiteout outside the layer: {}",
-                        blob.display(),
-                        path.display()
-                    ));
-                }
-                fs::create_dir_all(&parent).map_err(|e| e.to_string())?;
-                if hidden == ".wh..opq" {
-                    xattr::set(&parent, "trusted.overlay.opaque", b"y")
-                        .map_err(|e| format!("opaque whiteout {}: {e}", parent.display()))?;
-                } else {
-                    let target = parent.join(hidden);
-                    let _ = fs::remove_file(&target);
-                    nix::sys::stat::mknod(
-                        &target,
-                        nix::sys::stat::SFlag::S_IFCHR,
-                        nix::sys::stat::Mode::empty(),
-                        0,
-                    )
-                    .map_err(|e| format!("whiteout {}: {e}", target.display()))?;
-                }
-                continue;
-            }
-            entry.unpack_in(dest).map_err(|e| {
-                format!(
-                    "layer {} entry {}: {}",
-                    blob.display(),
-                    path.display(),
-                    chain(&e)
-                )
-            })?;
+            unpack_entry(&mut entry.map_err(corrupt)?, blob, dest)?;
         }
     }
     // Trailing padding after the end-of-archive blocks counts for diff_id too.
-    io::copy(&mut hr, &mut io::sink())
-        .map_err(|e| format!("layer {} is truncated or corrupt: {e}", blob.display()))?;
+    io::copy(&mut hr, &mut io::sink()).map_err(corrupt)?;
     Ok(hex::encode(hr.hash.finalize()))
+}
+
+/// The uncompressed tar stream of a layer blob, gzip or plain.
+fn open_layer(blob: &Path) -> Result<Box<dyn Read>, OciError> {
+    let err = |source| OciError::Layer {
+        blob: blob.to_path_buf(),
+        source,
+    };
+    let mut f = BufReader::new(File::open(blob).map_err(err)?);
+    let gz = {
+        use std::io::BufRead;
+        f.fill_buf().map_err(err)?.starts_with(&[0x1f, 0x8b])
+    };
+    Ok(if gz {
+        Box::new(flate2::read::GzDecoder::new(f))
+    } else {
+        Box::new(f)
+    })
+}
+
+/// One tar entry into `dest`: `..` refused, an absolute path taken as
+/// relative, device nodes dropped, whiteouts made overlayfs ones; the rest
+/// unpacked by the tar crate (which keeps it inside `dest`).
+fn unpack_entry<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    blob: &Path,
+    dest: &Path,
+) -> Result<(), OciError> {
+    let path = entry
+        .path()
+        .map_err(|source| OciError::EntryPath {
+            blob: blob.to_path_buf(),
+            source,
+        })?
+        .into_owned();
+    if path.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(OciError::Escape {
+            blob: blob.to_path_buf(),
+            entry: path,
+        });
+    }
+    let rel: PathBuf = path
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect();
+    let fname = rel
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // Device nodes are dropped: the container's /dev is the agent's
+    // own, and a node from a layer could open a host disk.
+    if matches!(
+        entry.header().entry_type(),
+        tar::EntryType::Char | tar::EntryType::Block
+    ) {
+        return Ok(());
+    }
+    if let Some(hidden) = fname.strip_prefix(".wh.") {
+        return whiteout(blob, dest, &path, &rel, hidden);
+    }
+    entry.unpack_in(dest).map_err(|source| OciError::Unpack {
+        blob: blob.to_path_buf(),
+        entry: path,
+        source,
+    })?;
+    Ok(())
+}
+
+/// The whiteout entry `path` (`rel` inside `dest`, its file name `.wh.`
+/// and `hidden`): `.wh..opq` makes its directory opaque (an xattr), any
+/// other hides `hidden` (a 0:0 character device in its place).
+fn whiteout(
+    blob: &Path,
+    dest: &Path,
+    path: &Path,
+    rel: &Path,
+    hidden: &str,
+) -> Result<(), OciError> {
+    let rel_parent = rel.parent().unwrap_or(Path::new(""));
+    let parent = dest.join(rel_parent);
+    // a symlink planted by an earlier entry must not carry the
+    // whiteout (a mkdir, mknod or xattr) out of the layer: no
+    // ancestor may be a symlink, checked before creating any
+    let mut at = dest.to_path_buf();
+    let through_symlink = rel_parent.components().any(|c| {
+        at.push(c);
+        fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink())
+    });
+    if through_symlink {
+        return Err(OciError::WhiteoutEscape {
+            blob: blob.to_path_buf(),
+            entry: path.to_path_buf(),
+        });
+    }
+    fs::create_dir_all(&parent).map_err(|source| OciError::WhiteoutDir {
+        dir: parent.clone(),
+        source,
+    })?;
+    if hidden == ".wh..opq" {
+        xattr::set(&parent, "trusted.overlay.opaque", b"y").map_err(|source| OciError::Opaque {
+            dir: parent.clone(),
+            source,
+        })?;
+    } else {
+        let target = parent.join(hidden);
+        let _ = fs::remove_file(&target);
+        nix::sys::stat::mknod(
+            &target,
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::empty(),
+            0,
+        )
+        .map_err(|source| OciError::WhiteoutNode {
+            path: target.clone(),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// A number no other unpack in this process is using (two pulls of one
@@ -335,15 +414,4 @@ fn extract(blob: &Path, dest: &Path) -> Result<String, String> {
 fn unique() -> u64 {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-}
-
-/// An error with its sources, `a: b: c`.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(&format!(": {c}"));
-        cur = c.source();
-    }
-    s
 }

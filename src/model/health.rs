@@ -65,6 +65,12 @@ mod tests {
         assert!(!h.record(false, 3), "announced once");
         assert_eq!((h.status, h.failures), (HealthStatus::Unhealthy, 4));
         assert!(!h.record(true, 3));
-        assert_eq!(h, Health { status: HealthStatus::Healthy, failures: 0 });
+        assert_eq!(
+            h,
+            Health {
+                status: HealthStatus::Healthy,
+                failures: 0
+            }
+        );
     }
 }

@@ -139,7 +139,12 @@ impl Record {
     }
 
     /// A record as it was persisted.
-    pub fn restore(facts: Facts, run: RunState, restart_count: u32, stop_requested: bool) -> Record {
+    pub fn restore(
+        facts: Facts,
+        run: RunState,
+        restart_count: u32,
+        stop_requested: bool,
+    ) -> Record {
         Record {
             facts,
             run,
@@ -239,5 +244,118 @@ impl Record {
     /// Counts a restart made by the restart policy.
     pub fn count_restart(&mut self) {
         self.restart_count = self.restart_count.saturating_add(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Start(i32),
+        Exit(Option<i32>, Option<i32>, bool),
+        Stop,
+        Restarted,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (1..100_000i32).prop_map(Op::Start),
+            (
+                proptest::option::of(0..256i32),
+                proptest::option::of(1..65i32),
+                any::<bool>()
+            )
+                .prop_map(|(c, s, o)| Op::Exit(c, s, o)),
+            Just(Op::Stop),
+            Just(Op::Restarted),
+        ]
+    }
+
+    fn record() -> Record {
+        Record::new(Facts {
+            spec: serde_json::from_str(r#"{"name":"a","image":"rootfs:/x"}"#).unwrap(),
+            process: ProcessConfig::default(),
+            layers: vec![],
+            cgroup_parent: "hydra".into(),
+            limits: AppliedLimits::default(),
+            net: Allocation::default(),
+            userns_base: None,
+            created_at: "t0".into(),
+        })
+    }
+
+    /// What every reachable record satisfies.
+    fn consistent(r: &Record) -> Result<(), TestCaseError> {
+        match r.state() {
+            State::Created => prop_assert!(
+                r.running().is_none() && r.exit().is_none() && r.started_at().is_none()
+            ),
+            State::Running => prop_assert!(
+                r.running().is_some() && r.exit().is_none() && r.started_at().is_some()
+            ),
+            State::Exited => prop_assert!(r.running().is_none() && r.exit().is_some()),
+        }
+        Ok(())
+    }
+
+    proptest! {
+        /// No impossible state is reachable: a refused transition changes
+        /// nothing, a start clears the stop request, an exit keeps the run's
+        /// start time, restarts only count up.
+        #[test]
+        fn no_impossible_state_is_reachable(ops in proptest::collection::vec(op(), 0..40)) {
+            let mut r = record();
+            for op in ops {
+                let before = r.clone();
+                match op {
+                    Op::Start(pid) => {
+                        let run = Run {
+                            init: ProcRef { pid, start: 1 },
+                            shim: ProcRef { pid: pid + 1, start: 1 },
+                            started_at: format!("s{pid}"),
+                            oom_base: 0,
+                        };
+                        match r.start(run) {
+                            Ok(()) => {
+                                prop_assert_ne!(before.state(), State::Running);
+                                prop_assert_eq!(r.running().unwrap().init.pid, pid);
+                                prop_assert!(!r.stop_requested());
+                            }
+                            Err(e) => {
+                                prop_assert_eq!(e.state, State::Running);
+                                prop_assert_eq!(&r, &before);
+                            }
+                        }
+                    }
+                    Op::Exit(exit_code, signal, oom_killed) => {
+                        let exit = Exit { exit_code, signal, oom_killed, finished_at: "f".into() };
+                        match r.exit_with(exit.clone()) {
+                            Ok(()) => {
+                                prop_assert_eq!(r.exit(), Some(&exit));
+                                prop_assert_eq!(r.started_at(), before.running().map(|x| x.started_at.as_str()));
+                            }
+                            Err(_) => {
+                                prop_assert_ne!(before.state(), State::Running);
+                                prop_assert_eq!(&r, &before);
+                            }
+                        }
+                    }
+                    Op::Stop => {
+                        r.request_stop();
+                        prop_assert!(r.stop_requested());
+                        prop_assert_eq!(r.state(), before.state());
+                    }
+                    Op::Restarted => {
+                        r.count_restart();
+                        prop_assert_eq!(r.restart_count(), before.restart_count() + 1);
+                    }
+                }
+                consistent(&r)?;
+                prop_assert_eq!(r.facts(), before.facts(), "facts never change");
+            }
+        }
     }
 }

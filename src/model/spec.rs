@@ -237,7 +237,10 @@ fn validate_process(s: &ContainerSpec) -> Result<(), SpecError> {
     }
     if let Some(w) = &s.workdir {
         if !w.starts_with('/') || w.contains('\0') {
-            return Err(SpecError::new("workdir", "workdir must be an absolute path"));
+            return Err(SpecError::new(
+                "workdir",
+                "workdir must be an absolute path",
+            ));
         }
     }
     if let Some(u) = &s.user {
@@ -378,4 +381,68 @@ fn validate_health(h: &HealthSpec) -> Result<(), SpecError> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn limits() -> impl Strategy<Value = Limits> {
+        let size = || proptest::option::of((0u64..1 << 40).prop_map(Size));
+        (
+            size(),
+            size(),
+            proptest::option::of(-10.0f64..2000.0),
+            proptest::option::of(0u64..20_000),
+            proptest::option::of(0u64..5_000_000),
+        )
+            .prop_map(|(memory, memory_high, cpus, cpu_weight, pids)| Limits {
+                memory,
+                memory_high,
+                cpus,
+                cpu_weight,
+                pids,
+                ..Default::default()
+            })
+    }
+
+    proptest! {
+        /// Validation accepts exactly the specs within the documented ranges,
+        /// and a refusal names the field at fault.
+        #[test]
+        fn validation_matches_the_documented_ranges(
+            name in "[a-zA-Z0-9_.-/]{0,70}",
+            l in limits(),
+            port in 0u16..3,
+        ) {
+            let s = ContainerSpec {
+                name: name.clone(),
+                app: None, version: None,
+                image: "rootfs:/x".into(),
+                command: None, env: Default::default(), workdir: None, user: None,
+                limits: l.clone(),
+                ports: vec![PortSpec { container_port: port, host_port: None }],
+                restart: Default::default(), health: None,
+                capabilities: Default::default(), userns: false,
+            };
+            let name_ok = validate_name(&name).is_ok();
+            let mem_ok = |v: Option<Size>| v.is_none_or(|v| v.0 >= 1 << 20 && v.0 <= i64::MAX as u64 / 2);
+            let ok = name_ok
+                && mem_ok(l.memory) && mem_ok(l.memory_high)
+                && !matches!((l.memory_high, l.memory), (Some(h), Some(m)) if h > m)
+                && l.cpus.is_none_or(|c| (0.01..=1024.0).contains(&c))
+                && l.cpu_weight.is_none_or(|w| (1..=10000).contains(&w))
+                && l.pids.is_none_or(|p| (1..=4_194_304).contains(&p))
+                && port != 0;
+            match validate(&s) {
+                Ok(()) => prop_assert!(ok),
+                Err(e) => {
+                    prop_assert!(!ok, "{e:?}");
+                    let known = ["name", "limits.memory", "limits.memory_high", "limits.cpus", "limits.cpu_weight", "limits.pids", "ports[0]"];
+                    prop_assert!(known.contains(&e.field.as_str()), "{e:?}");
+                }
+            }
+        }
+    }
 }

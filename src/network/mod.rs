@@ -24,11 +24,11 @@ use driver::{FirewallDriver, Links};
 use firewall::Mapping;
 use ipam::Ipam;
 use ports::{PortError, PortPool};
+use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
-use prometheus_client::metrics::counter::Counter;
 use std::sync::Mutex;
 
 #[derive(Debug, thiserror::Error)]
@@ -140,13 +140,12 @@ impl Network {
         firewall: Box<dyn FirewallDriver>,
         links: &dyn Links,
     ) -> Result<Network, NetworkError> {
-        let bridge_index =
-            links
-                .prepare(&settings.bridge, &settings.subnet)
-                .map_err(|source| NetworkError::Bridge {
-                    bridge: settings.bridge.clone(),
-                    source,
-                })?;
+        let bridge_index = links
+            .prepare(&settings.bridge, &settings.subnet)
+            .map_err(|source| NetworkError::Bridge {
+                bridge: settings.bridge.clone(),
+                source,
+            })?;
         let allowlist_file = state_dir.join("firewall.json");
         let allowlist = std::fs::read(&allowlist_file)
             .ok()
@@ -206,12 +205,9 @@ impl Network {
     pub fn allocate(&self, name: &str, wanted: &[PortSpec]) -> Result<Allocation, NetworkError> {
         let busy: BTreeSet<u16> = ports::listeners().keys().copied().collect();
         let mut st = self.state.lock().unwrap();
-        let ip = st
-            .ipam
-            .allocate()
-            .ok_or(NetworkError::AddressesExhausted {
-                subnet: self.settings.ip_range,
-            })?;
+        let ip = st.ipam.allocate().ok_or(NetworkError::AddressesExhausted {
+            subnet: self.settings.ip_range,
+        })?;
         let mut got = Vec::new();
         for w in wanted {
             match st.pool.allocate(w.host_port, name, &busy) {
@@ -343,7 +339,11 @@ impl Network {
     /// race between two operators); the allowlist after it.
     pub fn edit_allowlist(&self, add: &[Cidr], remove: &[Cidr]) -> Result<Vec<Cidr>, NetworkError> {
         self.change_allowlist(|old| {
-            let mut new: Vec<Cidr> = old.iter().filter(|c| !remove.contains(c)).copied().collect();
+            let mut new: Vec<Cidr> = old
+                .iter()
+                .filter(|c| !remove.contains(c))
+                .copied()
+                .collect();
             for c in add {
                 if !new.contains(c) {
                     new.push(*c);

@@ -132,7 +132,8 @@ impl Netlink {
         use std::os::fd::AsRawFd;
         let mut p = LinkMessage::default();
         p.attributes.push(LinkAttribute::IfName(peer.into()));
-        p.attributes.push(LinkAttribute::NetNsFd(peer_netns.as_raw_fd()));
+        p.attributes
+            .push(LinkAttribute::NetNsFd(peer_netns.as_raw_fd()));
         let mut m = LinkMessage::default();
         m.attributes.push(LinkAttribute::IfName(name.into()));
         m.attributes.push(LinkAttribute::LinkInfo(vec![

@@ -144,6 +144,52 @@ impl Restorer {
             }
         }
     }
+
+    /// Writes `input` to the child; returns how many lines it had been fed
+    /// before (its error messages count lines from its first).
+    fn feed(&mut self, input: &str) -> (usize, std::io::Result<()>) {
+        let wrote = match self.stdin.as_mut() {
+            Some(stdin) => stdin
+                .write_all(input.as_bytes())
+                .and_then(|()| stdin.flush()),
+            None => Err(std::io::ErrorKind::BrokenPipe.into()),
+        };
+        let fed = self.fed;
+        self.fed += input.lines().count();
+        (fed, wrote)
+    }
+
+    /// Waits at most `left` (and a minute) for the monitor socket or the
+    /// child's stderr: whether each is ready.
+    fn wait_ready(&self, left: Duration) -> Result<(bool, bool), FirewallError> {
+        let mut fds = [
+            PollFd::new(self.mon.as_fd(), PollFlags::POLLIN),
+            PollFd::new(self.stderr.as_fd(), PollFlags::POLLIN),
+        ];
+        let ms =
+            PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, ms) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(spawn_err(e.into())),
+        }
+        Ok((
+            fds[0].revents().is_some_and(|f| !f.is_empty()),
+            fds[1].revents().is_some_and(|f| !f.is_empty()),
+        ))
+    }
+
+    /// A failed block ends iptables-restore: the child is killed and reaped
+    /// and its words collected, line numbers counted from `input`'s (`fed`
+    /// lines were written before it).
+    fn failure(&mut self, stderr: &mut Vec<u8>, input: &str, fed: usize) -> FirewallError {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        read_stderr(&mut self.stderr, stderr);
+        FirewallError::Failed {
+            cmd: CMD.into(),
+            stderr: relative_lines(&String::from_utf8_lossy(stderr), input, fed),
+        }
+    }
 }
 
 /// Reads what a non-blocking pipe has; true at end of file (the child is
@@ -244,103 +290,21 @@ pub fn apply(input: &str) -> Result<(), FirewallError> {
     if NO_ACKS.load(std::sync::atomic::Ordering::Relaxed) {
         return apply_once(input);
     }
-    if let Some(r) = guard.as_mut() {
-        if !matches!(r.child.try_wait(), Ok(None)) {
-            *guard = None;
-        }
-    }
-    if guard.is_none() {
-        let mut r = Restorer::spawn()?;
-        if !r.acknowledges() {
-            tracing::warn!("iptables-restore commits are not announced with its pid here: one process per firewall change");
-            NO_ACKS.store(true, std::sync::atomic::Ordering::Relaxed);
-            drop(r);
-            return apply_once(input);
-        }
-        *guard = Some(r);
-    }
-    let r = guard.as_mut().expect("set above");
-    let pid = r.child.id();
+    let Some(r) = running(&mut guard)? else {
+        return apply_once(input);
+    };
     // what is queued is about earlier commits (ours were all counted)
-    if r.count_commits(pid).is_err() {
+    if r.count_commits(r.child.id()).is_err() {
         *guard = None;
         return apply_once(input);
     }
     let mut stderr = Vec::new();
-    let wrote = match r.stdin.as_mut() {
-        Some(stdin) => stdin
-            .write_all(input.as_bytes())
-            .and_then(|()| stdin.flush()),
-        None => Err(std::io::ErrorKind::BrokenPipe.into()),
-    };
-    let deadline = Instant::now() + TIMEOUT;
-    let mut seen = 0;
-    let fed = r.fed;
-    r.fed += input.lines().count();
-    let failed = |r: &mut Restorer, stderr: &mut Vec<u8>| {
-        // a failed block ends iptables-restore: collect its words
-        let _ = r.child.kill();
-        let _ = r.child.wait();
-        read_stderr(&mut r.stderr, stderr);
-        FirewallError::Failed {
-            cmd: CMD.into(),
-            stderr: relative_lines(&String::from_utf8_lossy(stderr), input, fed),
-        }
-    };
-    if wrote.is_err() {
-        // the child had exited (a broken pipe): its stderr says why
-        let e = failed(r, &mut stderr);
-        *guard = None;
-        return Err(e);
-    }
-    while seen < blocks {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            let e = failed(r, &mut stderr);
-            *guard = None;
-            return Err(FirewallError::Other(format!(
-                "{CMD}: no commit announced within {TIMEOUT:?} ({e})"
-            )));
-        }
-        let mut fds = [
-            PollFd::new(r.mon.as_fd(), PollFlags::POLLIN),
-            PollFd::new(r.stderr.as_fd(), PollFlags::POLLIN),
-        ];
-        let ms =
-            PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX);
-        match poll(&mut fds, ms) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => {
-                *guard = None;
-                return Err(spawn_err(e.into()));
-            }
-        }
-        let (mon_ready, err_ready) = (
-            fds[0].revents().is_some_and(|f| !f.is_empty()),
-            fds[1].revents().is_some_and(|f| !f.is_empty()),
-        );
-        if mon_ready {
-            match r.count_commits(pid) {
-                Ok(n) => seen += n,
-                Err(()) => {
-                    // announcements were lost: the exit status decides
-                    let mut g = guard.take().expect("set");
-                    drop(g.stdin.take());
-                    let st = g.child.wait().map_err(spawn_err)?;
-                    read_stderr(&mut g.stderr, &mut stderr);
-                    return if st.success() {
-                        Ok(())
-                    } else {
-                        Err(FirewallError::Failed {
-                            cmd: CMD.into(),
-                            stderr: String::from_utf8_lossy(&stderr).trim().to_string(),
-                        })
-                    };
-                }
-            }
-        }
-        if err_ready && seen < blocks && read_stderr(&mut r.stderr, &mut stderr) {
-            let e = failed(r, &mut stderr);
+    match transaction(r, input, blocks, &mut stderr) {
+        Ok(Waited::Acknowledged) => {}
+        // announcements were lost: the exit status decides
+        Ok(Waited::Lost) => return exit_status(guard.take().expect("set"), &mut stderr),
+        Err(e) => {
+            // a failed or stuck child is not used again
             *guard = None;
             return Err(e);
         }
@@ -349,6 +313,94 @@ pub fn apply(input: &str) -> Result<(), FirewallError> {
         tracing::warn!(stderr = %String::from_utf8_lossy(&stderr).trim(), "iptables-restore");
     }
     Ok(())
+}
+
+/// The child to feed: the one in `slot` while it runs, else a new one
+/// (put in `slot`). None when a new one's commits turn out not to be
+/// announced: NO_ACKS is then set, and no child kept.
+fn running(slot: &mut Option<Restorer>) -> Result<Option<&mut Restorer>, FirewallError> {
+    if let Some(r) = slot.as_mut() {
+        if !matches!(r.child.try_wait(), Ok(None)) {
+            *slot = None;
+        }
+    }
+    if slot.is_none() {
+        let mut r = Restorer::spawn()?;
+        if !r.acknowledges() {
+            tracing::warn!("iptables-restore commits are not announced with its pid here: one process per firewall change");
+            NO_ACKS.store(true, std::sync::atomic::Ordering::Relaxed);
+            drop(r);
+            return Ok(None);
+        }
+        *slot = Some(r);
+    }
+    Ok(slot.as_mut())
+}
+
+/// How a transaction's wait ended without an error: every block's commit
+/// announced, or announcements lost (the monitor socket overflowed).
+enum Waited {
+    Acknowledged,
+    Lost,
+}
+
+/// Feeds `input` (`blocks` blocks) to the child and waits for the kernel to
+/// announce that many commits of it. An error leaves the child killed (or
+/// gone): it must not be used again.
+fn transaction(
+    r: &mut Restorer,
+    input: &str,
+    blocks: usize,
+    stderr: &mut Vec<u8>,
+) -> Result<Waited, FirewallError> {
+    let pid = r.child.id();
+    let (fed, wrote) = r.feed(input);
+    let deadline = Instant::now() + TIMEOUT;
+    if wrote.is_err() {
+        // the child had exited (a broken pipe): its stderr says why
+        return Err(r.failure(stderr, input, fed));
+    }
+    let mut seen = 0;
+    while seen < blocks {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let e = r.failure(stderr, input, fed);
+            return Err(FirewallError::Other(format!(
+                "{CMD}: no commit announced within {TIMEOUT:?} ({e})"
+            )));
+        }
+        let (mon_ready, err_ready) = r.wait_ready(left)?;
+        if mon_ready {
+            match r.count_commits(pid) {
+                Ok(n) => seen += n,
+                Err(()) => return Ok(Waited::Lost),
+            }
+        }
+        if err_ready && seen < blocks && read_stderr(&mut r.stderr, stderr) {
+            return Err(r.failure(stderr, input, fed));
+        }
+    }
+    Ok(Waited::Acknowledged)
+}
+
+/// The outcome of a child whose announcements were lost: its input closed,
+/// it finishes and its exit status says whether everything was committed.
+fn exit_status(mut g: Restorer, stderr: &mut Vec<u8>) -> Result<(), FirewallError> {
+    drop(g.stdin.take());
+    let st = g.child.wait().map_err(spawn_err)?;
+    read_stderr(&mut g.stderr, stderr);
+    match st.success() {
+        true => Ok(()),
+        false => Err(failed(stderr)),
+    }
+}
+
+/// A failed run of the child, in its own words.
+fn failed(stderr: &[u8]) -> FirewallError {
+    FirewallError::Failed {
+        cmd: CMD.into(),
+        stderr: String::from_utf8_lossy(stderr).trim().to_string(),
+    }
 }
 
 /// `iptables-restore --noflush` with its stdin and stderr piped.
@@ -373,10 +425,7 @@ fn apply_once(input: &str) -> Result<(), FirewallError> {
         .map_err(spawn_err)?;
     let out = child.wait_with_output().map_err(spawn_err)?;
     if !out.status.success() {
-        return Err(FirewallError::Failed {
-            cmd: CMD.into(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
+        return Err(failed(&out.stderr));
     }
     Ok(())
 }

@@ -13,30 +13,54 @@ use std::sync::Arc;
 fn net(existing: &[(String, Allocation)]) -> (tempfile::TempDir, Arc<FakeFirewall>, Network) {
     let dir = tempfile::tempdir().unwrap();
     let fw = Arc::new(FakeFirewall::default());
-    let mut cfg = NetworkConfig::default();
-    cfg.port_range = PortRange { start: 30000, end: 30003 };
-    cfg.subnet = Cidr::parse("10.9.0.0/29").unwrap();
-    let n = Network::setup(Settings::from_config(&cfg), existing, dir.path(), Box::new(fw.clone()), &FakeLinks)
-        .unwrap();
+    let cfg = NetworkConfig {
+        port_range: PortRange {
+            start: 30000,
+            end: 30003,
+        },
+        subnet: Cidr::parse("10.9.0.0/29").unwrap(),
+        ..Default::default()
+    };
+    let n = Network::setup(
+        Settings::from_config(&cfg),
+        existing,
+        dir.path(),
+        Box::new(fw.clone()),
+        &FakeLinks,
+    )
+    .unwrap();
     (dir, fw, n)
 }
 
 fn want(host_port: Option<u16>) -> PortSpec {
-    PortSpec { container_port: 8080, host_port }
+    PortSpec {
+        container_port: 8080,
+        host_port,
+    }
 }
 
 #[test]
 fn allocate_install_release() {
     let (_d, fw, n) = net(&[]);
-    assert_eq!(*fw.full_applies.lock().unwrap(), 1, "everything installed at setup");
+    assert_eq!(
+        *fw.full_applies.lock().unwrap(),
+        1,
+        "everything installed at setup"
+    );
     let a = n.allocate("a", &[want(None), want(Some(30003))]).unwrap();
     assert_eq!(a.ip, Some("10.9.0.2".parse().unwrap()));
-    assert_eq!(a.ports.iter().map(|p| p.host_port).collect::<Vec<_>>(), [30000, 30003]);
+    assert_eq!(
+        a.ports.iter().map(|p| p.host_port).collect::<Vec<_>>(),
+        [30000, 30003]
+    );
     n.install("a", &a).unwrap();
     assert_eq!(fw.changes.lock().unwrap().len(), 1);
     let inv = n.inventory();
     assert_eq!(inv.allocated.len(), 2);
-    assert!(matches!(n.allocate("b", &[want(Some(30003))]), Err(NetworkError::Port(_))));
+    assert!(matches!(
+        n.allocate("b", &[want(Some(30003))]),
+        Err(NetworkError::Port(_))
+    ));
     // a failed install changes nothing; the allocation is released whole
     let b = n.allocate("b", &[want(None)]).unwrap();
     *fw.fail_next.lock().unwrap() = true;
@@ -45,9 +69,14 @@ fn allocate_install_release() {
     n.release("a", &a);
     assert!(n.inventory().allocated.is_empty());
     // address space: .2 to .6
-    let all: Vec<_> = (0..5).map(|i| n.allocate(&format!("c{i}"), &[]).unwrap().ip).collect();
+    let all: Vec<_> = (0..5)
+        .map(|i| n.allocate(&format!("c{i}"), &[]).unwrap().ip)
+        .collect();
     assert_eq!(all.iter().collect::<BTreeSet<_>>().len(), 5);
-    assert!(matches!(n.allocate("x", &[]), Err(NetworkError::AddressesExhausted { .. })));
+    assert!(matches!(
+        n.allocate("x", &[]),
+        Err(NetworkError::AddressesExhausted { .. })
+    ));
 }
 
 #[test]
@@ -55,13 +84,23 @@ fn allowlist_edits_are_one_change_and_persist() {
     let (d, _fw, n) = net(&[]);
     let c = |s: &str| Cidr::parse(s).unwrap();
     assert_eq!(n.allowlist(), [c("10.0.0.0/8")]);
-    let got = n.edit_allowlist(&[c("192.0.2.7/32"), c("10.0.0.0/8")], &[]).unwrap();
+    let got = n
+        .edit_allowlist(&[c("192.0.2.7/32"), c("10.0.0.0/8")], &[])
+        .unwrap();
     assert_eq!(got, [c("10.0.0.0/8"), c("192.0.2.7/32")], "no duplicates");
-    let got = n.edit_allowlist(&[], &[c("10.0.0.0/8"), c("10.99.0.0/16")]).unwrap();
+    let got = n
+        .edit_allowlist(&[], &[c("10.0.0.0/8"), c("10.99.0.0/16")])
+        .unwrap();
     assert_eq!(got, [c("192.0.2.7/32")]);
     // a restart reads the persisted list, not the config's
-    let n2 = Network::setup(n.settings.clone(), &[], d.path(), Box::new(FakeFirewall::default()), &FakeLinks)
-        .unwrap();
+    let n2 = Network::setup(
+        n.settings.clone(),
+        &[],
+        d.path(),
+        Box::new(FakeFirewall::default()),
+        &FakeLinks,
+    )
+    .unwrap();
     assert_eq!(n2.allowlist(), [c("192.0.2.7/32")]);
 }
 

@@ -5,8 +5,10 @@
 //! owns its pipes and log files, and records its exit status in a file. So the
 //! agent can die at any moment without its containers noticing.
 
+mod container_net;
 pub mod init;
 mod launcher;
+mod mounts;
 pub mod probe;
 pub mod security;
 pub mod shim;
@@ -135,8 +137,13 @@ pub trait Runtime: Send + Sync {
     fn read_exit(&self, file: &Path) -> Option<ExitRecord>;
     /// One HTTP probe of `port`/`path` from inside the container's network
     /// namespace (blocking).
-    fn probe(&self, init: ProcRef, port: u16, path: &str, timeout: Duration)
-        -> Result<(), ProbeError>;
+    fn probe(
+        &self,
+        init: ProcRef,
+        port: u16,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<(), ProbeError>;
 }
 
 /// Start time (clock ticks after boot) of `pid`, to recognise it later.
@@ -168,8 +175,14 @@ impl Runtime for ShimRuntime {
                 shim_pid,
                 shim_start,
             } => Ok(Started {
-                init: ProcRef { pid, start: pid_start },
-                shim: ProcRef { pid: shim_pid, start: shim_start },
+                init: ProcRef {
+                    pid,
+                    start: pid_start,
+                },
+                shim: ProcRef {
+                    pid: shim_pid,
+                    start: shim_start,
+                },
             }),
             Ready::Failed { field, message } => Err(RuntimeError::Failed { field, message }),
         }

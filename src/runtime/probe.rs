@@ -57,7 +57,10 @@ pub fn probe_from(
                 nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)
             });
             if let Err(source) = enter {
-                return Err(ProbeError::Netns { path: netns, source });
+                return Err(ProbeError::Netns {
+                    path: netns,
+                    source,
+                });
             }
             get(addr, &path, timeout)
         })
@@ -76,14 +79,18 @@ fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(), ProbeError
         s,
         "GET {path} HTTP/1.0\r\nHost: localhost\r\nUser-Agent: hydra-agent-health\r\n\r\n"
     )
-    .map_err(|source| ProbeError::Io { what: "send", source })?;
+    .map_err(|source| ProbeError::Io {
+        what: "send",
+        source,
+    })?;
     // the status line may arrive in pieces
     let mut head = Vec::new();
     let mut buf = [0u8; 64];
     while !head.contains(&b'\n') && head.len() < 256 {
-        let n = s
-            .read(&mut buf)
-            .map_err(|source| ProbeError::Io { what: "read", source })?;
+        let n = s.read(&mut buf).map_err(|source| ProbeError::Io {
+            what: "read",
+            source,
+        })?;
         if n == 0 {
             break;
         }

@@ -243,11 +243,8 @@ fn compile() -> Result<Vec<BpfProgram>, HardeningError> {
     .map_err(|e| he("seccomp filter", e))?;
     Ok(vec![
         x32_filter(),
-        deny.try_into()
-            .map_err(|e| he("seccomp compile", e))?,
-        clone3
-            .try_into()
-            .map_err(|e| he("seccomp compile", e))?,
+        deny.try_into().map_err(|e| he("seccomp compile", e))?,
+        clone3.try_into().map_err(|e| he("seccomp compile", e))?,
     ])
 }
 

@@ -10,10 +10,11 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{dup2, pipe2, setsid, ForkResult};
+use nix::unistd::{dup2, pipe2, setsid, ForkResult, Pid};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
 
 /// Entry point for `hydra-agent __launcher STATE_DIR`: a single-threaded
 /// helper, exec'd once by the agent, that forks one shim per request. Forking
@@ -120,7 +121,30 @@ impl From<String> for HelperError {
 
 /// The shim proper, in the process forked for it; reports once on `out`.
 fn shim(launch: &Launch, mut out: File) -> Result<(), HelperError> {
-    let launch = launch.clone();
+    let devnull = detach(launch, &out)?;
+    let (ours, theirs) = pipes()?;
+    let (child, born_in_cgroup) = clone_init(launch, &devnull, theirs)?;
+    if !place_in_cgroup(launch, child, born_in_cgroup, &mut out) {
+        return Ok(());
+    }
+    File::from(ours.sync_w)
+        .write_all(b"g")
+        .map_err(|e| format!("release child: {e}"))?;
+    if !await_init(child, ours.fail_r, &mut out)? {
+        return Ok(());
+    }
+    drop(out);
+
+    if let Err(e) = copy_logs(launch, ours.out_r, ours.err_r) {
+        eprintln!("hydra shim {}: logs: {e}", launch.name);
+    }
+    record_exit(launch, child)
+}
+
+/// Detaches the shim: a session of its own, stdin and stdout on /dev/null,
+/// stderr into its log, every inherited fd closed but `out`. Returns the
+/// /dev/null it keeps (the init's stdin).
+fn detach(launch: &Launch, out: &File) -> Result<File, HelperError> {
     setsid().map_err(|e| format!("setsid: {e}"))?;
     let devnull = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
     let shim_log = OpenOptions::new()
@@ -137,37 +161,62 @@ fn shim(launch: &Launch, mut out: File) -> Result<(), HelperError> {
     // `devnull` and `out` from here (the launcher's stdin/stdout copies and
     // anything else inherited are closed and never touched again).
     unsafe { crate::sys::close_fds_except(&[devnull.as_raw_fd(), out.as_raw_fd()]) };
+    Ok(devnull)
+}
 
+/// The shim's ends of the pipes to the container's init: its stdout and
+/// stderr, its release, its failure report (closed unread by its exec).
+struct ShimEnds {
+    out_r: OwnedFd,
+    err_r: OwnedFd,
+    sync_w: OwnedFd,
+    fail_r: OwnedFd,
+}
+
+/// The init's ends of the same pipes.
+struct InitEnds {
+    out_w: OwnedFd,
+    err_w: OwnedFd,
+    sync_r: OwnedFd,
+    fail_w: OwnedFd,
+}
+
+fn pipes() -> Result<(ShimEnds, InitEnds), HelperError> {
     let cloexec = OFlag::O_CLOEXEC;
     let (out_r, out_w) = pipe2(cloexec).map_err(|e| format!("pipe: {e}"))?;
     let (err_r, err_w) = pipe2(cloexec).map_err(|e| format!("pipe: {e}"))?;
     let (sync_r, sync_w) = pipe2(cloexec).map_err(|e| format!("pipe: {e}"))?;
     let (fail_r, fail_w) = pipe2(cloexec).map_err(|e| format!("pipe: {e}"))?;
+    Ok((
+        ShimEnds {
+            out_r,
+            err_r,
+            sync_w,
+            fail_r,
+        },
+        InitEnds {
+            out_w,
+            err_w,
+            sync_r,
+            fail_w,
+        },
+    ))
+}
 
-    let flags = CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWPID
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWNET;
-    let (o, e, sr, fw, dn) = (
-        out_w.as_raw_fd(),
-        err_w.as_raw_fd(),
-        sync_r.as_raw_fd(),
-        fail_w.as_fd(),
-        devnull.as_raw_fd(),
-    );
-    let launch_c = launch.clone();
-    // The host's side of the network, opened here (in the host's namespace)
-    // and used by the child to plug its veth into the bridge.
-    let mut host_net = match &launch.net {
+/// The host's side of the network, opened here (in the host's namespace)
+/// and used by the child to plug its veth into the bridge.
+type HostSide = (crate::network::netlink::Netlink, File);
+
+/// The host's side of the network (if any) and the user namespace (if any),
+/// made and mapped here (the init, still host root, enters it last).
+fn host_side(launch: &Launch) -> Result<(Option<HostSide>, Option<OwnedFd>), HelperError> {
+    let host_net = match &launch.net {
         Some(_) => Some((
             crate::network::netlink::Netlink::new().map_err(|e| format!("netlink: {e}"))?,
             File::open("/proc/self/ns/net").map_err(|e| format!("open netns: {e}"))?,
         )),
         None => None,
     };
-    // the user namespace, made and mapped here (the init, still host root,
-    // enters it last)
     let userns = match launch.userns {
         Some(base) => Some(
             // SAFETY: the shim is single-threaded.
@@ -176,7 +225,27 @@ fn shim(launch: &Launch, mut out: File) -> Result<(), HelperError> {
         ),
         None => None,
     };
-    let mut init = || {
+    Ok((host_net, userns))
+}
+
+/// Clones the container's init into its new namespaces: in the child, stdio
+/// to the pipes, a wait until it is in its cgroup, then [`init::run`].
+/// Returns its pid and whether it was born in its cgroup.
+fn clone_init(launch: &Launch, devnull: &File, ends: InitEnds) -> Result<(Pid, bool), HelperError> {
+    let flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWNET;
+    let (o, e, sr, fw, dn) = (
+        ends.out_w.as_raw_fd(),
+        ends.err_w.as_raw_fd(),
+        ends.sync_r.as_raw_fd(),
+        ends.fail_w.as_fd(),
+        devnull.as_raw_fd(),
+    );
+    let (mut host_net, userns) = host_side(launch)?;
+    let mut body = || {
         // In the child: stdio to the pipes, wait until we are in the cgroup.
         if dup2(dn, 0).is_err() || dup2(o, 1).is_err() || dup2(e, 2).is_err() {
             return 126;
@@ -189,14 +258,21 @@ fn shim(launch: &Launch, mut out: File) -> Result<(), HelperError> {
             let ns: &File = ns;
             (nl, ns.as_fd())
         });
-        let err = init::run(&launch_c, host, fw, userns.as_ref().map(|n| n.as_fd()));
+        let err = init::run(launch, host, fw, userns.as_ref().map(|n| n.as_fd()));
         let msg = serde_json::to_vec(&err).unwrap_or_default();
         let _ = nix::unistd::write(fw, &msg);
         127
     };
-    // On v2 the child is born in its cgroup (clone3 CLONE_INTO_CGROUP); on v1
-    // or an older kernel it is moved there below, before it is released.
-    let v2_dir = launch
+    let v2_fd = cgroup_v2_dir(launch).and_then(|d| File::open(d).ok());
+    let child = clone_child(flags, v2_fd.as_ref(), &mut body).map_err(|e| format!("clone: {e}"))?;
+    drop((ends, host_net, userns));
+    Ok(child)
+}
+
+/// The cgroup v2 directory of the container (the parent of its
+/// `cgroup.procs`), on a v2 host.
+fn cgroup_v2_dir(launch: &Launch) -> Option<PathBuf> {
+    launch
         .cgroup_v2
         .then(|| {
             launch
@@ -205,44 +281,57 @@ fn shim(launch: &Launch, mut out: File) -> Result<(), HelperError> {
                 .and_then(|p| p.parent())
                 .map(|d| d.to_path_buf())
         })
-        .flatten();
-    let v2_fd = v2_dir.as_ref().and_then(|d| File::open(d).ok());
-    let mut born_in_cgroup = false;
-    let child = match &v2_fd {
-        // SAFETY (the three clones): the shim is single-threaded.
-        Some(fd) => match unsafe { crate::sys::clone3_into_cgroup(flags, fd.as_fd(), &mut init) } {
-            Ok(pid) => {
-                born_in_cgroup = true;
-                Ok(pid)
-            }
-            Err(
-                nix::errno::Errno::ENOSYS | nix::errno::Errno::E2BIG | nix::errno::Errno::EINVAL,
-            ) => unsafe { crate::sys::clone_into_namespaces(flags, &mut init) },
-            Err(e) => Err(e),
-        },
-        None => unsafe { crate::sys::clone_into_namespaces(flags, &mut init) },
-    }
-    .map_err(|e| format!("clone: {e}"))?;
-    drop((out_w, err_w, sync_r, fail_w, host_net, userns));
+        .flatten()
+}
 
+/// On v2 the child is born in its cgroup (clone3 CLONE_INTO_CGROUP); on v1
+/// or an older kernel it is moved there later, before it is released. The
+/// pid, and whether it was born in its cgroup.
+fn clone_child(
+    flags: CloneFlags,
+    v2_fd: Option<&File>,
+    body: &mut dyn FnMut() -> isize,
+) -> nix::Result<(Pid, bool)> {
+    let Some(fd) = v2_fd else {
+        // SAFETY: the shim is single-threaded.
+        return unsafe { crate::sys::clone_into_namespaces(flags, body) }.map(|p| (p, false));
+    };
+    // SAFETY: the shim is single-threaded.
+    match unsafe { crate::sys::clone3_into_cgroup(flags, fd.as_fd(), &mut *body) } {
+        Ok(pid) => Ok((pid, true)),
+        Err(nix::errno::Errno::ENOSYS | nix::errno::Errno::E2BIG | nix::errno::Errno::EINVAL) => {
+            // SAFETY: the shim is single-threaded.
+            unsafe { crate::sys::clone_into_namespaces(flags, body) }.map(|p| (p, false))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Moves the child into its cgroups unless it was born there. If it cannot
+/// be, kills it, reports why on `out` and returns false.
+fn place_in_cgroup(launch: &Launch, child: Pid, born_in_cgroup: bool, out: &mut File) -> bool {
     for f in launch.cgroup_procs.iter().filter(|_| !born_in_cgroup) {
         if let Err(e) = fs::write(f, child.as_raw().to_string()) {
             let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
             let _ = waitpid(child, None);
             report(
-                &mut out,
+                out,
                 &Ready::Failed {
                     field: "limits".into(),
                     message: format!("cannot move the container into {}: {e}", f.display()),
                 },
             )
             .ok();
-            return Ok(());
+            return false;
         }
     }
-    File::from(sync_w)
-        .write_all(b"g")
-        .map_err(|e| format!("release child: {e}"))?;
+    true
+}
+
+/// Waits until the released init has exec'd (its failure pipe closes
+/// unwritten) or failed (it wrote why), and reports which on `out`; true
+/// once the container runs.
+fn await_init(child: Pid, fail_r: OwnedFd, out: &mut File) -> Result<bool, HelperError> {
     let mut failure = Vec::new();
     File::from(fail_r)
         .read_to_end(&mut failure)
@@ -254,18 +343,18 @@ fn shim(launch: &Launch, mut out: File) -> Result<(), HelperError> {
             message: String::from_utf8_lossy(&failure).into_owned(),
         });
         report(
-            &mut out,
+            out,
             &Ready::Failed {
                 field: e.field,
                 message: e.message,
             },
         )
         .ok();
-        return Ok(());
+        return Ok(false);
     }
     let me = std::process::id() as i32;
     report(
-        &mut out,
+        out,
         &Ready::Ok {
             pid: child.as_raw(),
             pid_start: start_time(child.as_raw()).unwrap_or(0),
@@ -274,11 +363,11 @@ fn shim(launch: &Launch, mut out: File) -> Result<(), HelperError> {
         },
     )
     .map_err(|e| format!("report: {e}"))?;
-    drop(out);
+    Ok(true)
+}
 
-    if let Err(e) = copy_logs(&launch, out_r, err_r) {
-        eprintln!("hydra shim {}: logs: {e}", launch.name);
-    }
+/// Waits for the container's end and writes its exit status file.
+fn record_exit(launch: &Launch, child: Pid) -> Result<(), HelperError> {
     let (exit_code, signal) = loop {
         match waitpid(child, None) {
             Ok(WaitStatus::Exited(_, c)) => break (Some(c), None),

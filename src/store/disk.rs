@@ -3,7 +3,7 @@
 //! unchanged) plus `format`, the version of that layout.
 
 use crate::model::{
-    AppliedLimits, Allocation, ContainerSpec, Exit, Facts, PortMapping, ProcRef, ProcessConfig,
+    Allocation, AppliedLimits, ContainerSpec, Exit, Facts, PortMapping, ProcRef, ProcessConfig,
     Record, Run, RunState, State,
 };
 use serde::{Deserialize, Serialize};
@@ -101,7 +101,10 @@ impl TryFrom<StoredRecord> for Record {
             State::Running => match (s.pid, s.pid_start, s.shim_pid, s.shim_start) {
                 (Some(pid), Some(ps), Some(shim), Some(ss)) => RunState::Running(Run {
                     init: ProcRef { pid, start: ps },
-                    shim: ProcRef { pid: shim, start: ss },
+                    shim: ProcRef {
+                        pid: shim,
+                        start: ss,
+                    },
                     started_at: s.started_at.unwrap_or_default(),
                     oom_base: s.oom_base,
                 }),
@@ -130,6 +133,11 @@ impl TryFrom<StoredRecord> for Record {
             userns_base: s.userns_base,
             created_at: s.created_at,
         };
-        Ok(Record::restore(facts, run, s.restart_count, s.stop_requested))
+        Ok(Record::restore(
+            facts,
+            run,
+            s.restart_count,
+            s.stop_requested,
+        ))
     }
 }

@@ -33,7 +33,10 @@ impl StoreError {
         match self {
             StoreError::Write(w) => w.is_no_space(),
             StoreError::Io { source, .. } => {
-                matches!(source.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+                matches!(
+                    source.raw_os_error(),
+                    Some(libc::ENOSPC) | Some(libc::EDQUOT)
+                )
             }
         }
     }

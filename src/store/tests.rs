@@ -32,7 +32,12 @@ fn save_load_and_quarantine() {
     // truncate one record: it must be quarantined, not crash the load
     let bad = st.dir("bad").join(RECORD);
     let len = fs::metadata(&bad).unwrap().len();
-    fs::OpenOptions::new().write(true).open(&bad).unwrap().set_len(len / 2).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&bad)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
     fs::create_dir_all(st.dir("halfmade")).unwrap();
     let l = st.load_all();
     assert_eq!(l.records, vec![good]);
@@ -43,9 +48,18 @@ fn save_load_and_quarantine() {
 
 /// Records exactly as the release before record layouts had a version wrote them.
 const RELEASE_1: [(&str, &str); 3] = [
-    ("run", r#"{"spec":{"name":"run","image":"rootfs:/srv","ports":[{"container_port":8080,"host_port":null}],"limits":{"memory":67108864},"restart":{"policy":"on-failure","max_retries":null}},"process":{"argv":["/bin/app"],"env":["PATH=/bin"],"cwd":"/","user":null},"layers":["/srv"],"state":"running","pid":4242,"pid_start":99,"shim_pid":4241,"shim_start":98,"exit_code":null,"signal":null,"oom_killed":false,"oom_base":2,"created_at":"2026-11-20T10:00:00.000000Z","started_at":"2026-11-20T10:00:01.000000Z","finished_at":null,"restart_count":1,"stop_requested":false,"cgroup_parent":"hydra","limits":{"memory":67108864,"memory_high":null,"memory_swap":0,"cpus":null,"cpu_quota_us":null,"cpu_period_us":100000,"cpu_weight":100,"cpu_shares":null,"pids":4096,"io":[]},"ip":"172.17.0.2","ports":[{"host_ip":"0.0.0.0","host_port":20000,"container_port":8080}],"userns_base":2147483648}"#),
-    ("gone", r#"{"spec":{"name":"gone","image":"rootfs:/srv","limits":{},"restart":{"policy":"no","max_retries":null}},"process":{"argv":["true"],"env":[],"cwd":"/","user":null},"layers":["/srv"],"state":"exited","pid":null,"pid_start":null,"shim_pid":null,"shim_start":null,"exit_code":null,"signal":9,"oom_killed":true,"oom_base":0,"created_at":"2026-11-20T10:00:00.000000Z","started_at":"2026-11-20T10:00:01.000000Z","finished_at":"2026-11-20T10:05:00.000000Z","restart_count":0,"stop_requested":true,"cgroup_parent":"old-parent","limits":{"memory":null,"memory_high":null,"memory_swap":null,"cpus":null,"cpu_quota_us":null,"cpu_period_us":null,"cpu_weight":null,"cpu_shares":null,"pids":4096,"io":[]},"ip":null,"ports":[]}"#),
-    ("new", r#"{"spec":{"name":"new","image":"rootfs:/srv","limits":{},"restart":{"policy":"no","max_retries":null}},"process":{"argv":["true"],"env":[],"cwd":"/","user":null},"layers":["/srv"],"state":"created","pid":null,"pid_start":null,"shim_pid":null,"shim_start":null,"exit_code":null,"signal":null,"oom_killed":false,"oom_base":0,"created_at":"2026-11-20T10:00:00.000000Z","started_at":null,"finished_at":null,"restart_count":0,"stop_requested":false,"cgroup_parent":"hydra","limits":{"memory":null,"memory_high":null,"memory_swap":null,"cpus":null,"cpu_quota_us":null,"cpu_period_us":null,"cpu_weight":null,"cpu_shares":null,"pids":4096,"io":[]}}"#),
+    (
+        "run",
+        r#"{"spec":{"name":"run","image":"rootfs:/srv","ports":[{"container_port":8080,"host_port":null}],"limits":{"memory":67108864},"restart":{"policy":"on-failure","max_retries":null}},"process":{"argv":["/bin/app"],"env":["PATH=/bin"],"cwd":"/","user":null},"layers":["/srv"],"state":"running","pid":4242,"pid_start":99,"shim_pid":4241,"shim_start":98,"exit_code":null,"signal":null,"oom_killed":false,"oom_base":2,"created_at":"2026-11-20T10:00:00.000000Z","started_at":"2026-11-20T10:00:01.000000Z","finished_at":null,"restart_count":1,"stop_requested":false,"cgroup_parent":"hydra","limits":{"memory":67108864,"memory_high":null,"memory_swap":0,"cpus":null,"cpu_quota_us":null,"cpu_period_us":100000,"cpu_weight":100,"cpu_shares":null,"pids":4096,"io":[]},"ip":"172.17.0.2","ports":[{"host_ip":"0.0.0.0","host_port":20000,"container_port":8080}],"userns_base":2147483648}"#,
+    ),
+    (
+        "gone",
+        r#"{"spec":{"name":"gone","image":"rootfs:/srv","limits":{},"restart":{"policy":"no","max_retries":null}},"process":{"argv":["true"],"env":[],"cwd":"/","user":null},"layers":["/srv"],"state":"exited","pid":null,"pid_start":null,"shim_pid":null,"shim_start":null,"exit_code":null,"signal":9,"oom_killed":true,"oom_base":0,"created_at":"2026-11-20T10:00:00.000000Z","started_at":"2026-11-20T10:00:01.000000Z","finished_at":"2026-11-20T10:05:00.000000Z","restart_count":0,"stop_requested":true,"cgroup_parent":"old-parent","limits":{"memory":null,"memory_high":null,"memory_swap":null,"cpus":null,"cpu_quota_us":null,"cpu_period_us":null,"cpu_weight":null,"cpu_shares":null,"pids":4096,"io":[]},"ip":null,"ports":[]}"#,
+    ),
+    (
+        "new",
+        r#"{"spec":{"name":"new","image":"rootfs:/srv","limits":{},"restart":{"policy":"no","max_retries":null}},"process":{"argv":["true"],"env":[],"cwd":"/","user":null},"layers":["/srv"],"state":"created","pid":null,"pid_start":null,"shim_pid":null,"shim_start":null,"exit_code":null,"signal":null,"oom_killed":false,"oom_base":0,"created_at":"2026-11-20T10:00:00.000000Z","started_at":null,"finished_at":null,"restart_count":0,"stop_requested":false,"cgroup_parent":"hydra","limits":{"memory":null,"memory_high":null,"memory_swap":null,"cpus":null,"cpu_quota_us":null,"cpu_period_us":null,"cpu_weight":null,"cpu_shares":null,"pids":4096,"io":[]}}"#,
+    ),
 ];
 
 #[test]
@@ -57,12 +71,34 @@ fn records_of_the_previous_release_load_and_keep_their_meaning() {
     }
     let l = st.load_all();
     assert!(l.orphans.is_empty() && l.foreign.is_empty(), "{l:?}");
-    let [gone, new, run] = &l.records[..] else { panic!("{l:?}") };
+    let [gone, new, run] = &l.records[..] else {
+        panic!("{l:?}")
+    };
     let r = run.running().unwrap();
-    assert_eq!((r.init, r.shim, r.oom_base), (ProcRef { pid: 4242, start: 99 }, ProcRef { pid: 4241, start: 98 }, 2));
+    assert_eq!(
+        (r.init, r.shim, r.oom_base),
+        (
+            ProcRef {
+                pid: 4242,
+                start: 99
+            },
+            ProcRef {
+                pid: 4241,
+                start: 98
+            },
+            2
+        )
+    );
     assert_eq!(run.restart_count(), 1);
     assert_eq!(run.facts().userns_base, Some(1 << 31));
-    assert_eq!(run.facts().net.ports, vec![PortMapping { host_ip: "0.0.0.0".into(), host_port: 20000, container_port: 8080 }]);
+    assert_eq!(
+        run.facts().net.ports,
+        vec![PortMapping {
+            host_ip: "0.0.0.0".into(),
+            host_port: 20000,
+            container_port: 8080
+        }]
+    );
     let x = gone.exit().unwrap();
     assert_eq!((x.exit_code, x.signal, x.oom_killed), (None, Some(9), true));
     assert!(gone.stop_requested());
@@ -72,9 +108,12 @@ fn records_of_the_previous_release_load_and_keep_their_meaning() {
     // by the previous release (same fields, plus `format`)
     for r in &l.records {
         st.save(r, false).unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&fs::read(st.dir(r.name()).join(RECORD)).unwrap()).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&fs::read(st.dir(r.name()).join(RECORD)).unwrap()).unwrap();
         assert_eq!(v["format"], FORMAT);
-        let old: serde_json::Value = serde_json::from_str(RELEASE_1.iter().find(|(n, _)| *n == r.name()).unwrap().1).unwrap();
+        let old: serde_json::Value =
+            serde_json::from_str(RELEASE_1.iter().find(|(n, _)| *n == r.name()).unwrap().1)
+                .unwrap();
         for k in old.as_object().unwrap().keys() {
             assert!(v.get(k).is_some(), "{k} is still written");
         }
@@ -99,18 +138,37 @@ fn run_state() -> impl Strategy<Value = RunState> {
     let t = "2026-11-2[0-9]T10:00:0[0-9].000000Z";
     prop_oneof![
         Just(RunState::Created),
-        (1..1 << 22i32, any::<u64>(), 1..1 << 22i32, any::<u64>(), t, any::<u64>()).prop_map(
-            |(p, ps, s, ss, at, oom)| RunState::Running(Run {
+        (
+            1..1 << 22i32,
+            any::<u64>(),
+            1..1 << 22i32,
+            any::<u64>(),
+            t,
+            any::<u64>()
+        )
+            .prop_map(|(p, ps, s, ss, at, oom)| RunState::Running(Run {
                 init: ProcRef { pid: p, start: ps },
                 shim: ProcRef { pid: s, start: ss },
                 started_at: at,
                 oom_base: oom,
-            })
-        ),
-        (proptest::option::of(t), proptest::option::of(0..256i32), proptest::option::of(1..65i32), any::<bool>(), t)
-            .prop_map(|(started_at, exit_code, signal, oom_killed, finished_at)| RunState::Exited {
-                started_at,
-                exit: Exit { exit_code, signal, oom_killed, finished_at },
+            })),
+        (
+            proptest::option::of(t),
+            proptest::option::of(0..256i32),
+            proptest::option::of(1..65i32),
+            any::<bool>(),
+            t
+        )
+            .prop_map(|(started_at, exit_code, signal, oom_killed, finished_at)| {
+                RunState::Exited {
+                    started_at,
+                    exit: Exit {
+                        exit_code,
+                        signal,
+                        oom_killed,
+                        finished_at,
+                    },
+                }
             }),
     ]
 }

@@ -33,7 +33,10 @@ impl Supervisor {
         })?;
         let st = store.clone();
         let loaded = blocking("load the records", move || Ok(st.load_all())).await?;
-        let net_settings = cfg.network.enabled.then(|| Settings::from_config(&cfg.network));
+        let net_settings = cfg
+            .network
+            .enabled
+            .then(|| Settings::from_config(&cfg.network));
         let (cgroups, parent) = (deps.cgroups.clone(), cfg.cgroup.parent.clone());
         let (st, recs) = (store.clone(), allocations(&loaded.records));
         let state_dir = paths.state.clone();
@@ -84,7 +87,8 @@ impl Supervisor {
             let state = rec.state();
             let alive = rec.running().is_some_and(|r| self.runtime.is_alive(r.shim));
             self.count_state(None, Some(state));
-            self.restart_counter(&rec).inc_by(rec.restart_count() as u64);
+            self.restart_counter(&rec)
+                .inc_by(rec.restart_count() as u64);
             let e = Entry::new(rec);
             self.registry.insert(&name, e.clone());
             if alive {
@@ -142,7 +146,9 @@ fn clean_remains(
             continue;
         }
         match cgroups.remove(parent, &child) {
-            Ok(()) => tracing::warn!(cgroup = %child, "removed a cgroup left by an interrupted create"),
+            Ok(()) => {
+                tracing::warn!(cgroup = %child, "removed a cgroup left by an interrupted create")
+            }
             Err(e) => tracing::error!(cgroup = %child, error = %e, "cannot remove a stray cgroup"),
         }
     }

@@ -60,7 +60,10 @@ impl Error {
         match self {
             Error::Store(e) => e.is_no_space(),
             Error::Prepare { source, .. } => {
-                matches!(source.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+                matches!(
+                    source.raw_os_error(),
+                    Some(libc::ENOSPC) | Some(libc::EDQUOT)
+                )
             }
             _ => false,
         }

@@ -60,7 +60,13 @@ impl EventBus {
     }
 
     /// An event about `container`, stamped now.
-    pub fn emit(&self, container: &str, action: Action, exit_code: Option<i32>, signal: Option<i32>) {
+    pub fn emit(
+        &self,
+        container: &str,
+        action: Action,
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+    ) {
         let mut ev = Event::now(container, action);
         ev.exit_code = exit_code;
         ev.signal = signal;
@@ -71,7 +77,13 @@ impl EventBus {
     /// clean stop; call from a blocking thread).
     pub fn flush(&self) {
         let (done_tx, done_rx) = mpsc::sync_channel(1);
-        if self.journal.lock().unwrap().send(Journal::Flush(done_tx)).is_ok() {
+        if self
+            .journal
+            .lock()
+            .unwrap()
+            .send(Journal::Flush(done_tx))
+            .is_ok()
+        {
             let _ = done_rx.recv();
         }
     }

@@ -84,7 +84,10 @@ impl Supervisor {
             if e.state() != State::Running {
                 return true;
             }
-            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
                 return e.state() != State::Running;
             }
         }

@@ -104,7 +104,7 @@ impl Supervisor {
 
     /// On a clean stop with no containers, the agent's cgroup subtree goes too.
     pub fn remove_empty_parent(&self) {
-        if self.registry.len() == 0 {
+        if self.registry.is_empty() {
             self.cgroups.remove_parent(&self.parent);
         }
     }

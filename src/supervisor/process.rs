@@ -59,8 +59,7 @@ mod tests {
 
     #[test]
     fn spec_overrides_image() {
-        let spec =
-            parse(br#"{"name":"a","image":"x","env":{"A":"2","B":"3"}}"#).unwrap();
+        let spec = parse(br#"{"name":"a","image":"x","env":{"A":"2","B":"3"}}"#).unwrap();
         let img = ImageDefaults {
             entrypoint: vec!["/bin/app".into()],
             cmd: vec!["--serve".into()],
@@ -81,9 +80,7 @@ mod tests {
         );
         let spec = parse(br#"{"name":"a","image":"x"}"#).unwrap();
         assert_eq!(
-            merge(&spec, &ImageDefaults::default())
-                .unwrap_err()
-                .field,
+            merge(&spec, &ImageDefaults::default()).unwrap_err().field,
             "command"
         );
     }

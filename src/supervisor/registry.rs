@@ -70,11 +70,17 @@ impl Registry {
 
     /// A snapshot of the entries, so no lock is held while using them.
     pub fn all(&self) -> Vec<Arc<Entry>> {
-        self.inner.lock().unwrap().entries.values().cloned().collect()
+        self.inner
+            .lock()
+            .unwrap()
+            .entries
+            .values()
+            .cloned()
+            .collect()
     }
 
-    pub fn len(&self) -> usize {
-        self.inner.lock().unwrap().entries.len()
+    pub fn is_empty(&self) -> bool {
+        self.inner.lock().unwrap().entries.is_empty()
     }
 
     /// Reserves `name` for a create; Exists if it is taken or reserved.
@@ -97,7 +103,11 @@ impl Registry {
 
     /// Adds an adopted entry.
     pub fn insert(&self, name: &str, e: Arc<Entry>) {
-        self.inner.lock().unwrap().entries.insert(name.to_string(), e);
+        self.inner
+            .lock()
+            .unwrap()
+            .entries
+            .insert(name.to_string(), e);
     }
 
     pub fn remove(&self, name: &str) {

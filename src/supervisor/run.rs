@@ -50,7 +50,9 @@ impl Supervisor {
         let started = match self.runtime.start(&plan) {
             Ok(s) => s,
             Err(e) => {
-                let _ = self.cgroups.kill_all(&parent, &name, Duration::from_secs(5));
+                let _ = self
+                    .cgroups
+                    .kill_all(&parent, &name, Duration::from_secs(5));
                 return Err(e.into());
             }
         };

@@ -81,6 +81,37 @@ mod tests {
         assert_eq!(r.allocate(), Some(b));
     }
 
+    proptest::proptest! {
+        /// Ranges never overlap, a released one is free again, and ranges
+        /// marked from records (at any base) are never handed out.
+        #[test]
+        fn never_overlapping(
+            marked in proptest::collection::vec((1u32 << 20)..(1 << 20) + 6 * USERNS_SIZE, 0..3),
+            ops in proptest::collection::vec(proptest::option::of(0usize..8), 0..40),
+        ) {
+            let r = ranges(5);
+            let mut held: Vec<u32> = marked.clone();
+            for b in &marked {
+                r.mark(*b);
+            }
+            for op in ops {
+                match op {
+                    None => if let Some(b) = r.allocate() {
+                        for h in &held {
+                            proptest::prop_assert!(b.abs_diff(*h) >= USERNS_SIZE, "{b} overlaps {h}");
+                        }
+                        held.push(b);
+                    },
+                    Some(i) if held.len() > marked.len() => {
+                        let k = marked.len() + i % (held.len() - marked.len());
+                        r.release(held.remove(k));
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_recorded_range_is_never_given_again_even_unaligned() {
         let r = ranges(3);

@@ -59,7 +59,8 @@ impl Supervisor {
         if exit.oom_killed {
             self.events.emit(&name, Action::Oom, None, None);
         }
-        self.events.emit(&name, Action::Die, exit.exit_code, exit.signal);
+        self.events
+            .emit(&name, Action::Die, exit.exit_code, exit.signal);
         e.exits.send_modify(|n| *n += 1);
         if wants_restart(&rec) {
             let me = self.clone();
@@ -96,11 +97,14 @@ impl Supervisor {
         r.running()?;
         let (parent, name) = (r.facts().cgroup_parent.clone(), r.name().to_string());
         let dir = self.store.dir(&name);
-        let (exit_code, signal, finished_at) = match self.runtime.read_exit(&dir.join("exit.json")) {
+        let (exit_code, signal, finished_at) = match self.runtime.read_exit(&dir.join("exit.json"))
+        {
             Some(x) => (x.exit_code, x.signal, x.finished_at),
             None => {
                 tracing::error!(container = %name, "the container's shim ended without an exit status; killing what is left of the container");
-                let _ = self.cgroups.kill_all(&parent, &name, Duration::from_secs(5));
+                let _ = self
+                    .cgroups
+                    .kill_all(&parent, &name, Duration::from_secs(5));
                 (None, None, crate::model::now())
             }
         };

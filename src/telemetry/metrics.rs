@@ -72,6 +72,12 @@ impl AgentMetrics {
 /// requests. The caller adds the parts that exist on this agent.
 pub fn registry(agent: &AgentMetrics, cgroup_mode: &str, host: &str) -> Registry {
     let mut r = Registry::default();
+    for state in ["running", "exited", "created"] {
+        // every state shown, also at zero
+        let _ = agent.containers.get_or_create(&StateLabels {
+            state: state.into(),
+        });
+    }
     r.register(
         "hydra_agent",
         "Agent version and cgroup mode.",
@@ -81,7 +87,11 @@ pub fn registry(agent: &AgentMetrics, cgroup_mode: &str, host: &str) -> Registry
             ("host", host.to_string()),
         ]),
     );
-    r.register("hydra_containers", "Containers by state.", agent.containers.clone());
+    r.register(
+        "hydra_containers",
+        "Containers by state.",
+        agent.containers.clone(),
+    );
     r.register(
         "hydra_api_requests",
         "API requests, by method and status code.",
@@ -150,7 +160,9 @@ mod tests {
         agent.count_request("GET", 200);
         agent
             .containers
-            .get_or_create(&StateLabels { state: "running".into() })
+            .get_or_create(&StateLabels {
+                state: "running".into(),
+            })
             .set(3);
         let mut r = registry(&agent, "v2", "h1");
         let sampler = Arc::new(Sampler::new(std::time::Duration::from_secs(10)));
@@ -159,10 +171,19 @@ mod tests {
             host: "h1".into(),
         }));
         let text = encode(&r);
-        assert!(text.contains("hydra_api_requests_total{method=\"GET\",code=\"200\"} 2"), "{text}");
-        assert!(text.contains("hydra_containers{state=\"running\"} 3"), "{text}");
+        assert!(
+            text.contains("hydra_api_requests_total{method=\"GET\",code=\"200\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hydra_containers{state=\"running\"} 3"),
+            "{text}"
+        );
         assert!(text.contains("hydra_agent_info{version=\""), "{text}");
-        assert!(text.contains("# TYPE hydra_container_cpu_usage_seconds counter"), "{text}");
+        assert!(
+            text.contains("# TYPE hydra_container_cpu_usage_seconds counter"),
+            "{text}"
+        );
         assert!(text.trim_end().ends_with("# EOF"), "{text}");
     }
 }

@@ -259,4 +259,164 @@ mod tests {
         assert!(open.starts_with("1 open 56 relp_version=0\n"), "{open:?}");
         assert_eq!(msg, "2 syslog 11 <14>1 hello\n");
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// The longest header the parser waits on: TXNR (9 digits), COMMAND
+        /// (32), DATALEN (9), their separators.
+        const MAX_HEADER: usize = 9 + 1 + 32 + 1 + 9 + 1;
+
+        /// A well-formed frame a server may send, and what it parses to.
+        fn frame() -> impl Strategy<Value = (Vec<u8>, Frame)> {
+            let rsp = (
+                0..=999_999_999u32,
+                100..=999u16,
+                // `CODE [SP TEXT [LF MORE]]`: the status line, then any
+                // bytes (LFs inside the counted data do not end the frame)
+                proptest::option::of((
+                    "[ -~]{0,64}",
+                    proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64)),
+                )),
+            )
+                .prop_map(|(t, code, text)| {
+                    let mut data = code.to_string().into_bytes();
+                    let mut line = String::new();
+                    if let Some((text, more)) = text {
+                        data.push(b' ');
+                        data.extend_from_slice(text.as_bytes());
+                        if let Some(more) = more {
+                            data.push(b'\n');
+                            data.extend_from_slice(&more);
+                        }
+                        line = text;
+                    }
+                    (
+                        with_header(t, "rsp", &data, false),
+                        Frame::Rsp(t, code, line),
+                    )
+                });
+            let close = (
+                0..=999_999_999u32,
+                proptest::collection::vec(any::<u8>(), 0..16),
+                any::<bool>(),
+            )
+                .prop_map(|(t, data, sp)| {
+                    (with_header(t, "serverclose", &data, sp), Frame::ServerClose)
+                });
+            prop_oneof![3 => rsp, 1 => close]
+        }
+
+        /// `TXNR SP COMMAND SP DATALEN [SP DATA] LF`; `sp`: "0 " before the
+        /// LF of an empty frame (allowed, and sent by some servers).
+        fn with_header(t: u32, cmd: &str, data: &[u8], sp: bool) -> Vec<u8> {
+            let mut b = format!("{t} {cmd} {}", data.len()).into_bytes();
+            if !data.is_empty() || sp {
+                b.push(b' ');
+            }
+            b.extend_from_slice(data);
+            b.push(b'\n');
+            b
+        }
+
+        /// Bytes that reach the parser's header paths often, not only its
+        /// first check.
+        fn noise() -> impl Strategy<Value = Vec<u8>> {
+            let byte = prop_oneof![
+                any::<u8>(),
+                proptest::sample::select(b"0123456789 \nrsperverclose".to_vec()),
+            ];
+            proptest::collection::vec(byte, 0..200)
+        }
+
+        proptest! {
+            /// Incomplete: asked for more, the buffer untouched; complete:
+            /// the frame, and only its bytes taken.
+            #[test]
+            fn a_frame_parses_once_complete_and_not_before(
+                (f, want) in frame(),
+                cut in any::<proptest::sample::Index>(),
+                rest in noise(),
+            ) {
+                let mut b = f[..cut.index(f.len())].to_vec();
+                let before = b.clone();
+                prop_assert_eq!(parse(&mut b).unwrap(), None);
+                prop_assert_eq!(&b, &before);
+                let mut b = [&f[..], &rest[..]].concat();
+                prop_assert_eq!(parse(&mut b).unwrap(), Some(want));
+                prop_assert_eq!(b, rest);
+            }
+
+            /// A stream of frames arriving in chunks of any size yields them
+            /// all, in order, and leaves nothing behind.
+            #[test]
+            fn frames_come_out_of_a_stream_cut_anywhere(
+                frames in proptest::collection::vec(frame(), 1..8),
+                chunks in proptest::collection::vec(1..40usize, 1..20),
+            ) {
+                let stream: Vec<u8> = frames.iter().flat_map(|(f, _)| f.clone()).collect();
+                let (mut buf, mut got, mut at) = (Vec::new(), Vec::new(), 0);
+                for size in chunks.iter().cycle() {
+                    if at == stream.len() {
+                        break;
+                    }
+                    let end = (at + size).min(stream.len());
+                    buf.extend_from_slice(&stream[at..end]);
+                    at = end;
+                    while let Some(f) = parse(&mut buf).unwrap() {
+                        got.push(f);
+                    }
+                }
+                let want: Vec<Frame> = frames.into_iter().map(|(_, f)| f).collect();
+                prop_assert_eq!(got, want);
+                prop_assert!(buf.is_empty());
+            }
+
+            /// Whatever arrives: no panic; a frame takes bytes off the front
+            /// only; "more" leaves the buffer as it was and is only asked
+            /// for while a frame could still be completing (a peer cannot
+            /// make the client buffer without bound).
+            #[test]
+            fn any_bytes_give_a_frame_more_or_an_error(input in noise()) {
+                let mut b = input.clone();
+                match parse(&mut b) {
+                    Ok(Some(_)) => {
+                        prop_assert!(b.len() < input.len());
+                        prop_assert!(input.ends_with(&b));
+                    }
+                    Ok(None) => {
+                        prop_assert_eq!(&b, &input);
+                        prop_assert!(b.len() <= MAX_HEADER + 128 * 1024 + 1);
+                    }
+                    Err(e) => prop_assert_eq!(e.kind(), io::ErrorKind::InvalidData),
+                }
+            }
+
+            /// A transaction number longer than 9 digits (or any first field
+            /// without a separator in reach) is refused at once, not waited
+            /// on.
+            #[test]
+            fn an_overlong_first_field_is_an_error(
+                head in proptest::collection::vec(any::<u8>().prop_filter("no separator", |b| *b != b' ' && *b != b'\n'), 10..20),
+                rest in noise(),
+            ) {
+                let mut b = [head, rest].concat();
+                prop_assert!(parse(&mut b).is_err());
+            }
+
+            /// The byte after the counted data must be the LF trailer: any
+            /// other is an error, not a wait for more.
+            #[test]
+            fn a_wrong_trailer_is_an_error(
+                (f, want) in frame(),
+                last in any::<u8>().prop_filter("not LF", |b| *b != b'\n'),
+            ) {
+                prop_assume!(matches!(want, Frame::Rsp(..)));
+                let mut b = f.clone();
+                *b.last_mut().unwrap() = last;
+                prop_assert!(parse(&mut b).is_err());
+            }
+        }
+    }
 }

@@ -84,8 +84,10 @@ impl Counters {
             .inc_by(n as u64);
     }
 
-    /// Registers remote-write's series.
+    /// Registers remote-write's series (both results shown from the start).
     pub fn register(&self, r: &mut Registry) {
+        self.count("sent", 0);
+        self.count("rejected", 0);
         r.register(
             "hydra_remote_write_samples",
             "Remote-write samples, by result (sent: accepted; rejected: refused with a 4xx, dropped).",
@@ -422,7 +424,9 @@ mod tests {
         let kept = rw.counters.backlog.get();
         let dropped = rw.counters.dropped_backlog.get();
         assert_eq!((kept, dropped), (4, 6));
-        let sent = ResultLabels { result: "sent".into() };
+        let sent = ResultLabels {
+            result: "sent".into(),
+        };
         assert_eq!(rw.counters.samples.get_or_create(&sent).get(), 0);
         // the oldest went: the queue holds the last four passes, in order
         let q = rw.queue.lock().unwrap();

@@ -100,7 +100,10 @@ pub const SERIES: &[Series] = &[
             let st = &s.stats.memory.stat;
             [("all", "pgfault"), ("major", "pgmajfault")]
                 .iter()
-                .filter_map(|(kind, k)| st.get(*k).map(|v| (vec![("kind", kind.to_string())], *v as f64)))
+                .filter_map(|(kind, k)| {
+                    st.get(*k)
+                        .map(|v| (vec![("kind", kind.to_string())], *v as f64))
+                })
                 .collect()
         },
     ),
@@ -187,7 +190,8 @@ pub const SERIES: &[Series] = &[
             let mut out = vec![];
             for (res, psi) in [("cpu", &p.cpu), ("memory", &p.memory), ("io", &p.io)] {
                 let Some(psi) = psi else { continue };
-                let labels = |kind: &str| vec![("resource", res.to_string()), ("kind", kind.to_string())];
+                let labels =
+                    |kind: &str| vec![("resource", res.to_string()), ("kind", kind.to_string())];
                 out.push((labels("some"), psi.some.total as f64 / 1e6));
                 if let Some(f) = &psi.full {
                     out.push((labels("full"), f.total as f64 / 1e6));

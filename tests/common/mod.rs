@@ -5,10 +5,13 @@
 
 mod host;
 mod layouts;
+mod rsyslog;
 #[allow(unused_imports)]
 pub use host::*;
 #[allow(unused_imports)]
 pub use layouts::*;
+#[allow(unused_imports)]
+pub use rsyslog::*;
 
 pub use hydra_agent::api::client::{Client, ClientError};
 pub use hydra_agent::api::{ContainerInfo, ExitStatus, Request};
@@ -70,6 +73,9 @@ pub struct Agent {
     pub config: PathBuf,
     pub child: Option<Child>,
     pub client: Client,
+    /// The agent binary [`Agent::spawn`] runs (this build's, unless a test
+    /// runs another release).
+    pub bin: PathBuf,
 }
 
 impl Agent {
@@ -80,6 +86,11 @@ impl Agent {
 
     /// Starts an agent on a host prepared by the caller (e.g. running dockerd).
     pub async fn start_on(host: Host, extra: &str) -> Agent {
+        Agent::start_with(host, extra, None).await
+    }
+
+    /// Starts the agent binary `bin` (another release's), or this build's.
+    pub async fn start_with(host: Host, extra: &str, bin: Option<PathBuf>) -> Agent {
         let root = tempfile::Builder::new()
             .prefix("hydra-test-")
             .tempdir()
@@ -103,6 +114,7 @@ impl Agent {
             parent,
             config,
             child: None,
+            bin: bin.unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_hydra-agent"))),
         };
         a.spawn().await;
         a
@@ -110,7 +122,7 @@ impl Agent {
 
     /// The agent binary, to run in this agent's host namespaces.
     pub fn agent_command(&self) -> Command {
-        let mut c = self.host.command(env!("CARGO_BIN_EXE_hydra-agent"));
+        let mut c = self.host.command(self.bin.to_str().expect("a UTF-8 path"));
         c.stdin(Stdio::null());
         c
     }
@@ -208,7 +220,11 @@ impl Agent {
 
     pub async fn logs(&self, name: &str) -> Vec<hydra_agent::telemetry::logs::Record> {
         let mut out = Vec::new();
-        let req = Request::Logs { name: name.into(), follow: false, tail: None };
+        let req = Request::Logs {
+            name: name.into(),
+            follow: false,
+            tail: None,
+        };
         self.client
             .stream(&req, |l| {
                 out.push(serde_json::from_str(l).expect("log record"));
@@ -305,7 +321,8 @@ impl Drop for Agent {
                     .pids()
                     .iter()
                     .map(|p| {
-                        let st = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+                        let st =
+                            std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
                         format!("{p}: {st}")
                     })
                     .collect();
@@ -357,7 +374,11 @@ pub trait RawCalls {
         body: Option<Vec<u8>>,
     ) -> Result<T, ClientError>;
     /// A streaming NDJSON request by path.
-    async fn stream_path(&self, path: &str, on_line: impl FnMut(&str) -> bool) -> Result<(), ClientError>;
+    async fn stream_path(
+        &self,
+        path: &str,
+        on_line: impl FnMut(&str) -> bool,
+    ) -> Result<(), ClientError>;
 }
 
 impl RawCalls for Client {
@@ -371,16 +392,31 @@ impl RawCalls for Client {
         if !(200..300).contains(&status) {
             return Err(match serde_json::from_slice(&data) {
                 Ok(body) => ClientError::Api { status, body },
-                Err(_) => ClientError::Unexpected { status, text: String::from_utf8_lossy(&data).into() },
+                Err(_) => ClientError::Unexpected {
+                    status,
+                    text: String::from_utf8_lossy(&data).into(),
+                },
             });
         }
-        let data = if data.is_empty() { b"null".to_vec() } else { data.to_vec() };
-        serde_json::from_slice(&data)
-            .map_err(|e| ClientError::Unexpected { status, text: format!("{e}: {}", String::from_utf8_lossy(&data)) })
+        let data = if data.is_empty() {
+            b"null".to_vec()
+        } else {
+            data.to_vec()
+        };
+        serde_json::from_slice(&data).map_err(|e| ClientError::Unexpected {
+            status,
+            text: format!("{e}: {}", String::from_utf8_lossy(&data)),
+        })
     }
 
-    async fn stream_path(&self, path: &str, mut on_line: impl FnMut(&str) -> bool) -> Result<(), ClientError> {
-        let (path, query) = path.split_once('?').map_or((path, None), |(p, q)| (p, Some(q)));
+    async fn stream_path(
+        &self,
+        path: &str,
+        mut on_line: impl FnMut(&str) -> bool,
+    ) -> Result<(), ClientError> {
+        let (path, query) = path
+            .split_once('?')
+            .map_or((path, None), |(p, q)| (p, Some(q)));
         let req = Request::from_http("GET", path, query, b"").expect("a known streaming route");
         self.stream(&req, |l| on_line(l)).await
     }

@@ -24,22 +24,52 @@ fn errors_name_the_field() {
         (r#"{"name":"Upper","image":"a"}"#, "name"),
         (r#"{"name":"","image":"a"}"#, "name"),
         (r#"{"name":"a","image":"a","bogus":1}"#, "bogus"),
-        (r#"{"name":"a","image":"a","limits":{"memory":0}}"#, "limits.memory"),
-        (r#"{"name":"a","image":"a","limits":{"memory":-5}}"#, "limits.memory"),
-        (r#"{"name":"a","image":"a","limits":{"memory":"99999999999Gi"}}"#, "limits.memory"),
-        (r#"{"name":"a","image":"a","limits":{"pids":0}}"#, "limits.pids"),
-        (r#"{"name":"a","image":"a","limits":{"pids":-1}}"#, "limits.pids"),
-        (r#"{"name":"a","image":"a","limits":{"cpus":-0.5}}"#, "limits.cpus"),
-        (r#"{"name":"a","image":"a","limits":{"cpus":0}}"#, "limits.cpus"),
-        (r#"{"name":"a","image":"a","limits":{"cpu_weight":20000}}"#, "limits.cpu_weight"),
-        (r#"{"name":"a","image":"a","limits":{"io":{"read_bps":0}}}"#, "limits.io.read_bps"),
+        (
+            r#"{"name":"a","image":"a","limits":{"memory":0}}"#,
+            "limits.memory",
+        ),
+        (
+            r#"{"name":"a","image":"a","limits":{"memory":-5}}"#,
+            "limits.memory",
+        ),
+        (
+            r#"{"name":"a","image":"a","limits":{"memory":"99999999999Gi"}}"#,
+            "limits.memory",
+        ),
+        (
+            r#"{"name":"a","image":"a","limits":{"pids":0}}"#,
+            "limits.pids",
+        ),
+        (
+            r#"{"name":"a","image":"a","limits":{"pids":-1}}"#,
+            "limits.pids",
+        ),
+        (
+            r#"{"name":"a","image":"a","limits":{"cpus":-0.5}}"#,
+            "limits.cpus",
+        ),
+        (
+            r#"{"name":"a","image":"a","limits":{"cpus":0}}"#,
+            "limits.cpus",
+        ),
+        (
+            r#"{"name":"a","image":"a","limits":{"cpu_weight":20000}}"#,
+            "limits.cpu_weight",
+        ),
+        (
+            r#"{"name":"a","image":"a","limits":{"io":{"read_bps":0}}}"#,
+            "limits.io.read_bps",
+        ),
         (r#"{"name":"a","image":"a","limits":{"frobs":1}}"#, "frobs"),
         (r#"{"name":"a","image":"a","command":[]}"#, "command"),
         (r#"{"name":"a"}"#, "image"),
     ] {
         let e = spec(json).unwrap_err();
         assert_eq!(e.status, 400, "{json}");
-        assert!(e.field.as_deref().unwrap_or("").contains(field), "{json}: {e:?}");
+        assert!(
+            e.field.as_deref().unwrap_or("").contains(field),
+            "{json}: {e:?}"
+        );
     }
     let e = spec("{not json").unwrap_err();
     assert_eq!((e.status, e.field.as_deref()), (400, Some("body")));
@@ -55,7 +85,8 @@ fn signals() {
 }
 
 fn every_request() -> Vec<Request> {
-    let spec = spec(r#"{"name":"a","image":"rootfs:/x","ports":[{"container_port":8080}]}"#).unwrap();
+    let spec =
+        spec(r#"{"name":"a","image":"rootfs:/x","ports":[{"container_port":8080}]}"#).unwrap();
     let cidr = |s: &str| Cidr::parse(s).unwrap();
     vec![
         Request::Healthz,
@@ -66,19 +97,45 @@ fn every_request() -> Vec<Request> {
         Request::Create(Box::new(spec)),
         Request::Inspect("a".into()),
         Request::Start("a".into()),
-        Request::Stop { name: "a".into(), timeout_s: 3 },
-        Request::Restart { name: "a".into(), timeout_s: 0 },
-        Request::Kill { name: "a".into(), signal: 15 },
-        Request::Remove { name: "a".into(), force: true },
-        Request::Remove { name: "a".into(), force: false },
+        Request::Stop {
+            name: "a".into(),
+            timeout_s: 3,
+        },
+        Request::Restart {
+            name: "a".into(),
+            timeout_s: 0,
+        },
+        Request::Kill {
+            name: "a".into(),
+            signal: 15,
+        },
+        Request::Remove {
+            name: "a".into(),
+            force: true,
+        },
+        Request::Remove {
+            name: "a".into(),
+            force: false,
+        },
         Request::Wait("a".into()),
-        Request::Logs { name: "a".into(), follow: true, tail: Some(5) },
-        Request::Logs { name: "a".into(), follow: false, tail: None },
+        Request::Logs {
+            name: "a".into(),
+            follow: true,
+            tail: Some(5),
+        },
+        Request::Logs {
+            name: "a".into(),
+            follow: false,
+            tail: None,
+        },
         Request::Stats("a".into()),
         Request::Ports,
         Request::GetAllowlist,
         Request::SetAllowlist(vec![cidr("10.1.0.0/24"), cidr("192.0.2.7/32")]),
-        Request::EditAllowlist { add: vec![cidr("10.2.0.0/16")], remove: vec![cidr("10.1.0.0/24")] },
+        Request::EditAllowlist {
+            add: vec![cidr("10.2.0.0/16")],
+            remove: vec![cidr("10.1.0.0/24")],
+        },
     ]
 }
 
@@ -90,8 +147,13 @@ fn client_and_server_mappings_agree() {
             Some((p, q)) => (p.to_string(), Some(q.to_string())),
             None => (h.path.clone(), None),
         };
-        let back = Request::from_http(h.method, &path, query.as_deref(), h.body.as_deref().unwrap_or(b""))
-            .unwrap_or_else(|e| panic!("{req:?} -> {h:?}: {e:?}"));
+        let back = Request::from_http(
+            h.method,
+            &path,
+            query.as_deref(),
+            h.body.as_deref().unwrap_or(b""),
+        )
+        .unwrap_or_else(|e| panic!("{req:?} -> {h:?}: {e:?}"));
         assert_eq!(back, req, "{h:?}");
     }
 }
@@ -100,7 +162,10 @@ fn client_and_server_mappings_agree() {
 fn routes_and_queries_are_checked() {
     let r = |m: &str, p: &str, q: Option<&str>| Request::from_http(m, p, q, b"");
     assert_eq!(r("GET", "/v1/nope", None).unwrap_err().status, 404);
-    assert_eq!(r("PUT", "/v1/containers/a/start", None).unwrap_err().status, 404);
+    assert_eq!(
+        r("PUT", "/v1/containers/a/start", None).unwrap_err().status,
+        404
+    );
     let e = r("POST", "/v1/containers/a/stop", Some("timeout=soon")).unwrap_err();
     assert_eq!((e.status, e.field.as_deref()), (400, Some("timeout")));
     let e = r("DELETE", "/v1/containers/a", Some("force=maybe")).unwrap_err();
@@ -109,11 +174,23 @@ fn routes_and_queries_are_checked() {
     assert_eq!(e.field.as_deref(), Some("signal"));
     assert_eq!(
         r("POST", "/v1/containers/a/kill/", None).unwrap(),
-        Request::Kill { name: "a".into(), signal: 9 }
+        Request::Kill {
+            name: "a".into(),
+            signal: 9
+        }
     );
-    let e = Request::from_http("PUT", "/v1/firewall/allowlist", None, br#"{"cidrs":["10.0.0.0/8","x"]}"#)
-        .unwrap_err();
+    let e = Request::from_http(
+        "PUT",
+        "/v1/firewall/allowlist",
+        None,
+        br#"{"cidrs":["10.0.0.0/8","x"]}"#,
+    )
+    .unwrap_err();
     assert_eq!(e.field.as_deref(), Some("cidrs[1]"));
     assert!(Request::Inspect("a".into()).is_read_only());
-    assert!(!Request::EditAllowlist { add: vec![], remove: vec![] }.is_read_only());
+    assert!(!Request::EditAllowlist {
+        add: vec![],
+        remove: vec![]
+    }
+    .is_read_only());
 }

@@ -10,7 +10,10 @@ fn a_restarted_agent_adopts_live_containers_and_records_exits_made_while_down() 
     let allocated = agent.block_on(async {
         let (sup, _) = h.boot().await;
         let mut spec = h.spec("keep");
-        spec.ports = vec![crate::model::PortSpec { container_port: 8080, host_port: None }];
+        spec.ports = vec![crate::model::PortSpec {
+            container_port: 8080,
+            host_port: None,
+        }];
         sup.create(spec).await.unwrap();
         let mut b = h.spec("died");
         b.restart.policy = RestartPolicy::No;
@@ -33,13 +36,24 @@ fn a_restarted_agent_adopts_live_containers_and_records_exits_made_while_down() 
         let died = sup.wait("died").await.unwrap();
         assert_eq!(died.exit_code, Some(4));
         assert_eq!(state(&sup, "stopped"), State::Exited);
-        assert_eq!(h.cg.names(), ["died", "keep", "stopped"], "the stray cgroup went");
-        assert_eq!(h.state_dirs(), ["died", "keep", "stopped"], "so did the half-made dir");
+        assert_eq!(
+            h.cg.names(),
+            ["died", "keep", "stopped"],
+            "the stray cgroup went"
+        );
+        assert_eq!(
+            h.state_dirs(),
+            ["died", "keep", "stopped"],
+            "so did the half-made dir"
+        );
         // its allocations are known again: the same port, never handed out twice
         assert_eq!(sup.network().unwrap().inventory().allocated, allocated);
         let mut other = h.spec("other");
         let port = allocated[0].1.host_port;
-        other.ports = vec![crate::model::PortSpec { container_port: 80, host_port: Some(port) }];
+        other.ports = vec![crate::model::PortSpec {
+            container_port: 80,
+            host_port: Some(port),
+        }];
         assert!(sup.create(other).await.is_err());
         // the adopted one is watched again: its exit is recorded
         h.rt.finish("keep", Some(0), None);
@@ -61,5 +75,8 @@ async fn a_corrupt_record_is_quarantined_and_its_remains_cleaned() {
     assert_eq!(n, 1);
     assert!(sup.inspect("bad").is_err());
     assert_eq!(h.cg.names(), ["good"]);
-    assert_eq!(std::fs::read_dir(h.paths().quarantine()).unwrap().count(), 1);
+    assert_eq!(
+        std::fs::read_dir(h.paths().quarantine()).unwrap().count(),
+        1
+    );
 }

@@ -31,7 +31,12 @@ impl FakeCgroups {
     }
 
     pub fn names(&self) -> Vec<String> {
-        self.groups.lock().unwrap().keys().map(|(_, n)| n.clone()).collect()
+        self.groups
+            .lock()
+            .unwrap()
+            .keys()
+            .map(|(_, n)| n.clone())
+            .collect()
     }
     pub fn oom(&self, name: &str) {
         for ((_, n), v) in self.groups.lock().unwrap().iter_mut() {
@@ -41,7 +46,10 @@ impl FakeCgroups {
         }
     }
     pub fn add_stray(&self, parent: &str, name: &str) {
-        self.groups.lock().unwrap().insert((parent.into(), name.into()), 0);
+        self.groups
+            .lock()
+            .unwrap()
+            .insert((parent.into(), name.into()), 0);
     }
 }
 
@@ -49,11 +57,20 @@ impl Cgroups for FakeCgroups {
     fn mode(&self) -> Mode {
         Mode::V2
     }
-    fn create(&self, parent: &str, name: &str, l: &Limits, _io: &Path) -> Result<AppliedLimits, CgroupError> {
+    fn create(
+        &self,
+        parent: &str,
+        name: &str,
+        l: &Limits,
+        _io: &Path,
+    ) -> Result<AppliedLimits, CgroupError> {
         if self.fail_create.load(Ordering::SeqCst) {
             return Err(CgroupError::Setup("injected failure".into()));
         }
-        self.groups.lock().unwrap().insert((parent.into(), name.into()), 0);
+        self.groups
+            .lock()
+            .unwrap()
+            .insert((parent.into(), name.into()), 0);
         Ok(AppliedLimits {
             memory: l.memory.map(|m| m.0),
             pids: l.pids,
@@ -69,7 +86,9 @@ impl Cgroups for FakeCgroups {
     }
     fn oom_kills(&self, parent: &str, name: &str) -> u64 {
         let g = self.groups.lock().unwrap();
-        g.get(&(parent.to_string(), name.to_string())).copied().unwrap_or(0)
+        g.get(&(parent.to_string(), name.to_string()))
+            .copied()
+            .unwrap_or(0)
     }
     fn kill_all(&self, _p: &str, name: &str, _t: Duration) -> Result<(), CgroupError> {
         self.kill(name);
@@ -77,7 +96,10 @@ impl Cgroups for FakeCgroups {
     }
     fn remove(&self, parent: &str, name: &str) -> Result<(), CgroupError> {
         self.kill(name);
-        self.groups.lock().unwrap().remove(&(parent.to_string(), name.to_string()));
+        self.groups
+            .lock()
+            .unwrap()
+            .remove(&(parent.to_string(), name.to_string()));
         Ok(())
     }
     fn stats(&self, _parent: &str, _name: &str) -> Stats {
@@ -85,7 +107,10 @@ impl Cgroups for FakeCgroups {
     }
     fn children(&self, parent: &str) -> Vec<String> {
         let g = self.groups.lock().unwrap();
-        g.keys().filter(|(p, _)| p == parent).map(|(_, n)| n.clone()).collect()
+        g.keys()
+            .filter(|(p, _)| p == parent)
+            .map(|(_, n)| n.clone())
+            .collect()
     }
     fn remove_parent(&self, _parent: &str) {}
     fn sampled(&self, _parent: &str, _name: &str) -> Option<ContainerCgroup> {
@@ -121,8 +146,15 @@ impl FakeRuntime {
 
     /// The container's process exits with `code` or `signal`.
     pub fn finish(&self, name: &str, code: Option<i32>, signal: Option<i32>) {
-        let Some(shim) = self.shim_of(name) else { return };
-        let p = self.procs.lock().unwrap().remove(&shim).expect("found above");
+        let Some(shim) = self.shim_of(name) else {
+            return;
+        };
+        let p = self
+            .procs
+            .lock()
+            .unwrap()
+            .remove(&shim)
+            .expect("found above");
         let rec = ExitRecord {
             exit_code: code,
             signal,
@@ -135,13 +167,24 @@ impl FakeRuntime {
     /// The shim dies without writing an exit status.
     pub fn vanish(&self, name: &str) {
         if let Some(shim) = self.shim_of(name) {
-            let p = self.procs.lock().unwrap().remove(&shim).expect("found above");
+            let p = self
+                .procs
+                .lock()
+                .unwrap()
+                .remove(&shim)
+                .expect("found above");
             p.done.send_replace(true);
         }
     }
 
     pub fn running(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.procs.lock().unwrap().values().map(|p| p.name.clone()).collect();
+        let mut v: Vec<String> = self
+            .procs
+            .lock()
+            .unwrap()
+            .values()
+            .map(|p| p.name.clone())
+            .collect();
         v.sort();
         v
     }
@@ -170,7 +213,10 @@ impl Runtime for FakeRuntime {
         );
         Ok(Started {
             init: ProcRef { pid, start: 7 },
-            shim: ProcRef { pid: pid + 1, start: 7 },
+            shim: ProcRef {
+                pid: pid + 1,
+                start: 7,
+            },
         })
     }
     fn is_alive(&self, p: ProcRef) -> bool {
@@ -179,7 +225,12 @@ impl Runtime for FakeRuntime {
     }
     fn signal(&self, p: ProcRef, sig: i32) -> Result<bool, RuntimeError> {
         self.signals.lock().unwrap().push(sig);
-        let name = self.procs.lock().unwrap().get(&(p.pid + 1)).map(|x| x.name.clone());
+        let name = self
+            .procs
+            .lock()
+            .unwrap()
+            .get(&(p.pid + 1))
+            .map(|x| x.name.clone());
         match name {
             Some(n) => {
                 self.finish(&n, None, Some(sig));
@@ -189,7 +240,12 @@ impl Runtime for FakeRuntime {
         }
     }
     fn exited(&self, shim: ProcRef) -> ExitFuture {
-        let rx = self.procs.lock().unwrap().get(&shim.pid).map(|p| p.done.subscribe());
+        let rx = self
+            .procs
+            .lock()
+            .unwrap()
+            .get(&shim.pid)
+            .map(|p| p.done.subscribe());
         Box::pin(async move {
             if let Some(mut rx) = rx {
                 let _ = rx.wait_for(|d| *d).await;
@@ -199,7 +255,13 @@ impl Runtime for FakeRuntime {
     fn read_exit(&self, file: &Path) -> Option<ExitRecord> {
         serde_json::from_slice(&std::fs::read(file).ok()?).ok()
     }
-    fn probe(&self, _init: ProcRef, _port: u16, _path: &str, _t: Duration) -> Result<(), ProbeError> {
+    fn probe(
+        &self,
+        _init: ProcRef,
+        _port: u16,
+        _path: &str,
+        _t: Duration,
+    ) -> Result<(), ProbeError> {
         match self.unhealthy.load(Ordering::SeqCst) {
             true => Err(ProbeError::Status(503)),
             false => Ok(()),

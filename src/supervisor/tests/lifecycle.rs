@@ -10,28 +10,51 @@ async fn create_stop_start_kill_remove() {
     let mut ev = sup.events().subscribe();
     let mut spec = h.spec("a");
     spec.limits.memory = Some(Size(64 << 20));
-    spec.ports = vec![PortSpec { container_port: 8080, host_port: None }];
+    spec.ports = vec![PortSpec {
+        container_port: 8080,
+        host_port: None,
+    }];
     let v = sup.create(spec.clone()).await.unwrap();
     assert_eq!(v.record.state(), State::Running);
     assert_eq!(v.record.facts().limits.memory, Some(64 << 20));
-    assert_eq!(v.record.facts().limits.pids, Some(4096), "the default pids limit");
+    assert_eq!(
+        v.record.facts().limits.pids,
+        Some(4096),
+        "the default pids limit"
+    );
     assert_eq!(v.cgroup, "/fake/hydra/a");
     let port = v.record.facts().net.ports[0].host_port;
     assert!((20000..=29999).contains(&port));
-    assert_eq!(h.fw.changes.lock().unwrap().len(), 1, "its DNAT rules, one transaction");
+    assert_eq!(
+        h.fw.changes.lock().unwrap().len(),
+        1,
+        "its DNAT rules, one transaction"
+    );
     assert!(matches!(sup.create(spec).await, Err(Error::Exists(_))));
 
     let v = sup.stop("a", Duration::from_secs(5)).await.unwrap();
     let exit = v.record.exit().unwrap();
     assert_eq!((exit.exit_code, exit.signal), (None, Some(libc::SIGTERM)));
     assert!(v.record.stop_requested());
-    assert!(sup.stop("a", Duration::from_secs(1)).await.is_ok(), "stopping a stopped one is fine");
+    assert!(
+        sup.stop("a", Duration::from_secs(1)).await.is_ok(),
+        "stopping a stopped one is fine"
+    );
     assert!(matches!(sup.kill("a", 9).await, Err(Error::NotRunning(_))));
 
     sup.start("a").await.unwrap();
-    assert!(!sup.inspect("a").unwrap().record.stop_requested(), "a start clears the stop request");
-    assert!(matches!(sup.start("a").await, Err(Error::AlreadyRunning(_))));
-    assert!(matches!(sup.remove("a", false).await, Err(Error::Running(_))));
+    assert!(
+        !sup.inspect("a").unwrap().record.stop_requested(),
+        "a start clears the stop request"
+    );
+    assert!(matches!(
+        sup.start("a").await,
+        Err(Error::AlreadyRunning(_))
+    ));
+    assert!(matches!(
+        sup.remove("a", false).await,
+        Err(Error::Running(_))
+    ));
     sup.kill("a", libc::SIGUSR1).await.unwrap();
     eventually("the kill is recorded", || state(&sup, "a") == State::Exited).await;
     assert_eq!(sup.counts().exited, 1);
@@ -71,7 +94,11 @@ async fn exits_and_oom_kills_are_recorded() {
     h.rt.vanish("a");
     let x = again.wait("a").await.unwrap();
     assert_eq!((x.exit_code, x.signal), (None, None));
-    assert_eq!(h.cg.kills.load(Ordering::SeqCst), kills + 1, "what was left is killed");
+    assert_eq!(
+        h.cg.kills.load(Ordering::SeqCst),
+        kills + 1,
+        "what was left is killed"
+    );
 }
 
 #[tokio::test]
@@ -85,11 +112,18 @@ async fn the_restart_policy_backs_off_and_stops_at_max_retries() {
     let t0 = Instant::now();
     for n in 1..=2 {
         h.rt.finish("a", Some(1), None);
-        eventually("restarted", || sup.inspect("a").unwrap().record.restart_count() == n
-            && state(&sup, "a") == State::Running).await;
+        eventually("restarted", || {
+            sup.inspect("a").unwrap().record.restart_count() == n
+                && state(&sup, "a") == State::Running
+        })
+        .await;
     }
     // 100 ms then 200 ms of backoff
-    assert!(t0.elapsed() >= Duration::from_millis(300), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        t0.elapsed()
+    );
     h.rt.finish("a", Some(1), None);
     eventually("exited", || state(&sup, "a") == State::Exited).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -100,7 +134,10 @@ async fn the_restart_policy_backs_off_and_stops_at_max_retries() {
     spec.restart.policy = RestartPolicy::Always;
     sup.create(spec).await.unwrap();
     h.rt.finish("b", Some(0), None);
-    eventually("restarted", || sup.inspect("b").unwrap().record.restart_count() == 1).await;
+    eventually("restarted", || {
+        sup.inspect("b").unwrap().record.restart_count() == 1
+    })
+    .await;
     sup.stop("b", Duration::from_secs(1)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(state(&sup, "b"), State::Exited);
@@ -112,15 +149,31 @@ async fn failing_health_checks_make_it_unhealthy_once() {
     let (sup, _) = h.boot().await;
     let mut ev = sup.events().subscribe();
     let mut spec = h.spec("a");
-    spec.health = Some(HealthSpec { interval_s: 1, retries: 2, ..HealthSpec::http("/heartbeat") });
+    spec.health = Some(HealthSpec {
+        interval_s: 1,
+        retries: 2,
+        ..HealthSpec::http("/heartbeat")
+    });
     sup.create(spec).await.unwrap();
-    assert_eq!(sup.inspect("a").unwrap().health.status, HealthStatus::Starting);
-    eventually("healthy", || sup.inspect("a").unwrap().health.status == HealthStatus::Healthy).await;
+    assert_eq!(
+        sup.inspect("a").unwrap().health.status,
+        HealthStatus::Starting
+    );
+    eventually("healthy", || {
+        sup.inspect("a").unwrap().health.status == HealthStatus::Healthy
+    })
+    .await;
     h.rt.unhealthy.store(true, Ordering::SeqCst);
-    eventually("unhealthy", || sup.inspect("a").unwrap().health.status == HealthStatus::Unhealthy)
-        .await;
+    eventually("unhealthy", || {
+        sup.inspect("a").unwrap().health.status == HealthStatus::Unhealthy
+    })
+    .await;
     let acts = actions(&mut ev);
-    assert_eq!(acts.iter().filter(|a| **a == Action::Unhealthy).count(), 1, "{acts:?}");
+    assert_eq!(
+        acts.iter().filter(|a| **a == Action::Unhealthy).count(),
+        1,
+        "{acts:?}"
+    );
 }
 
 #[tokio::test]
@@ -144,17 +197,29 @@ async fn a_rejected_create_leaves_nothing() {
     assert!(matches!(sup.create(bad).await, Err(Error::Spec(e)) if e.field == "limits.pids"));
     let mut bad = h.spec("a");
     bad.capabilities.add = vec!["SYS_ADMIN".into()];
-    assert!(matches!(sup.create(bad).await, Err(Error::CapabilityNotAllowed { index: 0, .. })));
+    assert!(matches!(
+        sup.create(bad).await,
+        Err(Error::CapabilityNotAllowed { index: 0, .. })
+    ));
     let mut ported = h.spec("a");
-    ported.ports = vec![PortSpec { container_port: 80, host_port: Some(20001) }];
+    ported.ports = vec![PortSpec {
+        container_port: 80,
+        host_port: Some(20001),
+    }];
     let mut bad = ported.clone();
     bad.command = Some(vec!["/missing".into()]);
     assert!(matches!(sup.create(bad).await, Err(Error::Runtime(_))));
     h.cg.fail_create.store(true, Ordering::SeqCst);
-    assert!(matches!(sup.create(ported.clone()).await, Err(Error::Cgroup(_))));
+    assert!(matches!(
+        sup.create(ported.clone()).await,
+        Err(Error::Cgroup(_))
+    ));
     h.cg.fail_create.store(false, Ordering::SeqCst);
     *h.fw.fail_next.lock().unwrap() = true;
-    assert!(matches!(sup.create(ported.clone()).await, Err(Error::Network(_))));
+    assert!(matches!(
+        sup.create(ported.clone()).await,
+        Err(Error::Network(_))
+    ));
     nothing_left(&h, &sup);
     // the port is free again, and so is the one user id range
     let mut u = ported.clone();
@@ -162,7 +227,10 @@ async fn a_rejected_create_leaves_nothing() {
     sup.create(u).await.unwrap();
     let mut u2 = h.spec("b");
     u2.userns = true;
-    assert!(matches!(sup.create(u2.clone()).await, Err(Error::UsernsExhausted)));
+    assert!(matches!(
+        sup.create(u2.clone()).await,
+        Err(Error::UsernsExhausted)
+    ));
     sup.remove("a", true).await.unwrap();
     sup.create(u2).await.unwrap();
 }

@@ -27,7 +27,10 @@ impl Harness {
     pub fn new(cfg: Config) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("img")).unwrap();
-        let (cg, rt) = (Arc::new(FakeCgroups::default()), Arc::new(FakeRuntime::default()));
+        let (cg, rt) = (
+            Arc::new(FakeCgroups::default()),
+            Arc::new(FakeRuntime::default()),
+        );
         *cg.procs.lock().unwrap() = Some(rt.clone());
         Harness {
             dir,
@@ -90,5 +93,7 @@ pub fn state(sup: &Supervisor, name: &str) -> State {
 
 /// The actions of the events received so far.
 pub fn actions(rx: &mut tokio::sync::broadcast::Receiver<Event>) -> Vec<Action> {
-    std::iter::from_fn(|| rx.try_recv().ok()).map(|e| e.action).collect()
+    std::iter::from_fn(|| rx.try_recv().ok())
+        .map(|e| e.action)
+        .collect()
 }

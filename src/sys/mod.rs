@@ -1,12 +1,20 @@
 //! Thin wrappers over system calls that nix does not cover safely: the
 //! crate's `unsafe` lives here (and at the few call sites of the `unsafe fn`s
 //! below, whose promises only their single-threaded callers can keep). Each
-//! block says why it holds. It imports nothing of the crate.
+//! block says why it holds. It imports nothing of the crate. The eBPF device
+//! filter's calls are in `bpf`, user namespaces and idmapped mounts in
+//! `mount`; everything is re-exported here.
 
 use nix::sched::CloneFlags;
 use nix::unistd::Pid;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+mod bpf;
+mod mount;
+
+pub use bpf::{bpf_attach_device_filter, bpf_load_device_filter, BpfInsn};
+pub use mount::{idmapped_bind_over, new_userns};
 
 /// Forks.
 ///
@@ -266,246 +274,6 @@ pub unsafe fn clone3_into_cgroup(
     Ok(Pid::from_raw(r as i32))
 }
 
-#[repr(C)]
-#[derive(Default)]
-struct BpfProgLoadAttr {
-    prog_type: u32,
-    insn_cnt: u32,
-    insns: u64,
-    license: u64,
-    log_level: u32,
-    log_size: u32,
-    log_buf: u64,
-    kern_version: u32,
-    prog_flags: u32,
-    prog_name: [u8; 16],
-    prog_ifindex: u32,
-    expected_attach_type: u32,
-    // the kernel requires the rest of the union it knows to be zero
-    _rest: [u64; 12],
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct BpfProgAttachAttr {
-    target_fd: u32,
-    attach_bpf_fd: u32,
-    attach_type: u32,
-    attach_flags: u32,
-    replace_bpf_fd: u32,
-    _rest: [u32; 11],
-}
-
-const BPF_PROG_LOAD: i64 = 5;
-const BPF_PROG_ATTACH: i64 = 8;
-const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
-const BPF_CGROUP_DEVICE: u32 = 6;
-const BPF_F_ALLOW_MULTI: u32 = 2;
-
-/// One eBPF instruction, as the kernel lays it out.
-#[derive(Debug, Clone, Copy, PartialEq)]
-#[repr(C)]
-pub struct BpfInsn {
-    pub code: u8,
-    /// dst register in the low nibble, src in the high one
-    pub regs: u8,
-    pub off: i16,
-    pub imm: i32,
-}
-
-/// Loads a CGROUP_DEVICE program; the verifier's words on refusal.
-pub fn bpf_load_device_filter(prog: &[BpfInsn]) -> std::io::Result<OwnedFd> {
-    let license = b"GPL\0";
-    let mut log = vec![0u8; 64 * 1024];
-    let mut name = [0u8; 16];
-    name[..11].copy_from_slice(b"hydra_devcg");
-    let attr = BpfProgLoadAttr {
-        prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
-        insn_cnt: prog.len() as u32,
-        insns: prog.as_ptr() as u64,
-        license: license.as_ptr() as u64,
-        log_level: 1,
-        log_size: log.len() as u32,
-        log_buf: log.as_mut_ptr() as u64,
-        prog_name: name,
-        ..Default::default()
-    };
-    // SAFETY: `attr` points at `prog`, `license` and `log`, all alive and
-    // sized as declared for the duration of the call; the kernel writes only
-    // into `log` (at most log_size bytes). A returned fd is new and ours.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_LOAD,
-            &attr as *const BpfProgLoadAttr,
-            std::mem::size_of::<BpfProgLoadAttr>(),
-        )
-    };
-    if fd < 0 {
-        let err = std::io::Error::last_os_error();
-        let words = String::from_utf8_lossy(&log[..log.iter().position(|b| *b == 0).unwrap_or(0)])
-            .trim()
-            .to_string();
-        return Err(std::io::Error::new(
-            err.kind(),
-            format!("load the device filter: {err} {words}"),
-        ));
-    }
-    // SAFETY: a new fd returned by the kernel, owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-/// Attaches a loaded device filter to the cgroup directory open as `cgroup`.
-pub fn bpf_attach_device_filter(cgroup: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> io::Result<()> {
-    let attr = BpfProgAttachAttr {
-        target_fd: cgroup.as_raw_fd() as u32,
-        attach_bpf_fd: prog.as_raw_fd() as u32,
-        attach_type: BPF_CGROUP_DEVICE,
-        attach_flags: BPF_F_ALLOW_MULTI,
-        ..Default::default()
-    };
-    // SAFETY: `attr` is a plain struct read by the kernel during the call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_ATTACH,
-            &attr as *const BpfProgAttachAttr,
-            std::mem::size_of::<BpfProgAttachAttr>(),
-        )
-    };
-    if r < 0 {
-        let err = std::io::Error::last_os_error();
-        return Err(std::io::Error::new(
-            err.kind(),
-            format!("attach the device filter: {err}"),
-        ));
-    }
-    Ok(())
-}
-
-/// A new user namespace mapping ids `0..size` to host ids `base..base+size`,
-/// held by the returned fd (`/proc/<pid>/ns/user` of a short-lived child
-/// that made it).
-///
-/// # Safety
-/// It forks: as [`fork_single_threaded`], the caller must be single-threaded.
-pub unsafe fn new_userns(base: u32, size: u32) -> io::Result<OwnedFd> {
-    use nix::unistd::{pipe, read, ForkResult};
-    use std::io::Write;
-    let (ready_r, ready_w) = pipe()?;
-    let (hold_r, hold_w) = pipe()?;
-    // SAFETY: the caller is single-threaded (this function's contract).
-    let child = match unsafe { fork_single_threaded() }? {
-        ForkResult::Child => {
-            // in the child: make the namespace, say so, wait until the
-            // parent has mapped it and opened it, exit without unwinding
-            drop((ready_r, hold_w));
-            let ok = nix::sched::unshare(CloneFlags::CLONE_NEWUSER).is_ok();
-            let _ = nix::unistd::write(&ready_w, if ok { b"k" } else { b"e" });
-            let mut b = [0u8; 1];
-            let _ = read(hold_r.as_raw_fd(), &mut b);
-            // SAFETY: _exit is async-signal-safe and skips the parent's
-            // atexit handlers and buffers, which this copy must not run.
-            unsafe { libc::_exit(0) }
-        }
-        ForkResult::Parent { child } => child,
-    };
-    drop((ready_w, hold_r));
-    let res = (|| {
-        let mut b = [0u8; 1];
-        if read(ready_r.as_raw_fd(), &mut b)? != 1 || b[0] != b'k' {
-            return Err(io::Error::other("unshare(CLONE_NEWUSER) failed"));
-        }
-        let map = format!("0 {base} {size}\n");
-        for f in ["uid_map", "gid_map"] {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(format!("/proc/{child}/{f}"))?
-                .write_all(map.as_bytes())
-                .map_err(|e| io::Error::new(e.kind(), format!("write {f} {map:?}: {e}")))?;
-        }
-        let ns = std::fs::File::open(format!("/proc/{child}/ns/user"))?;
-        Ok(OwnedFd::from(ns))
-    })();
-    drop(hold_w);
-    let _ = nix::sys::wait::waitpid(child, None);
-    res
-}
-
-/// Bind-mounts `path` onto itself with its ids shifted into the user
-/// namespace `userns` (an idmapped mount: a file owned by 0 on disk is owned
-/// by container root). Neither nix nor rustix has `mount_setattr`, so the
-/// three calls of the new mount API are made here.
-pub fn idmapped_bind_over(path: &std::path::Path, userns: BorrowedFd<'_>) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::other("path contains NUL"))?;
-    let empty = c"";
-    // SAFETY: valid NUL-terminated path, flags per open_tree(2); returns an fd or -1.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC as libc::c_uint,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::other(format!(
-            "open_tree {}: {}",
-            path.display(),
-            io::Error::last_os_error()
-        )));
-    }
-    // SAFETY: the kernel just returned this fd to us and nobody else owns it.
-    let tree = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
-    let tfd = tree.as_raw_fd();
-    let attr = libc::mount_attr {
-        attr_set: libc::MOUNT_ATTR_IDMAP,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: userns.as_raw_fd() as u64,
-    };
-    // SAFETY: tree is a detached mount fd, empty path with AT_EMPTY_PATH,
-    // attr points to a live struct whose size is passed.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tfd,
-            empty.as_ptr(),
-            libc::AT_EMPTY_PATH,
-            &attr as *const libc::mount_attr,
-            std::mem::size_of::<libc::mount_attr>(),
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::other(format!(
-            "idmap {}: {}",
-            path.display(),
-            io::Error::last_os_error()
-        )));
-    }
-    // SAFETY: attaches the detached tree onto the path; both strings valid.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            tfd,
-            empty.as_ptr(),
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            libc::MOVE_MOUNT_F_EMPTY_PATH,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::other(format!(
-            "move_mount {}: {}",
-            path.display(),
-            io::Error::last_os_error()
-        )));
-    }
-    Ok(())
-}
-
 /// `openat(2)` (nix 0.29 hands out raw fds): the new fd, owned.
 pub fn openat(
     dir: BorrowedFd<'_>,
@@ -519,11 +287,7 @@ pub fn openat(
 }
 
 /// `openat2(2)` (nix 0.29 hands out raw fds): the new fd, owned.
-pub fn openat2(
-    dir: BorrowedFd<'_>,
-    path: &str,
-    how: nix::fcntl::OpenHow,
-) -> nix::Result<OwnedFd> {
+pub fn openat2(dir: BorrowedFd<'_>, path: &str, how: nix::fcntl::OpenHow) -> nix::Result<OwnedFd> {
     let fd = nix::fcntl::openat2(dir.as_raw_fd(), path, how)?;
     // SAFETY: the kernel has just returned this fd and nothing else refers to it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })

@@ -1,0 +1,79 @@
+//! The container's side of its network, set up by its init before the pivot:
+//! /etc/hosts and /etc/resolv.conf, and the veth plugged into the bridge.
+
+use super::init::{fail, InitError};
+use super::mounts::ensure_dir;
+use crate::network::netlink::Netlink;
+use crate::network::NetLaunch;
+use nix::sys::stat::Mode;
+use std::fs;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::path::Path;
+
+/// /etc/hosts and /etc/resolv.conf in the container's (upper) filesystem.
+pub(super) fn write_etc(
+    root: &Path,
+    n: &NetLaunch,
+    hostname: &str,
+    owner: Option<u32>,
+) -> Result<(), InitError> {
+    let etc = ensure_dir(root, "etc")?;
+    let hosts = format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}\t{hostname}\n",
+        n.ip
+    );
+    for (f, text) in [
+        ("hosts", hosts.as_str()),
+        ("resolv.conf", n.resolv_conf.as_str()),
+    ] {
+        // a new file in the directory resolved inside the root: whatever
+        // the image has under that name (a symlink, a fifo) is replaced,
+        // never followed
+        let _ = nix::unistd::unlinkat(
+            Some(etc.as_raw_fd()),
+            f,
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
+        let err = |e: std::io::Error| fail("network", format!("write /etc/{f}: {e}"));
+        let fd = crate::sys::openat(
+            etc.as_fd(),
+            f,
+            nix::fcntl::OFlag::O_WRONLY
+                | nix::fcntl::OFlag::O_CREAT
+                | nix::fcntl::OFlag::O_EXCL
+                | nix::fcntl::OFlag::O_NOFOLLOW
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        )
+        .map_err(|e| err(e.into()))?;
+        let mut file = fs::File::from(fd);
+        std::io::Write::write_all(&mut file, text.as_bytes()).map_err(err)?;
+        if let Some(id) = owner {
+            std::os::unix::fs::fchown(&file, Some(id), Some(id)).map_err(err)?;
+        }
+    }
+    Ok(())
+}
+
+/// The veth is created here, inside the container's namespace, with its peer
+/// placed directly in the host's (0.6 ms, against ~17 ms for a move).
+pub fn setup_network(
+    n: &NetLaunch,
+    host: &mut Netlink,
+    host_ns: BorrowedFd,
+) -> std::io::Result<()> {
+    let mut ctr = Netlink::new()?;
+    ctr.create_veth("eth0", &n.host_ifname, host_ns)?;
+    let hidx = host
+        .link_index(&n.host_ifname)?
+        .ok_or_else(|| std::io::Error::other(format!("host end {} not found", n.host_ifname)))?;
+    host.set_up(hidx, Some(n.bridge_index))?;
+    host.set_port_isolated(hidx)?;
+    let idx = ctr
+        .link_index("eth0")?
+        .ok_or_else(|| std::io::Error::other("eth0 not found"))?;
+    ctr.add_address(idx, n.ip, n.prefix)?;
+    ctr.set_up(idx, None)?;
+    ctr.add_default_route(n.gateway)?;
+    Ok(())
+}
