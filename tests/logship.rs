@@ -93,7 +93,7 @@ async fn a_flooding_container_is_capped_without_holding_up_another() {
     let mut rs = Rsyslog::new(dir.path());
     rs.start(&a);
     // random bytes: invalid UTF-8, lines up to megabytes (split at 16 KiB)
-    let flood = "head -c 30000000 /dev/urandom; tr -d '\\n' < /dev/urandom | head -c 20000000; exec sleep 300";
+    let flood = "head -c 30000000 /dev/urandom; tr -d '\\n' < /dev/urandom | head -c 20000000; echo; echo FLOOD-END; exec sleep 300";
     a.run(json!({"name": "flood", "image": busybox(), "command": ["sh", "-c", flood]}))
         .await
         .unwrap();
@@ -118,14 +118,12 @@ async fn a_flooding_container_is_capped_without_holding_up_another() {
     })
     .await;
     at_least_once_in_order(&got, 1000).unwrap();
-    // wait for the flood to end and its backlog to drain
+    // wait for the flood's last line (a marker), then for its backlog to drain
     let mut end = 0;
     eventually(60, "the flood ends", async || {
-        let s = a.logs("flood").await.last().map(|r| r.seq).unwrap_or(0);
-        let done = s > 0 && s == end;
-        end = s;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        done
+        let last = a.logs("flood").await.pop();
+        end = last.as_ref().map_or(0, |r| r.seq);
+        last.is_some_and(|r| r.line == "FLOOD-END")
     })
     .await;
     let dropped = |text: &str, c: &str, reason: &str| -> u64 {

@@ -3,6 +3,7 @@
 use clap::Parser;
 
 fn main() {
+    hydra_agent::sys::default_sigpipe();
     let cli = hydra_agent::cli::Cli::parse();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

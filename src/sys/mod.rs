@@ -158,6 +158,18 @@ pub fn ignore_signals(sigs: &[nix::sys::signal::Signal]) {
     }
 }
 
+/// SIGPIPE back to its default action (the process ends quietly when its
+/// reader goes, as a shell tool does: `hydractl logs -f | head`).
+pub fn default_sigpipe() {
+    // SAFETY: SIG_DFL installs no handler code, so nothing can run in signal context.
+    let _ = unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        )
+    };
+}
+
 /// Every signal back to its default action and none blocked: what the agent,
 /// launcher and shim ignore (SIGPIPE, SIGHUP, ...) must not reach the
 /// container's process, since ignored dispositions survive execve.

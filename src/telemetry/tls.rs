@@ -5,25 +5,38 @@ use std::io;
 use std::net::TcpStream;
 use std::sync::Arc;
 
+/// Why a CA bundle cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("{path}: {reason}")]
+    Bundle {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("TLS setup")]
+    Tls(#[from] rustls::Error),
+}
+
 /// A client config trusting the certificates in `ca_file` (PEM).
-pub fn client_config(ca_file: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, String> {
+pub fn client_config(ca_file: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, CaError> {
     use rustls::pki_types::pem::PemObject;
+    let bad = |reason: String| CaError::Bundle {
+        path: ca_file.to_path_buf(),
+        reason,
+    };
     let mut roots = rustls::RootCertStore::empty();
     let certs = rustls::pki_types::CertificateDer::pem_file_iter(ca_file)
-        .map_err(|e| format!("{}: {e}", ca_file.display()))?;
+        .map_err(|e| bad(e.to_string()))?;
     for c in certs {
-        let c = c.map_err(|e| format!("{}: {e}", ca_file.display()))?;
-        roots
-            .add(c)
-            .map_err(|e| format!("{}: {e}", ca_file.display()))?;
+        let c = c.map_err(|e| bad(e.to_string()))?;
+        roots.add(c).map_err(|e| bad(e.to_string()))?;
     }
     if roots.is_empty() {
-        return Err(format!("{}: no certificate in it", ca_file.display()));
+        return Err(bad("no certificate in it".into()));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(cfg))
