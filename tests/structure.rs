@@ -217,6 +217,19 @@ fn layers_files_and_functions() {
             }
         }
     }
+    // tests and benches: the file size rule too (scenario tests may be long)
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut others = Vec::new();
+    for d in ["tests", "benches"] {
+        rust_files(&root.join(d), &mut others);
+    }
+    for f in others {
+        let n = std::fs::read_to_string(&f).unwrap().lines().count();
+        if n > MAX_FILE_LINES {
+            let rel = f.strip_prefix(root).unwrap().display().to_string();
+            problems.push(format!("{rel}: {n} lines (at most {MAX_FILE_LINES})"));
+        }
+    }
     assert!(
         problems.is_empty(),
         "{} problems:\n{}",

@@ -151,8 +151,6 @@ pub async fn run(args: Args, cfg: Config) -> Result<(), DaemonError> {
     });
     serve(&cfg, &paths, service, &args, &handle, &sup, &sampler).await?;
     tracing::info!("shutting down; containers keep running");
-    let s = sup.clone();
-    let _ = tokio::task::spawn_blocking(move || s.events().flush()).await;
     sup.remove_empty_parent();
     Ok(())
 }

@@ -9,6 +9,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 impl Supervisor {
+    /// One probe (blocking); `unhealthy` announced when it turns so.
+    fn check_once(&self, e: &Entry, h: &HealthSpec, init: ProcRef) {
+        let t = Duration::from_secs(h.timeout_s);
+        let res = self.runtime.probe(init, h.port, &h.http_path, t);
+        let turned = e.health.lock().unwrap().record(res.is_ok(), h.retries);
+        if turned {
+            let name = e.rec.lock().unwrap().name().to_string();
+            let why = res.err().map(|e| e.to_string()).unwrap_or_default();
+            tracing::warn!(container = %name, reason = %why, "container is unhealthy");
+            self.events.emit(&name, Action::Unhealthy, None, None);
+        }
+    }
+
     /// Probes `init`'s container every `h.interval_s` while it runs.
     pub(super) fn health_loop(self: &Arc<Self>, e: Arc<Entry>, h: HealthSpec, init: ProcRef) {
         let me = self.clone();
@@ -20,19 +33,9 @@ impl Supervisor {
                 if current != Some(init) {
                     return;
                 }
-                let (rt, path) = (me.runtime.clone(), h.http_path.clone());
-                let t = Duration::from_secs(h.timeout_s);
-                let res = tokio::task::spawn_blocking(move || rt.probe(init, h.port, &path, t))
-                    .await
-                    .map_err(|_| "the probe panicked".to_string())
-                    .and_then(|r| r.map_err(|e| e.to_string()));
-                let turned = e.health.lock().unwrap().record(res.is_ok(), h.retries);
-                if turned {
-                    let name = e.rec.lock().unwrap().name().to_string();
-                    let why = res.err().unwrap_or_default();
-                    tracing::warn!(container = %name, reason = %why, "container is unhealthy");
-                    me.events.emit(&name, Action::Unhealthy, None, None);
-                }
+                let (me2, e2, h2) = (me.clone(), e.clone(), h.clone());
+                // the probe, and the event it may cause, on a blocking thread
+                let _ = tokio::task::spawn_blocking(move || me2.check_once(&e2, &h2, init)).await;
             }
         });
     }

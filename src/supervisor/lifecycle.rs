@@ -16,15 +16,18 @@ impl Supervisor {
         let name = spec.name.clone();
         self.registry.reserve(&name)?;
         let me = self.clone();
-        let res = blocking("create", move || me.create_blocking(spec)).await;
-        let entry = res.as_ref().ok().map(|rec| Entry::new(rec.clone()));
-        self.registry.settle(&name, entry.clone());
-        let rec = res?;
-        let entry = entry.expect("made with the record");
-        self.count_state(None, Some(State::Running));
-        self.restart_counter(&rec);
-        self.events.emit(&name, Action::Create, None, None);
-        self.events.emit(&name, Action::Start, None, None);
+        let entry = blocking("create", move || {
+            let res = me.create_blocking(spec);
+            let entry = res.as_ref().ok().map(|rec| Entry::new(rec.clone()));
+            me.registry.settle(&name, entry.clone());
+            let rec = res?;
+            me.count_state(None, Some(State::Running));
+            me.restart_counter(&rec);
+            me.events.emit(&name, Action::Create, None, None);
+            me.events.emit(&name, Action::Start, None, None);
+            Ok(entry.expect("made with the record"))
+        })
+        .await?;
         self.watch(entry.clone());
         Ok(self.view(&entry))
     }
@@ -38,18 +41,17 @@ impl Supervisor {
             return Err(Error::AlreadyRunning(name.to_string()));
         }
         self.run_again(&e, false).await?;
-        self.count_state(Some(from), Some(State::Running));
-        self.events.emit(name, Action::Start, None, None);
         self.watch(e.clone());
         Ok(self.view(&e))
     }
 
-    /// Starts the next run of `e` and persists it (the caller holds its op
-    /// lock); `restart`: counted as a restart by the policy.
+    /// Starts the next run of `e`, persists and announces it (the caller
+    /// holds its op lock); `restart`: a restart by the policy.
     pub(super) async fn run_again(self: &Arc<Self>, e: &Arc<Entry>, restart: bool) -> Result<()> {
         let (me, e2) = (self.clone(), e.clone());
         blocking("start", move || {
             let mut r = e2.rec();
+            let from = r.state();
             if restart {
                 r.count_restart();
             }
@@ -60,6 +62,12 @@ impl Supervisor {
             }
             res?;
             me.store.save(&r, false)?;
+            me.count_state(Some(from), Some(State::Running));
+            if restart {
+                me.restart_counter(&r).inc();
+            }
+            let action = if restart { Action::Restart } else { Action::Start };
+            me.events.emit(r.name(), action, None, None);
             Ok(())
         })
         .await
@@ -94,18 +102,24 @@ impl Supervisor {
     }
 
     /// Marks the container as stopped by the operator (the restart policy
-    /// leaves it down) and persists that.
-    async fn request_stop(&self, e: &Arc<Entry>) {
-        let r = {
-            let mut r = e.rec.lock().unwrap();
-            r.request_stop();
-            r.clone()
-        };
-        let store = self.store.clone();
-        let res = blocking("save", move || Ok(store.save(&r, false)?)).await;
-        if let Err(err) = res {
-            tracing::error!(container = %e.rec.lock().unwrap().name(), error = %err, "cannot persist the stop request");
-        }
+    /// leaves it down), persists that and announces `event` (action, signal).
+    async fn request_stop(self: &Arc<Self>, e: &Arc<Entry>, event: Option<(Action, Option<i32>)>) {
+        let (me, e2) = (self.clone(), e.clone());
+        let _ = blocking("save", move || {
+            let r = {
+                let mut r = e2.rec.lock().unwrap();
+                r.request_stop();
+                r.clone()
+            };
+            if let Err(err) = me.store.save(&r, false) {
+                tracing::error!(container = %r.name(), error = %err, "cannot persist the stop request");
+            }
+            if let Some((action, signal)) = event {
+                me.events.emit(r.name(), action, None, signal);
+            }
+            Ok(())
+        })
+        .await;
     }
 
     /// SIGTERM, then SIGKILL after `timeout`.
@@ -113,8 +127,7 @@ impl Supervisor {
         let e = self.registry.get(name)?;
         let _g = e.op.lock().await;
         if e.state() == State::Running {
-            self.request_stop(&e).await;
-            self.events.emit(name, Action::Stop, None, None);
+            self.request_stop(&e, Some((Action::Stop, None))).await;
             self.signal(&e, libc::SIGTERM)?;
             if !self.wait_exit(&e, timeout).await {
                 self.kill_and_wait(&e, name).await?;
@@ -136,9 +149,8 @@ impl Supervisor {
         if e.state() != State::Running {
             return Err(Error::NotRunning(name.to_string()));
         }
-        self.request_stop(&e).await;
+        self.request_stop(&e, Some((Action::Kill, Some(sig)))).await;
         self.signal(&e, sig)?;
-        self.events.emit(name, Action::Kill, None, Some(sig));
         Ok(self.view(&e))
     }
 
@@ -155,7 +167,7 @@ impl Supervisor {
             if !force {
                 return Err(Error::Running(name.to_string()));
             }
-            self.request_stop(&e).await;
+            self.request_stop(&e, None).await;
             self.kill_and_wait(&e, name).await?;
         }
         let rec = e.rec();
@@ -163,13 +175,12 @@ impl Supervisor {
         blocking("remove", move || {
             let f = rec.facts();
             me.teardown(rec.name(), &f.cgroup_parent, &f.net, f.userns_base);
+            me.registry.remove(rec.name());
+            me.count_state(Some(rec.state()), None);
+            me.forget_restarts(&rec);
+            me.events.emit(rec.name(), Action::Destroy, None, None);
             Ok(())
         })
-        .await?;
-        self.registry.remove(name);
-        self.count_state(Some(e.state()), None);
-        self.forget_restarts(&e.rec());
-        self.events.emit(name, Action::Destroy, None, None);
-        Ok(())
+        .await
     }
 }

@@ -34,12 +34,13 @@ impl Supervisor {
     /// Watches the shim of a running container; on its exit records the status.
     pub(super) fn watch(self: &Arc<Self>, e: Arc<Entry>) {
         let r = e.rec();
-        let Some(run) = r.running() else { return };
-        let exited = self.runtime.exited(run.shim);
+        let Some(run) = r.running().cloned() else {
+            return;
+        };
         let me = self.clone();
         let e2 = e.clone();
         tokio::spawn(async move {
-            exited.await;
+            me.runtime.exited(run.shim).await;
             me.on_exit(e2).await;
         });
         if let Some(h) = r.spec().health.clone() {
@@ -80,12 +81,7 @@ impl Supervisor {
             return;
         }
         match self.run_again(&e, true).await {
-            Ok(()) => {
-                self.count_state(Some(State::Exited), Some(State::Running));
-                self.restart_counter(&e.rec()).inc();
-                self.events.emit(&name, Action::Restart, None, None);
-                self.watch(e.clone());
-            }
+            Ok(()) => self.watch(e.clone()),
             Err(err) => tracing::error!(container = %name, error = %err, "restart failed"),
         }
     }

@@ -422,6 +422,50 @@ impl RawCalls for Client {
     }
 }
 
+/// A file of container `name`'s cgroup, trimmed.
+pub fn read_cg(
+    layout: &hydra_agent::cgroup::Layout,
+    parent: &str,
+    name: &str,
+    ctl: &str,
+    file: &str,
+) -> String {
+    let cg = layout.container(parent, name);
+    std::fs::read_to_string(cg.dir(ctl).expect("controller").join(file))
+        .expect("cgroup file")
+        .trim()
+        .to_string()
+}
+
+/// Runs `spec` as container `name` to its end; its output lines.
+pub async fn output(a: &Agent, name: &str, spec: serde_json::Value) -> Vec<String> {
+    let mut spec = spec;
+    spec["name"] = serde_json::json!(name);
+    a.run(spec).await.unwrap();
+    a.wait(name).await;
+    a.logs(name).await.into_iter().map(|r| r.line).collect()
+}
+
+/// The value after `key:` or `key=` in `lines`.
+pub fn field(lines: &[String], key: &str) -> String {
+    lines
+        .iter()
+        .find_map(|l| {
+            l.strip_prefix(key)
+                .and_then(|r| r.strip_prefix([':', '=']))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no {key} in {lines:?}"))
+}
+
+/// Status and field of an API error.
+pub fn api_field(e: &ClientError) -> (u16, Option<String>) {
+    match e {
+        ClientError::Api { status, body } => (*status, body.error.field.clone()),
+        other => panic!("not an API error: {other}"),
+    }
+}
+
 /// Polls `f` until it is true or `secs` pass.
 pub async fn eventually(secs: u64, what: &str, mut f: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
