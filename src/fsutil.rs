@@ -25,6 +25,22 @@ impl WriteError {
     }
 }
 
+/// The mount point of the filesystem holding `path` (the longest mount
+/// point of this process's mount table that is a prefix of it).
+pub fn mount_point_of(path: &Path) -> Option<PathBuf> {
+    let table = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let path = path
+        .ancestors()
+        .find_map(|a| fs::canonicalize(a).ok())
+        .unwrap_or_else(|| path.to_path_buf());
+    table
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(m.replace("\\040", " ")))
+        .filter(|m| path.starts_with(m))
+        .max_by_key(|m| m.as_os_str().len())
+}
+
 /// Writes `data` to `path` so a reader sees the old or the new content, never
 /// half (temp file, rename); `durable` adds fsync of the file and directory.
 /// A failed write removes its temp file.
@@ -65,6 +81,15 @@ pub fn write_atomic(path: &Path, data: &[u8], durable: bool) -> Result<(), Write
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_mount_of_a_path() {
+        assert_eq!(
+            mount_point_of(Path::new("/proc/self/status")),
+            Some(PathBuf::from("/proc"))
+        );
+        assert_eq!(mount_point_of(Path::new("/")), Some(PathBuf::from("/")));
+    }
 
     #[test]
     fn replaces_whole_and_leaves_no_temp_file() {

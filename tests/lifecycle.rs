@@ -5,7 +5,6 @@ use common::*;
 use serde_json::json;
 use std::time::Duration;
 
-
 #[tokio::test(flavor = "multi_thread")]
 async fn lifecycle_limits_and_heartbeat() {
     require_root!();

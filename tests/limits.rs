@@ -81,7 +81,6 @@ async fn busy_loop_held_near_half_a_cpu() {
     );
 }
 
-
 #[tokio::test(flavor = "multi_thread")]
 async fn io_limits_apply_to_the_state_disk() {
     require_root!();

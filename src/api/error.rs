@@ -135,8 +135,17 @@ fn from_cgroup(e: CgroupError) -> ApiError {
 
 impl From<SupError> for ApiError {
     fn from(e: SupError) -> ApiError {
-        if e.is_no_space() {
-            return ApiError::new(507, "no_space", chain(&e));
+        if let Some(p) = e.no_space_path() {
+            let fs = crate::fsutil::mount_point_of(p)
+                .map_or_else(|| "?".into(), |m| m.display().to_string());
+            return ApiError::new(
+                507,
+                "no_space",
+                format!(
+                    "no space left on the filesystem mounted at {fs}: {}",
+                    chain(&e)
+                ),
+            );
         }
         let msg = e.to_string();
         match e {

@@ -95,10 +95,11 @@ fn spawn_shipper(
                 settings,
                 &counters,
                 || w1.upgrade().map(|s| s.ship_sources()),
-                |name, n| {
+                |name, n, reason| {
                     if let Some(s) = w2.upgrade() {
                         let mut ev = Event::now(name, Action::LogsDropped);
                         ev.dropped = Some(n);
+                        ev.reason = Some(reason.to_string());
                         s.events().publish(ev);
                     }
                 },

@@ -41,9 +41,12 @@ pub struct Event {
     pub exit_code: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<i32>,
-    /// `logs_dropped`: how many log records the size cap deleted unsent.
+    /// `logs_dropped`: how many log records were dropped unsent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dropped: Option<u64>,
+    /// `logs_dropped`: why (`size_cap`, `disk_full`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl Event {
@@ -56,6 +59,7 @@ impl Event {
             exit_code: None,
             signal: None,
             dropped: None,
+            reason: None,
         }
     }
 }

@@ -122,6 +122,7 @@ impl From<String> for HelperError {
 /// The shim proper, in the process forked for it; reports once on `out`.
 fn shim(launch: &Launch, mut out: File) -> Result<(), HelperError> {
     let devnull = detach(launch, &out)?;
+    let exit_slot = reserve_exit_file(&launch.exit_file);
     let (ours, theirs) = pipes()?;
     let (child, born_in_cgroup) = clone_init(launch, &devnull, theirs)?;
     if !place_in_cgroup(launch, child, born_in_cgroup, &mut out) {
@@ -138,7 +139,25 @@ fn shim(launch: &Launch, mut out: File) -> Result<(), HelperError> {
     if let Err(e) = copy_logs(launch, ours.out_r, ours.err_r) {
         eprintln!("hydra shim {}: logs: {e}", launch.name);
     }
-    record_exit(launch, child)
+    record_exit(launch, child, exit_slot)
+}
+
+/// Room for the exit status, made before the container starts: a file of
+/// spaces (not JSON yet) that the status is later written into in place,
+/// which needs no new block, so a disk that fills up meanwhile cannot cost
+/// the container its exit status. None if it could not be made (then the
+/// status is written as a new file at the end).
+const EXIT_SLOT: usize = 512;
+
+fn reserve_exit_file(path: &std::path::Path) -> Option<File> {
+    let mut f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(path)
+        .ok()?;
+    f.write_all(&[b' '; EXIT_SLOT]).ok()?;
+    Some(f)
 }
 
 /// Detaches the shim: a session of its own, stdin and stdout on /dev/null,
@@ -367,7 +386,7 @@ fn await_init(child: Pid, fail_r: OwnedFd, out: &mut File) -> Result<bool, Helpe
 }
 
 /// Waits for the container's end and writes its exit status file.
-fn record_exit(launch: &Launch, child: Pid) -> Result<(), HelperError> {
+fn record_exit(launch: &Launch, child: Pid, slot: Option<File>) -> Result<(), HelperError> {
     let (exit_code, signal) = loop {
         match waitpid(child, None) {
             Ok(WaitStatus::Exited(_, c)) => break (Some(c), None),
@@ -382,18 +401,39 @@ fn record_exit(launch: &Launch, child: Pid) -> Result<(), HelperError> {
         signal,
         finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
     };
-    // Not fsynced: after a power loss the exit of a process is moot.
-    crate::fsutil::write_atomic(
-        &launch.exit_file,
-        &serde_json::to_vec(&rec).expect("serializes"),
-        false,
-    )
-    .map_err(|e| HelperError(format!("{e}: {}", e.source)))
+    let mut data = serde_json::to_vec(&rec).expect("serializes");
+    // Not fsynced: after a power loss the exit of a process is moot. The
+    // agent learns of the exit when this process ends, so it stays until
+    // the status is on disk (a full disk without a slot: retried each second).
+    let mut warned = false;
+    loop {
+        let res = match (&slot, data.len() <= EXIT_SLOT) {
+            (Some(f), true) => {
+                data.resize(EXIT_SLOT, b' ');
+                std::os::unix::fs::FileExt::write_all_at(f, &data, 0)
+                    .map_err(|e| HelperError(format!("write {}: {e}", launch.exit_file.display())))
+            }
+            _ => crate::fsutil::write_atomic(&launch.exit_file, &data, false)
+                .map_err(|e| HelperError(format!("{e}: {}", e.source))),
+        };
+        match res {
+            Ok(()) => return Ok(()),
+            Err(e) if !warned => {
+                eprintln!("hydra shim {}: {e}; retrying each second", launch.name);
+                warned = true;
+            }
+            Err(_) => {}
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
 }
 
 /// Copies both pipes into the log until both reach end of file.
+/// A record that cannot be stored (a full disk) is counted and noted by the
+/// writer; the pipes are drained whatever happens, so the container never
+/// blocks on its output or dies of it.
 fn copy_logs(l: &Launch, out: OwnedFd, err: OwnedFd) -> std::io::Result<()> {
-    let mut w = LogWriter::open(&l.log_dir, l.log_max_size, l.log_max_files)?;
+    let mut w = LogWriter::open_resilient(&l.log_dir, l.log_max_size, l.log_max_files);
     let mut streams = [
         (Some(File::from(out)), "stdout", LineSplitter::default()),
         (Some(File::from(err)), "stderr", LineSplitter::default()),
@@ -432,11 +472,9 @@ fn copy_logs(l: &Launch, out: OwnedFd, err: OwnedFd) -> std::io::Result<()> {
                 Err(_) => 0,
             };
             let name = s.1;
-            let mut res = Ok(());
+            // a record not stored is the writer's to count and note
             let mut emit = |line: &[u8], partial: bool| {
-                if res.is_ok() {
-                    res = w.write(name, line, partial);
-                }
+                let _ = w.write(name, line, partial);
             };
             if n == 0 {
                 s.2.finish(&mut emit);
@@ -444,7 +482,6 @@ fn copy_logs(l: &Launch, out: OwnedFd, err: OwnedFd) -> std::io::Result<()> {
             } else {
                 s.2.feed(&buf[..n], &mut emit);
             }
-            res?;
         }
     }
     Ok(())

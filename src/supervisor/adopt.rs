@@ -65,13 +65,32 @@ impl Supervisor {
             logs: RwLock::new(cfg.logs.clone()),
             security: cfg.security.clone(),
             registry: Registry::default(),
+            unsaved: Default::default(),
             uid_ranges: userns::UidRanges::new(&cfg.security),
             events,
             metrics,
             paths,
         });
         let n = sup.adopt(loaded);
+        sup.clone().retry_loop();
         Ok((sup, n))
+    }
+
+    /// Every 2 s, writes the records that could not be written; ends with
+    /// the supervisor.
+    fn retry_loop(self: Arc<Self>) {
+        let weak = Arc::downgrade(&self);
+        drop(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                let Some(me) = weak.upgrade() else { return };
+                if me.unsaved.lock().unwrap().is_empty() {
+                    continue;
+                }
+                let _ = tokio::task::spawn_blocking(move || me.retry_unsaved()).await;
+            }
+        });
     }
 
     fn adopt(self: &Arc<Self>, loaded: Loaded) -> usize {

@@ -55,6 +55,19 @@ pub enum Error {
 }
 
 impl Error {
+    /// The path that could not be written for lack of space.
+    pub fn no_space_path(&self) -> Option<&std::path::Path> {
+        if !self.is_no_space() {
+            return None;
+        }
+        match self {
+            Error::Store(crate::store::StoreError::Write(w)) => Some(&w.path),
+            Error::Store(crate::store::StoreError::Io { path, .. }) => Some(path),
+            Error::Prepare { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+
     /// True when the state filesystem is full (the create could not be stored).
     pub fn is_no_space(&self) -> bool {
         match self {

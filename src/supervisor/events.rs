@@ -39,7 +39,13 @@ impl EventBus {
     }
 
     /// An event about `container`, stamped now (blocking, as [`Self::publish`]).
-    pub fn emit(&self, container: &str, action: Action, exit_code: Option<i32>, signal: Option<i32>) {
+    pub fn emit(
+        &self,
+        container: &str,
+        action: Action,
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+    ) {
         let mut ev = Event::now(container, action);
         ev.exit_code = exit_code;
         ev.signal = signal;

@@ -61,12 +61,16 @@ impl Supervisor {
                 *e2.rec.lock().unwrap() = r.clone();
             }
             res?;
-            me.store.save(&r, false)?;
+            me.persist(&r);
             me.count_state(Some(from), Some(State::Running));
             if restart {
                 me.restart_counter(&r).inc();
             }
-            let action = if restart { Action::Restart } else { Action::Start };
+            let action = if restart {
+                Action::Restart
+            } else {
+                Action::Start
+            };
             me.events.emit(r.name(), action, None, None);
             Ok(())
         })
@@ -111,9 +115,7 @@ impl Supervisor {
                 r.request_stop();
                 r.clone()
             };
-            if let Err(err) = me.store.save(&r, false) {
-                tracing::error!(container = %r.name(), error = %err, "cannot persist the stop request");
-            }
+            me.persist(&r);
             if let Some((action, signal)) = event {
                 me.events.emit(r.name(), action, None, signal);
             }

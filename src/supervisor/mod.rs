@@ -68,6 +68,9 @@ pub struct Supervisor {
     logs: RwLock<LogsConfig>,
     security: SecurityConfig,
     registry: Registry,
+    /// Records whose runtime state could not be written (a full or
+    /// read-only disk): kept in memory, written again when possible.
+    unsaved: std::sync::Mutex<std::collections::BTreeSet<String>>,
     uid_ranges: userns::UidRanges,
     events: EventBus,
     metrics: AgentMetrics,
@@ -107,6 +110,43 @@ impl Supervisor {
         if self.registry.is_empty() {
             self.cgroups.remove_parent(&self.parent);
         }
+    }
+
+    /// Writes a record's runtime state (blocking). A failure keeps the
+    /// state in memory (reads go on answering from it) and queues the
+    /// record for [`Supervisor::retry_unsaved`].
+    fn persist(&self, r: &crate::model::Record) {
+        match self.store.save(r, false) {
+            Ok(()) => {
+                self.unsaved.lock().unwrap().remove(r.name());
+            }
+            Err(e) => {
+                if self.unsaved.lock().unwrap().insert(r.name().to_string()) {
+                    tracing::error!(container = %r.name(), error = %e, "cannot persist the container's state; kept in memory and retried");
+                }
+            }
+        }
+    }
+
+    /// Writes the records that could not be written (blocking); true when
+    /// none is left.
+    pub fn retry_unsaved(&self) -> bool {
+        let names: Vec<String> = self.unsaved.lock().unwrap().iter().cloned().collect();
+        for name in names {
+            match self.registry.get(&name) {
+                Ok(e) => {
+                    let r = e.rec();
+                    if self.store.save(&r, false).is_ok() {
+                        self.unsaved.lock().unwrap().remove(&name);
+                        tracing::info!(container = %name, "the container's state is persisted again");
+                    }
+                }
+                Err(_) => {
+                    self.unsaved.lock().unwrap().remove(&name);
+                }
+            }
+        }
+        self.unsaved.lock().unwrap().is_empty()
     }
 
     fn log_dir(&self, name: &str) -> PathBuf {

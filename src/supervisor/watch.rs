@@ -112,9 +112,7 @@ impl Supervisor {
             finished_at,
         };
         r.exit_with(exit).expect("checked running above");
-        if let Err(err) = self.store.save(&r, false) {
-            tracing::error!(container = %name, error = %err, "cannot persist the exit");
-        }
+        self.persist(&r);
         Some(r.clone())
     }
 }

@@ -34,7 +34,15 @@ pub struct Record {
     /// 0 in records written before numbering existed.
     #[serde(default)]
     pub seq: u64,
+    /// On a note of the writer (stream `hydra`): how many records just
+    /// before it could not be stored (the disk was full); their numbers are
+    /// the gap before this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<u64>,
 }
+
+/// The stream of the writer's own notes in a container's log.
+pub const NOTE_STREAM: &str = "hydra";
 
 /// Path of segment `seq` in `dir`.
 pub fn segment(dir: &Path, seq: u64) -> PathBuf {
@@ -60,74 +68,169 @@ pub fn segments(dir: &Path) -> Vec<u64> {
 }
 
 /// Appends records to the newest segment, starting the next one when a
-/// record would take it past `max_size`.
+/// record would take it past `max_size`. A record that cannot be stored
+/// (a full disk, a vanished directory) is lost, never half-written: the
+/// segment is cut back to its last whole record, the loss counted, and the
+/// next record that can be stored is preceded by a note saying how many
+/// were lost. Writing never fails for the caller; the shim keeps draining
+/// the container's output whatever the disk does.
 pub struct LogWriter {
     dir: PathBuf,
     max_size: u64,
     max_files: u32,
     seq: u64,
-    file: File,
+    /// None while the segment cannot be opened (retried on the next record).
+    file: Option<File>,
     size: u64,
     /// `seq` of the next record.
     next: u64,
+    /// Records lost since the last note.
+    lost: u64,
+    /// Records lost since the writer was made, for the caller's accounting.
+    pub lost_total: u64,
+    /// After a failed write, records are counted as lost without trying
+    /// until then (a flood on a full disk costs no system calls).
+    retry_at: Option<std::time::Instant>,
 }
 
+/// How long after a failed write the next one is tried.
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
+
 impl LogWriter {
+    /// Opens the newest segment of `dir` (made if missing). Fails only when
+    /// the directory cannot be made; see [`LogWriter::open_resilient`].
     pub fn open(dir: &Path, max_size: u64, max_files: u32) -> io::Result<LogWriter> {
         fs::create_dir_all(dir)?;
+        let mut w = LogWriter::open_resilient(dir, max_size, max_files);
+        if w.file.is_none() {
+            w.reopen()?;
+        }
+        Ok(w)
+    }
+
+    /// A writer even when nothing can be stored now (a full disk): the
+    /// numbering goes on from what is on disk, and the segment is opened
+    /// when the next record comes.
+    pub fn open_resilient(dir: &Path, max_size: u64, max_files: u32) -> LogWriter {
+        let _ = fs::create_dir_all(dir);
         let present = segments(dir);
         let seq = present.last().copied().unwrap_or(1);
         let keep_from = (seq + 1).saturating_sub(u64::from(max_files.max(1)));
         for old in present.into_iter().take_while(|s| *s < keep_from) {
             let _ = fs::remove_file(segment(dir, old));
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(segment(dir, seq))?;
-        let size = file.metadata()?.len();
         let next = segments(dir)
             .iter()
             .rev()
             .find_map(|s| last_record_seq(&segment(dir, *s)))
             .unwrap_or(0)
             + 1;
-        Ok(LogWriter {
+        let mut w = LogWriter {
             dir: dir.to_path_buf(),
             max_size,
             max_files: max_files.max(1),
             seq,
-            file,
-            size,
+            file: None,
+            size: 0,
             next,
-        })
+            lost: 0,
+            lost_total: 0,
+            retry_at: None,
+        };
+        let _ = w.reopen();
+        w
     }
 
+    fn reopen(&mut self) -> io::Result<()> {
+        fs::create_dir_all(&self.dir)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(segment(&self.dir, self.seq))?;
+        self.size = file.metadata()?.len();
+        self.file = Some(file);
+        Ok(())
+    }
+
+    /// Appends one record; Err when it could not be stored (it is then
+    /// counted as lost and noted before the next one stored).
     pub fn write(&mut self, stream: &str, line: &[u8], partial: bool) -> io::Result<()> {
+        if self.retry_at.is_some_and(|t| std::time::Instant::now() < t) {
+            self.next += 1;
+            return self.lose(stream, io::Error::from(io::ErrorKind::StorageFull));
+        }
+        self.retry_at = None;
+        if self.lost > 0 {
+            let note = format!(
+                "{} log records were not stored: the disk was full",
+                self.lost
+            );
+            let dropped = Some(self.lost);
+            if let Err(e) = self.append(NOTE_STREAM, note.as_bytes(), false, dropped) {
+                // the number the note took is the lost line's
+                return self.lose(stream, e);
+            }
+            self.lost = 0;
+        }
+        match self.append(stream, line, partial, None) {
+            Ok(()) => Ok(()),
+            Err(e) => self.lose(stream, e),
+        }
+    }
+
+    fn lose(&mut self, _stream: &str, e: io::Error) -> io::Result<()> {
+        self.lost += 1;
+        self.lost_total += 1;
+        self.retry_at = Some(std::time::Instant::now() + RETRY_AFTER);
+        Err(e)
+    }
+
+    /// Writes one record whole, or nothing (the segment is cut back).
+    fn append(
+        &mut self,
+        stream: &str,
+        line: &[u8],
+        partial: bool,
+        dropped: Option<u64>,
+    ) -> io::Result<()> {
         let rec = Record {
             ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             stream: stream.to_string(),
             line: String::from_utf8_lossy(line).into_owned(),
             partial,
             seq: self.next,
+            dropped,
         };
         self.next += 1;
         let mut data = serde_json::to_vec(&rec).expect("records serialize");
         data.push(b'\n');
+        if self.file.is_none() {
+            self.reopen()?;
+        }
         if self.size > 0 && self.size + data.len() as u64 > self.max_size {
             self.rotate()?;
         }
-        self.file.write_all(&data)?;
+        let f = self.file.as_mut().expect("opened above");
+        if let Err(e) = f.write_all(&data) {
+            // a partial record would glue onto the next one: cut it off
+            // (shrinking needs no space)
+            if f.set_len(self.size).is_err() {
+                self.file = None;
+            }
+            return Err(e);
+        }
         self.size += data.len() as u64;
         Ok(())
     }
 
     fn rotate(&mut self) -> io::Result<()> {
         let next = self.seq + 1;
-        self.file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(segment(&self.dir, next))?;
+        self.file = Some(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(segment(&self.dir, next))?,
+        );
         self.seq = next;
         self.size = 0;
         // O(1): only the segment that just fell off the end (open() sweeps
@@ -272,5 +375,46 @@ mod tests {
         .unwrap();
         assert_eq!(tail.len(), 2);
         assert!(tail[1].contains("line 299"));
+    }
+}
+
+#[cfg(test)]
+mod disk_tests {
+    use super::*;
+
+    /// A full disk, simulated by a directory the writer can no longer open
+    /// files in: records are lost and numbered, never half-written, and the
+    /// next one stored is preceded by a note with the count.
+    #[test]
+    fn a_write_that_cannot_be_stored_is_counted_and_noted() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("logs");
+        let mut w = LogWriter::open(&dir, 1 << 20, 3).unwrap();
+        w.write("stdout", b"one", false).unwrap();
+        // the segment vanishes and cannot be made again: a read-only dir
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::write(&dir, b"not a directory").unwrap();
+        w.file = None;
+        for _ in 0..3 {
+            assert!(w.write("stdout", b"lost", false).is_err());
+        }
+        assert_eq!(w.lost_total, 3);
+        std::fs::remove_file(&dir).unwrap();
+        w.retry_at = None;
+        w.write("stdout", b"two", false).unwrap();
+        let text = std::fs::read_to_string(segment(&dir, 1)).unwrap();
+        let recs: Vec<Record> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(recs.len(), 2, "{text}");
+        assert_eq!(
+            (recs[0].stream.as_str(), recs[0].dropped, recs[0].seq),
+            (NOTE_STREAM, Some(3), 5)
+        );
+        assert_eq!((recs[1].line.as_str(), recs[1].seq), ("two", 6));
+        // a later writer goes on numbering from the disk
+        let w2 = LogWriter::open(&dir, 1 << 20, 3).unwrap();
+        assert_eq!(w2.next, 7);
     }
 }

@@ -128,12 +128,13 @@ pub struct Settings {
 }
 
 /// The shipper loop. `sources` lists what to ship (None: stop);
-/// `announce(container, n)` reports records the size cap dropped.
+/// `announce(container, n, reason)` reports records dropped before they
+/// were sent: by the size cap (`size_cap`) or a full disk (`disk_full`).
 pub fn run(
     settings: Settings,
     counters: &ShipCounters,
     mut sources: impl FnMut() -> Option<Vec<Source>>,
-    announce: impl Fn(&str, u64),
+    announce: impl Fn(&str, u64, &str),
 ) {
     let mut shipper = Shipper::new(settings, counters);
     let mut last_list = Instant::now() - Duration::from_secs(10);

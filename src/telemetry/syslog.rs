@@ -75,6 +75,7 @@ mod tests {
             line: "bad \"x\"".into(),
             partial: true,
             seq: 7,
+            dropped: None,
         };
         let src = Source {
             container: "web".into(),

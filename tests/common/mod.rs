@@ -91,6 +91,14 @@ impl Agent {
 
     /// Starts the agent binary `bin` (another release's), or this build's.
     pub async fn start_with(host: Host, extra: &str, bin: Option<PathBuf>) -> Agent {
+        let mut a = Agent::unstarted(host, extra, bin);
+        a.spawn().await;
+        a
+    }
+
+    /// An agent set up but not started (a test prepares its host first,
+    /// e.g. mounts a small filesystem as its state dir), then [`Agent::spawn`].
+    pub fn unstarted(host: Host, extra: &str, bin: Option<PathBuf>) -> Agent {
         let root = tempfile::Builder::new()
             .prefix("hydra-test-")
             .tempdir()
@@ -107,7 +115,7 @@ impl Agent {
         )
         .unwrap();
         let socket = root.path().join("run/hydra-agent/agent.sock");
-        let mut a = Agent {
+        Agent {
             host,
             client: Client::new(&socket),
             root,
@@ -115,9 +123,7 @@ impl Agent {
             config,
             child: None,
             bin: bin.unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_hydra-agent"))),
-        };
-        a.spawn().await;
-        a
+        }
     }
 
     /// The agent binary, to run in this agent's host namespaces.

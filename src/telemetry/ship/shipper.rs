@@ -82,7 +82,7 @@ impl<'a> Shipper<'a> {
 
     /// One round. A failed connect or exchange backs off (sleeps) and ends
     /// it; the next round connects again.
-    pub fn round(&mut self, announce: &dyn Fn(&str, u64)) {
+    pub fn round(&mut self, announce: &dyn Fn(&str, u64, &str)) {
         if !self.connect() {
             return;
         }
@@ -141,7 +141,7 @@ impl<'a> Shipper<'a> {
 
     /// Frames a batch from each source, in turn, into `out` while the
     /// window has room; returns the number of messages.
-    fn fill(&mut self, announce: &dyn Fn(&str, u64)) -> usize {
+    fn fill(&mut self, announce: &dyn Fn(&str, u64, &str)) -> usize {
         self.out.clear();
         let conn = self.conn.as_mut().expect("connected");
         let mut sent = 0;

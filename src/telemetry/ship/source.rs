@@ -4,6 +4,7 @@
 use super::{ShipCounters, Source};
 use crate::telemetry::cursor::{load_cursor, Cursor, CURSOR_FILE};
 use crate::telemetry::logs::Record;
+use crate::telemetry::logs::NOTE_STREAM;
 
 pub(super) struct Src {
     pub s: Source,
@@ -54,14 +55,25 @@ impl Src {
         mut after: Cursor,
         rate: u64,
         counters: &ShipCounters,
-        announce: &dyn Fn(&str, u64),
+        announce: &dyn Fn(&str, u64, &str),
     ) -> (Cursor, bool) {
         let from = self.read.next.max(self.seen + 1);
         if r.seq > from && self.read.next > 0 {
-            let n = r.seq - from;
-            counters.drop_n(&self.s.container, "size_cap", n);
-            if !self.s.container.is_empty() {
-                announce(&self.s.container, n);
+            let gap = r.seq - from;
+            // a writer's note right after the gap says how much of it the
+            // disk lost; the rest the size cap deleted before it was read
+            let disk = match r.stream == NOTE_STREAM {
+                true => r.dropped.unwrap_or(0).min(gap),
+                false => 0,
+            };
+            for (reason, n) in [("disk_full", disk), ("size_cap", gap - disk)] {
+                if n == 0 {
+                    continue;
+                }
+                counters.drop_n(&self.s.container, reason, n);
+                if !self.s.container.is_empty() {
+                    announce(&self.s.container, n, reason);
+                }
             }
         }
         let first_time = r.seq > self.seen;
