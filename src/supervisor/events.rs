@@ -20,7 +20,9 @@ impl EventBus {
     pub fn open(journal_dir: &Path) -> std::io::Result<EventBus> {
         Ok(EventBus {
             tx: broadcast::channel(1024).0,
-            journal: Mutex::new(LogWriter::open(journal_dir, 10 << 20, 3)?),
+            // a journal that cannot be written now (a full or read-only
+            // disk) is retried on each event; the agent starts anyway
+            journal: Mutex::new(LogWriter::open_resilient(journal_dir, 10 << 20, 3)),
         })
     }
 
