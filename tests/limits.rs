@@ -114,3 +114,69 @@ async fn io_limits_apply_to_the_state_disk() {
         "{file}"
     );
 }
+
+/// Runtimes (the JVM, Node, Go, .NET) read their limits from
+/// /sys/fs/cgroup: the container's own cgroup is there, read-only, on both
+/// cgroup modes, and nothing of other containers; /etc/hosts always exists.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_container_sees_its_own_limits_in_sys_fs_cgroup() {
+    require_root!();
+    let a = Agent::start("[network]\nenabled = false\n").await;
+    a.run(json!({"name": "other", "image": busybox(), "command": ["sleep", "300"]}))
+        .await
+        .unwrap();
+    let script = "cat /proc/self/cgroup; echo ---; ls /sys/fs/cgroup; echo ---; \
+        for f in memory/memory.limit_in_bytes memory.max cpu/cpu.cfs_quota_us cpu.max pids/pids.max pids.max; do \
+          [ -e /sys/fs/cgroup/$f ] && echo \"$f=$(cat /sys/fs/cgroup/$f)\"; done; \
+        echo ---; ls /sys/fs/cgroup/memory /sys/fs/cgroup 2>/dev/null | grep -c other; \
+        (echo 1 > /sys/fs/cgroup/pids/pids.max || echo 1 > /sys/fs/cgroup/pids.max) 2>/dev/null && echo WROTE; \
+        echo ---; cat /etc/hosts";
+    let out = output(
+        &a,
+        "seer",
+        json!({"image": busybox(), "limits": {"memory": "64Mi", "cpus": 0.5, "pids": 77},
+               "command": ["sh", "-c", script]}),
+    )
+    .await;
+    let text = out.join("\n");
+    let parts: Vec<&str> = text.split("---").collect();
+    // in its cgroup namespace, its cgroup is the root
+    assert!(
+        parts[0]
+            .lines()
+            .filter(|l| !l.is_empty())
+            .all(|l| l.ends_with(":/")),
+        "{text}"
+    );
+    let has = |k: &str| parts[2].lines().any(|l| l.trim() == k);
+    match Agent::layout().mode {
+        hydra_agent::cgroup::Mode::Hybrid => {
+            assert!(
+                parts[1].contains("memory") && parts[1].contains("pids"),
+                "{text}"
+            );
+            assert!(has("memory/memory.limit_in_bytes=67108864"), "{text}");
+            assert!(has("cpu/cpu.cfs_quota_us=50000"), "{text}");
+            assert!(has("pids/pids.max=77"), "{text}");
+            assert!(
+                !parts[1].contains("devices"),
+                "the shared devices cgroup is not shown: {text}"
+            );
+        }
+        hydra_agent::cgroup::Mode::V2 => {
+            assert!(has("memory.max=67108864"), "{text}");
+            assert!(has("cpu.max=50000 100000"), "{text}");
+            assert!(has("pids.max=77"), "{text}");
+        }
+    }
+    assert_eq!(
+        parts[3].lines().find(|l| !l.is_empty()),
+        Some("0"),
+        "no other container in sight: {text}"
+    );
+    assert!(!text.contains("WROTE"), "read-only: {text}");
+    assert!(
+        parts[4].contains("127.0.0.1\tlocalhost") && parts[4].contains("\tseer"),
+        "{text}"
+    );
+}

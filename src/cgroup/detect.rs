@@ -13,6 +13,65 @@ pub struct Layout {
     pub v2_own: PathBuf,
     /// hybrid: `(controller, agent's own directory in that hierarchy)`.
     pub v1_own: Vec<(&'static str, PathBuf)>,
+    /// hybrid: the v1 hierarchies a container is limited by, as a container
+    /// mounts them (see [`V1Mount`]).
+    pub v1_mounts: Vec<V1Mount>,
+}
+
+/// A v1 hierarchy a container sees at `/sys/fs/cgroup/<name>` (mounted
+/// read-only in its cgroup namespace, so rooted at its own cgroup): what
+/// runtimes (the JVM, Node, Go, .NET) read their limits from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct V1Mount {
+    /// The mount point's name on the host, e.g. `cpu,cpuacct`.
+    pub name: String,
+    /// Its controllers, the mount options a new mount must repeat.
+    pub options: String,
+}
+
+/// The controllers a container is placed in on v1 (`devices` is one shared
+/// cgroup of all containers: not shown to them).
+const V1_SHOWN: [&str; 6] = ["memory", "cpu", "cpuacct", "pids", "blkio", "cpuset"];
+
+/// Every v1 hierarchy holding one of [`V1_SHOWN`]: its name and controllers.
+fn v1_mounts<'a>(mounts: impl Iterator<Item = &'a procfs::process::MountInfo>) -> Vec<V1Mount> {
+    let mut out: Vec<V1Mount> = Vec::new();
+    for m in mounts.filter(|m| m.fs_type == "cgroup") {
+        let ctls: Vec<&str> = super::V1_CONTROLLERS
+            .iter()
+            .chain(
+                [
+                    "cpuset",
+                    "freezer",
+                    "net_cls",
+                    "net_prio",
+                    "hugetlb",
+                    "perf_event",
+                    "rdma",
+                    "misc",
+                ]
+                .iter(),
+            )
+            .copied()
+            .filter(|c| m.super_options.contains_key(*c))
+            .collect();
+        if !ctls.iter().any(|c| V1_SHOWN.contains(c)) {
+            continue;
+        }
+        let name = m
+            .mount_point
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.is_empty() || out.iter().any(|o| o.name == name) {
+            continue;
+        }
+        out.push(V1Mount {
+            name,
+            options: ctls.join(","),
+        });
+    }
+    out
 }
 
 /// Detects the mode from this process's mounts and cgroup membership.
@@ -52,6 +111,7 @@ pub fn detect() -> Result<Layout, CgroupError> {
                 mode: Mode::V2,
                 v2_own: own,
                 v1_own: Vec::new(),
+                v1_mounts: Vec::new(),
             });
         }
     }
@@ -60,6 +120,7 @@ pub fn detect() -> Result<Layout, CgroupError> {
             mode: Mode::Hybrid,
             v2_own: PathBuf::new(),
             v1_own,
+            v1_mounts: v1_mounts(mounts.iter()),
         });
     }
     Err(CgroupError::Setup(
@@ -131,77 +192,87 @@ impl Layout {
     /// enables the controllers down to `parent`.
     pub fn prepare(&self, parent: &str) -> Result<(), CgroupError> {
         match self.mode {
-            Mode::V2 => {
-                let own = &self.v2_own;
-                let is_root = !own.join("cgroup.type").exists();
-                if !is_root {
-                    let leaf = own.join("agent");
-                    mkdir(&leaf)?;
-                    fs::write(leaf.join("cgroup.procs"), std::process::id().to_string())
-                        .map_err(io_err("join", &leaf))?;
+            Mode::V2 => self.prepare_v2(parent),
+            Mode::Hybrid => self.prepare_v1(parent),
+        }
+    }
+
+    fn prepare_v2(&self, parent: &str) -> Result<(), CgroupError> {
+        let own = &self.v2_own;
+        let is_root = !own.join("cgroup.type").exists();
+        if !is_root {
+            let leaf = own.join("agent");
+            mkdir(&leaf)?;
+            fs::write(leaf.join("cgroup.procs"), std::process::id().to_string())
+                .map_err(io_err("join", &leaf))?;
+        }
+        let wanted = controllers_to_enable(own);
+        let missing: Vec<&str> = ["memory", "cpu", "pids"]
+            .into_iter()
+            .filter(|c| !wanted.iter().any(|w| w == c))
+            .collect();
+        if !missing.is_empty() {
+            return Err(CgroupError::Setup(format!(
+                "the {} controller(s) are not available in {} (not delegated by the parent cgroup); limits could not be enforced",
+                missing.join(", "),
+                own.display()
+            )));
+        }
+        let mut dir = own.clone();
+        for comp in parent.split('/') {
+            enable(&dir, &wanted)?;
+            dir = dir.join(comp);
+            mkdir(&dir)?;
+        }
+        enable(&dir, &wanted)
+    }
+
+    fn prepare_v1(&self, parent: &str) -> Result<(), CgroupError> {
+        for (ctl, own) in &self.v1_own {
+            let mut dir = own.clone();
+            for comp in parent.split('/') {
+                dir = dir.join(comp);
+                mkdir(&dir)?;
+                if *ctl == "cpuset" {
+                    inherit_cpuset(&dir)?;
                 }
-                let wanted = controllers_to_enable(own);
-                let missing: Vec<&str> = ["memory", "cpu", "pids"]
-                    .into_iter()
-                    .filter(|c| !wanted.iter().any(|w| w == c))
-                    .collect();
-                if !missing.is_empty() {
-                    return Err(CgroupError::Setup(format!(
-                        "the {} controller(s) are not available in {} (not delegated by the parent cgroup); limits could not be enforced",
-                        missing.join(", "),
-                        own.display()
-                    )));
-                }
-                let mut dir = own.clone();
-                for comp in parent.split('/') {
-                    enable(&dir, &wanted)?;
-                    dir = dir.join(comp);
-                    mkdir(&dir)?;
-                }
-                enable(&dir, &wanted)?;
-                Ok(())
             }
-            Mode::Hybrid => {
-                for (_, own) in &self.v1_own {
-                    let mut dir = own.clone();
-                    for comp in parent.split('/') {
-                        dir = dir.join(comp);
-                        mkdir(&dir)?;
-                    }
-                }
-                // fail closed: without the devices controller nothing would
-                // stop a container from opening a device node it can make
-                let d = self.devices_cgroup(parent).ok_or_else(|| {
-                    CgroupError::Setup(
-                        "the v1 devices controller is not mounted: device access of containers could not be restricted".into(),
-                    )
-                })?;
-                mkdir(&d)?;
-                // Rewritten only when it differs: `deny a` first would leave
-                // the running containers without /dev/null for a moment.
-                let mut have: Vec<String> = fs::read_to_string(d.join("devices.list"))
-                    .unwrap_or_default()
-                    .lines()
-                    .map(String::from)
-                    .collect();
-                have.sort();
-                let mut want: Vec<String> = super::STANDARD_DEVICES
-                    .iter()
-                    .map(|r| r.to_string())
-                    .collect();
-                want.sort();
-                if have != want {
-                    let write = |file: &str, v: &str| {
-                        fs::write(d.join(file), v).map_err(io_err("write", &d))
-                    };
-                    write("devices.deny", "a")?;
-                    for rule in super::STANDARD_DEVICES {
-                        write("devices.allow", rule)?;
-                    }
-                }
-                Ok(())
+            if *ctl == "cpuset" {
+                // containers' cpuset cgroups start with all of ours
+                fs::write(dir.join("cgroup.clone_children"), "1")
+                    .map_err(io_err("write cgroup.clone_children of", &dir))?;
             }
         }
+        // fail closed: without the devices controller nothing would
+        // stop a container from opening a device node it can make
+        let d = self.devices_cgroup(parent).ok_or_else(|| {
+            CgroupError::Setup(
+                "the v1 devices controller is not mounted: device access of containers could not be restricted".into(),
+            )
+        })?;
+        mkdir(&d)?;
+        // Rewritten only when it differs: `deny a` first would leave
+        // the running containers without /dev/null for a moment.
+        let mut have: Vec<String> = fs::read_to_string(d.join("devices.list"))
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect();
+        have.sort();
+        let mut want: Vec<String> = super::STANDARD_DEVICES
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        want.sort();
+        if have != want {
+            let write =
+                |file: &str, v: &str| fs::write(d.join(file), v).map_err(io_err("write", &d));
+            write("devices.deny", "a")?;
+            for rule in super::STANDARD_DEVICES {
+                write("devices.allow", rule)?;
+            }
+        }
+        Ok(())
     }
 
     /// Removes `<own>/<parent>` if empty (used by tests and uninstall).
@@ -220,6 +291,21 @@ impl Layout {
             }
         }
     }
+}
+
+/// A v1 cpuset cgroup takes no task until it has CPUs and memory nodes:
+/// an empty one gets its parent's.
+fn inherit_cpuset(dir: &Path) -> Result<(), CgroupError> {
+    for f in ["cpuset.cpus", "cpuset.mems"] {
+        let mine = fs::read_to_string(dir.join(f)).map_err(io_err("read", &dir.join(f)))?;
+        if mine.trim().is_empty() {
+            let parent = dir.parent().expect("under the agent's own cgroup");
+            let theirs =
+                fs::read_to_string(parent.join(f)).map_err(io_err("read", &parent.join(f)))?;
+            fs::write(dir.join(f), theirs.trim()).map_err(io_err("write", &dir.join(f)))?;
+        }
+    }
+    Ok(())
 }
 
 fn mkdir(d: &Path) -> Result<(), CgroupError> {

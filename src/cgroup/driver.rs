@@ -2,7 +2,7 @@
 //! run on a fake: the real one ([`CgroupFs`]) works on the cgroup
 //! filesystem through a [`Layout`] rooted where the agent's own cgroup is.
 
-use super::{block_device_of, plan, CgroupError, ContainerCgroup, Layout, Mode, Stats};
+use super::{block_device_of, plan, CgroupError, ContainerCgroup, Layout, Mode, Stats, V1Mount};
 use crate::model::{AppliedLimits, Limits};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -38,6 +38,12 @@ pub trait Cgroups: Send + Sync {
     fn remove_parent(&self, parent: &str);
     /// The directories the stats sampler keeps open (None: nothing to sample).
     fn sampled(&self, parent: &str, name: &str) -> Option<ContainerCgroup>;
+    /// v1: the hierarchies a container mounts read-only at
+    /// `/sys/fs/cgroup/<name>` to see its own limits (none on v2, where
+    /// cgroup2 is mounted whole).
+    fn container_mounts(&self) -> Vec<V1Mount> {
+        Vec::new()
+    }
 }
 
 /// The real cgroups, on the cgroup filesystem.
@@ -117,5 +123,9 @@ impl Cgroups for CgroupFs {
 
     fn sampled(&self, parent: &str, name: &str) -> Option<ContainerCgroup> {
         Some(self.layout.container(parent, name))
+    }
+
+    fn container_mounts(&self) -> Vec<V1Mount> {
+        self.layout.v1_mounts.clone()
     }
 }

@@ -14,7 +14,7 @@ mod knobs;
 mod limits;
 mod stats;
 
-pub use detect::{detect, Layout};
+pub use detect::{detect, Layout, V1Mount};
 pub use driver::{CgroupFs, Cgroups};
 pub use limits::{plan, shares_from_weight, Knob, STANDARD_DEVICES};
 pub use stats::{
@@ -81,7 +81,12 @@ impl Mode {
 }
 
 /// Controllers the agent uses on v1; `cpuacct` for usage, the rest for limits.
-pub const V1_CONTROLLERS: [&str; 6] = ["memory", "cpu", "cpuacct", "pids", "blkio", "devices"];
+/// `cpuset`: a container has a cpuset cgroup of its own (all of its
+/// parent's CPUs and memory nodes) so it can be shown its own cgroup there,
+/// which runtimes such as the JVM require before they apply any limit.
+pub const V1_CONTROLLERS: [&str; 7] = [
+    "memory", "cpu", "cpuacct", "pids", "blkio", "devices", "cpuset",
+];
 
 /// One container's cgroup: a single directory on v2, one per controller on v1.
 #[derive(Debug, Clone, PartialEq)]

@@ -10,22 +10,25 @@ use std::fs;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::Path;
 
-/// /etc/hosts and /etc/resolv.conf in the container's (upper) filesystem.
+/// /etc/hosts (always: the container's name resolves, to its address or,
+/// without host networking, to loopback) and /etc/resolv.conf (with host
+/// networking) in the container's (upper) filesystem.
 pub(super) fn write_etc(
     root: &Path,
-    n: &NetLaunch,
+    n: Option<&NetLaunch>,
     hostname: &str,
     owner: Option<u32>,
 ) -> Result<(), InitError> {
     let etc = ensure_dir(root, "etc")?;
+    let me = n.map_or_else(|| "127.0.1.1".to_string(), |n| n.ip.to_string());
     let hosts = format!(
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}\t{hostname}\n",
-        n.ip
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{me}\t{hostname}\n"
     );
-    for (f, text) in [
-        ("hosts", hosts.as_str()),
-        ("resolv.conf", n.resolv_conf.as_str()),
-    ] {
+    let mut files = vec![("hosts", hosts.as_str())];
+    if let Some(n) = n {
+        files.push(("resolv.conf", n.resolv_conf.as_str()));
+    }
+    for (f, text) in files {
         // a new file in the directory resolved inside the root: whatever
         // the image has under that name (a symlink, a fifo) is replaced,
         // never followed

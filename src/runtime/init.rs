@@ -64,8 +64,9 @@ fn setup_and_exec(
     build_root(l, userns, owner)?;
     sethostname(&l.hostname).map_err(sys("sethostname"))?;
     crate::sys::loopback_up().map_err(|e| fail("runtime", format!("loopback up: {e}")))?;
-    if let (Some(n), Some((host_nl, host_ns))) = (&l.net, host) {
-        container_net::write_etc(&l.rootfs, n, &l.hostname, owner)?;
+    let net = l.net.as_ref().zip(host);
+    container_net::write_etc(&l.rootfs, net.as_ref().map(|(n, _)| *n), &l.hostname, owner)?;
+    if let Some((n, (host_nl, host_ns))) = net {
         setup_network(n, host_nl, host_ns)
             .map_err(|e| fail("network", format!("container network: {e}")))?;
     }
@@ -115,7 +116,7 @@ fn build_root(l: &Launch, userns: Option<BorrowedFd>, owner: Option<u32>) -> Res
     }
     mounts::mount_rootfs(l)?;
     let root = &l.rootfs;
-    mounts::mount_proc_sys_dev(root, l.cgroup_v2, owner)?;
+    mounts::mount_proc_sys_dev(root, l, owner)?;
     if owner.is_some() && l.hardening.caps.iter().any(|c| c == "CAP_NET_BIND_SERVICE") {
         // container root has no capability over the host-owned network
         // namespace, so ports below 1024 are opened to every uid in it, as

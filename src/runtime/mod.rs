@@ -43,6 +43,9 @@ pub struct Launch {
     pub cgroup_procs: Vec<PathBuf>,
     /// Mount cgroup2 read-only at /sys/fs/cgroup inside (v2 hosts).
     pub cgroup_v2: bool,
+    /// v1 hosts: the hierarchies mounted read-only at /sys/fs/cgroup/<name>.
+    #[serde(default)]
+    pub cgroup_v1: Vec<crate::cgroup::V1Mount>,
     pub log_dir: PathBuf,
     pub log_max_size: u64,
     pub log_max_files: u32,

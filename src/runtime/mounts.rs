@@ -116,11 +116,62 @@ fn fd_path(fd: &OwnedFd) -> PathBuf {
 /// `owner`: host id of container root (user namespace), owner of /dev.
 pub(super) fn mount_proc_sys_dev(
     root: &Path,
-    cgroup_v2: bool,
+    l: &Launch,
     owner: Option<u32>,
 ) -> Result<(), InitError> {
-    mount_proc_sys(root, cgroup_v2)?;
+    mount_proc_sys(root, l.cgroup_v2)?;
+    if !l.cgroup_v2 && !l.cgroup_v1.is_empty() {
+        mount_cgroup_v1(&root.join("sys/fs/cgroup"), &l.cgroup_v1)?;
+    }
     mount_dev(root, owner)
+}
+
+/// v1: a tmpfs at /sys/fs/cgroup with each hierarchy the container is
+/// limited by mounted read-only in it (in the container's cgroup namespace,
+/// so rooted at its own cgroup), and links for combined ones (`cpu` and
+/// `cpuacct` to `cpu,cpuacct`), as runc and systemd lay them out; then
+/// the tmpfs read-only. Runtimes find their limits there.
+fn mount_cgroup_v1(dir: &Path, hierarchies: &[crate::cgroup::V1Mount]) -> Result<(), InitError> {
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        flags,
+        Some("mode=755,size=64k"),
+    )
+    .map_err(sys("mount a tmpfs at /sys/fs/cgroup"))?;
+    for h in hierarchies {
+        let at = dir.join(&h.name);
+        fs::create_dir(&at).map_err(|e| fail("runtime", format!("mkdir {}: {e}", at.display())))?;
+        mount(
+            Some("cgroup"),
+            &at,
+            Some("cgroup"),
+            flags | MsFlags::MS_RDONLY,
+            Some(h.options.as_str()),
+        )
+        .map_err(|e| {
+            fail(
+                "runtime",
+                format!("mount the cgroup hierarchy {}: {e}", h.options),
+            )
+        })?;
+        for part in h.name.split(',').filter(|p| *p != h.name) {
+            let _ = symlink(&h.name, dir.join(part));
+        }
+    }
+    mount(
+        None::<&str>,
+        dir,
+        None::<&str>,
+        flags | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        Some("mode=755,size=64k"),
+    )
+    .map_err(sys("remount /sys/fs/cgroup read-only"))
 }
 
 fn mount_proc_sys(root: &Path, cgroup_v2: bool) -> Result<(), InitError> {

@@ -24,6 +24,7 @@ impl Supervisor {
             process: f.process.clone(),
             cgroup_procs: self.cgroups.procs_files(&f.cgroup_parent, name),
             cgroup_v2: self.cgroups.mode() == crate::cgroup::Mode::V2,
+            cgroup_v1: self.cgroups.container_mounts(),
             log_dir: self.log_dir(name),
             log_max_size: logs.max_file_size.0,
             log_max_files: logs.max_files,
