@@ -15,7 +15,7 @@ async fn allocations_never_handed_out_twice_across_restarts() {
     // 200 creates across 10 agent restarts, 5 of them SIGKILLs mid-create
     for round in 0..10 {
         for i in 0..20 {
-            let spec = serde_json::to_vec(&json!({"name": format!("r{round}-{i}"), "image": busybox(), "command": ["sleep", "300"],
+            let spec = serde_json::to_vec(&json!({"name": format!("r{round}-{i}"), "image": busybox(), "command": ["sleep", "100000"],
                                                   "ports": [{"container_port": 8080}]}))
             .unwrap();
             if i == 19 && round % 2 == 0 {

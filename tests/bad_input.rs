@@ -48,7 +48,7 @@ async fn rejected_requests_name_the_field_and_leave_nothing() {
     require_root!();
     let a = Agent::start("").await;
     // one good container, so "nothing changed" is checked against a live agent
-    a.run(json!({"name": "dup", "image": busybox(), "command": ["sleep", "300"]}))
+    a.run(json!({"name": "dup", "image": busybox(), "command": ["sleep", "100000"]}))
         .await
         .unwrap();
     let tmp = tempfile::tempdir().unwrap();
@@ -294,7 +294,7 @@ async fn concurrent_creates_of_one_name_exactly_one_wins() {
     for round in 0..5 {
         let name = format!("race{round}");
         let spec = serde_json::to_vec(
-            &json!({"name": name, "image": busybox(), "command": ["sleep", "300"]}),
+            &json!({"name": name, "image": busybox(), "command": ["sleep", "100000"]}),
         )
         .unwrap();
         let mut tasks = Vec::new();
@@ -319,10 +319,10 @@ async fn concurrent_creates_of_one_name_exactly_one_wins() {
 async fn corrupt_record_is_quarantined_not_a_crash_loop() {
     require_root!();
     let mut a = Agent::start("").await;
-    a.run(json!({"name": "good", "image": busybox(), "command": ["sleep", "300"]}))
+    a.run(json!({"name": "good", "image": busybox(), "command": ["sleep", "100000"]}))
         .await
         .unwrap();
-    a.run(json!({"name": "broken", "image": busybox(), "command": ["sleep", "300"]}))
+    a.run(json!({"name": "broken", "image": busybox(), "command": ["sleep", "100000"]}))
         .await
         .unwrap();
     let broken_pid = a.inspect("broken").await.pid.unwrap();

@@ -35,10 +35,10 @@ fn keyed(text: &str, key: &str) -> u64 {
 async fn oom_kill_counted_in_its_own_cgroup_and_kills_the_whole_group() {
     require_v2!();
     let a = Agent::start("").await;
-    a.run(json!({"name": "bystander", "image": busybox(), "limits": {"memory": "32Mi"}, "command": ["sleep", "300"]})).await.unwrap();
+    a.run(json!({"name": "bystander", "image": busybox(), "limits": {"memory": "32Mi"}, "command": ["sleep", "100000"]})).await.unwrap();
     // helpers in the background, then a hog in a child: memory.oom.group takes them all
     a.run(json!({"name": "hog", "image": busybox(), "limits": {"memory": "32Mi"},
-                 "command": ["sh", "-c", "sleep 300 & sleep 300 & (x=$(head -c 200000000 /dev/zero | tr '\\0' a)); echo survived; sleep 300"]}))
+                 "command": ["sh", "-c", "sleep 300 & sleep 300 & (x=$(head -c 200000000 /dev/zero | tr '\\0' a)); echo survived; sleep 100000"]}))
         .await
         .unwrap();
     assert_eq!(cg_file(&a, "hog", "memory.oom.group").trim(), "1");
@@ -223,7 +223,7 @@ async fn agent_in_a_delegated_cgroup_moves_into_a_leaf_and_removal_leaves_nothin
         for want in ["cpu", "memory", "pids", "io"] {
             assert!(ctl.split_whitespace().any(|c| c == want), "{want} enabled in {ctl}");
         }
-        let spec = serde_json::to_vec(&json!({"name": "leafy", "image": busybox(), "command": ["sleep", "300"], "limits": {"memory": "16Mi"}})).unwrap();
+        let spec = serde_json::to_vec(&json!({"name": "leafy", "image": busybox(), "command": ["sleep", "100000"], "limits": {"memory": "16Mi"}})).unwrap();
         let info: hydra_agent::api::ContainerInfo = c.call("POST", "/v1/containers", Some(spec)).await.unwrap();
         let dir = own.join("hydra/leafy");
         assert_eq!(info.cgroup, dir.display().to_string());

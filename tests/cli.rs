@@ -124,7 +124,7 @@ async fn hydractl_stats_once_and_live() {
             "--",
             "sh",
             "-c",
-            "head -c 20971520 /dev/zero > /dev/shm/x && exec sleep 300",
+            "head -c 20971520 /dev/zero > /dev/shm/x && exec sleep 100000",
         ],
     );
     assert_eq!(code, 0, "{out}{err}");

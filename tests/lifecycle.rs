@@ -185,7 +185,7 @@ async fn exit_while_agent_is_down_is_recorded() {
     require_root!();
     let mut a = Agent::start("").await;
     a.run(json!({"name": "brief", "image": busybox(), "command": ["sh", "-c", "sleep 0.5; echo bye; exit 7"]})).await.unwrap();
-    a.run(json!({"name": "stays", "image": busybox(), "command": ["sleep", "300"]}))
+    a.run(json!({"name": "stays", "image": busybox(), "command": ["sleep", "100000"]}))
         .await
         .unwrap();
     let stays_pid = a.inspect("stays").await.pid.unwrap();
@@ -220,7 +220,7 @@ async fn exit_while_agent_is_down_is_recorded() {
 async fn sigterm_leaves_containers_running() {
     require_root!();
     let mut a = Agent::start("").await;
-    a.run(json!({"name": "bg", "image": busybox(), "command": ["sleep", "300"]}))
+    a.run(json!({"name": "bg", "image": busybox(), "command": ["sleep", "100000"]}))
         .await
         .unwrap();
     let pid = a.inspect("bg").await.pid.unwrap();
@@ -270,7 +270,7 @@ async fn health_check_reports_healthy_and_unhealthy() {
     let a = Agent::start("").await;
     a.run(json!({"name": "web", "image": demo(), "health": {"http_path": "/heartbeat", "interval_s": 1, "retries": 2}})).await.unwrap();
     a.run(
-        json!({"name": "mute", "image": busybox(), "command": ["sleep", "300"],
+        json!({"name": "mute", "image": busybox(), "command": ["sleep", "100000"],
                  "health": {"http_path": "/heartbeat", "interval_s": 1, "retries": 2}}),
     )
     .await

@@ -122,7 +122,7 @@ async fn io_limits_apply_to_the_state_disk() {
 async fn a_container_sees_its_own_limits_in_sys_fs_cgroup() {
     require_root!();
     let a = Agent::start("[network]\nenabled = false\n").await;
-    a.run(json!({"name": "other", "image": busybox(), "command": ["sleep", "300"]}))
+    a.run(json!({"name": "other", "image": busybox(), "command": ["sleep", "100000"]}))
         .await
         .unwrap();
     let script = "cat /proc/self/cgroup; echo ---; ls /sys/fs/cgroup; echo ---; \

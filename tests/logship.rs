@@ -25,7 +25,7 @@ async fn every_line_arrives_in_order_across_outages_and_an_agent_kill() {
     let mut rs = Rsyslog::new(dir.path());
     rs.start(&a);
     // 100,000 numbered lines in 100 bursts, over several seconds
-    let script = "for b in $(seq 0 99); do seq $((b*1000+1)) $((b*1000+1000)) | sed 's/^/n=/'; sleep 0.05; done; exec sleep 300";
+    let script = "for b in $(seq 0 99); do seq $((b*1000+1)) $((b*1000+1000)) | sed 's/^/n=/'; sleep 0.05; done; exec sleep 100000";
     a.run(
         json!({"name": "counter", "app": "billing", "version": "v1", "image": busybox(),
                  "command": ["sh", "-c", script]}),
@@ -93,11 +93,11 @@ async fn a_flooding_container_is_capped_without_holding_up_another() {
     let mut rs = Rsyslog::new(dir.path());
     rs.start(&a);
     // random bytes: invalid UTF-8, lines up to megabytes (split at 16 KiB)
-    let flood = "head -c 30000000 /dev/urandom; tr -d '\\n' < /dev/urandom | head -c 20000000; echo; echo FLOOD-END; exec sleep 300";
+    let flood = "head -c 30000000 /dev/urandom; tr -d '\\n' < /dev/urandom | head -c 20000000; echo; echo FLOOD-END; exec sleep 100000";
     a.run(json!({"name": "flood", "image": busybox(), "command": ["sh", "-c", flood]}))
         .await
         .unwrap();
-    let quiet = "for i in $(seq 1 1000); do echo n=$i; usleep 5000; done; exec sleep 300";
+    let quiet = "for i in $(seq 1 1000); do echo n=$i; usleep 5000; done; exec sleep 100000";
     a.run(json!({"name": "quiet", "image": busybox(), "command": ["sh", "-c", quiet]}))
         .await
         .unwrap();
@@ -297,7 +297,7 @@ async fn a_misbehaving_collector_costs_retries_not_lines() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let collector = bad_collector(a.host.netns(), stop.clone());
     a.run(json!({"name": "talker", "image": busybox(),
-                 "command": ["sh", "-c", "for i in $(seq 1 200); do echo n=$i; usleep 50000; done; exec sleep 300"]}))
+                 "command": ["sh", "-c", "for i in $(seq 1 200); do echo n=$i; usleep 50000; done; exec sleep 100000"]}))
         .await
         .unwrap();
     eventually(90, "talker's 200 lines acknowledged", async || {
@@ -362,7 +362,7 @@ async fn plain_tcp_syslog_receivers_get_rfc5424_messages() {
         .host
         .spawn_bg(&format!("exec rsyslogd -n -f {d}/rsyslog.conf -i {d}/pid"));
     a.run(json!({"name": "web", "app": "shop", "version": "v2", "image": busybox(),
-                 "command": ["sh", "-c", "echo 'hello \"world\" ]'; echo oops >&2; exec sleep 300"]}))
+                 "command": ["sh", "-c", "echo 'hello \"world\" ]'; echo oops >&2; exec sleep 100000"]}))
         .await
         .unwrap();
     let mut out = String::new();

@@ -71,7 +71,7 @@ async fn tls_syslog_receiver_verified_by_its_ca() {
         .host
         .spawn_bg(&format!("exec rsyslogd -n -f {d}/rsyslog.conf -i {d}/pid"));
     wrong
-        .run(json!({"name": "web", "image": busybox(), "command": ["sh", "-c", "echo secret-line; exec sleep 300"]}))
+        .run(json!({"name": "web", "image": busybox(), "command": ["sh", "-c", "echo secret-line; exec sleep 100000"]}))
         .await
         .unwrap();
     eventually(30, "the bad certificate logged", async || {
@@ -92,7 +92,7 @@ async fn tls_syslog_receiver_verified_by_its_ca() {
         .host
         .spawn_bg(&format!("exec rsyslogd -n -f {d}/rsyslog.conf -i {d}/pid"));
     a.run(json!({"name": "web", "image": busybox(),
-                 "command": ["sh", "-c", "for i in $(seq 1 50); do echo n=$i; done; exec sleep 300"]}))
+                 "command": ["sh", "-c", "for i in $(seq 1 50); do echo n=$i; done; exec sleep 100000"]}))
         .await
         .unwrap();
     let mut out = String::new();

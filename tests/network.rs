@@ -199,7 +199,7 @@ async fn port_inventory_and_port_errors() {
 
     let spec = |name: &str, hp: Option<u16>| {
         serde_json::to_vec(
-            &json!({"name": name, "image": busybox(), "command": ["sleep", "300"],
+            &json!({"name": name, "image": busybox(), "command": ["sleep", "100000"],
                                    "ports": [{"container_port": 8080, "host_port": hp}]}),
         )
         .unwrap()

@@ -116,7 +116,7 @@ mknod /tmp/sda b 8 0 2>/dev/null && echo mknod=ok || echo mknod=refused
     // (v2 has no device filter yet: there nodev, no CAP_MKNOD and our own
     // tmpfs /dev are what keeps device nodes out)
     let info = a
-        .run(json!({"name": "dev", "image": busybox(), "command": ["sleep", "300"]}))
+        .run(json!({"name": "dev", "image": busybox(), "command": ["sleep", "100000"]}))
         .await
         .unwrap();
     let cg = std::fs::read_to_string(format!("/proc/{}/cgroup", info.pid.unwrap())).unwrap();
@@ -223,7 +223,7 @@ async fn the_agent_and_its_shims_are_protected_from_the_oom_killer() {
     require_root!();
     let a = Agent::start("").await;
     let info = a
-        .run(json!({"name": "s", "image": busybox(), "command": ["sleep", "300"]}))
+        .run(json!({"name": "s", "image": busybox(), "command": ["sleep", "100000"]}))
         .await
         .unwrap();
     let adj = |pid: i32| {

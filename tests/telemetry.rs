@@ -81,7 +81,7 @@ async fn prometheus_scrapes_and_receives_each_containers_series() {
     // a container holding 50 MiB (tmpfs pages are charged to its cgroup)
     // and one burning CPU
     a.run(json!({"name": "hog", "app": "shop", "version": "v7", "image": busybox(),
-                 "command": ["sh", "-c", "head -c 52428800 /dev/zero > /dev/shm/fill && exec sleep 300"]}))
+                 "command": ["sh", "-c", "head -c 52428800 /dev/zero > /dev/shm/fill && exec sleep 100000"]}))
         .await
         .unwrap();
     a.run(

@@ -58,7 +58,7 @@ nc -l -p 80 >/dev/null 2>&1 &
 sleep 0.3
 cat /proc/net/tcp /proc/net/tcp6 | grep -q ':0050 [0:]* 0A' && echo listen80=ok || echo listen80=refused
 echo ready
-exec sleep 300
+exec sleep 100000
 "#;
     let info = a
         .run(json!({"name": "u1", "image": busybox(), "userns": true,
@@ -115,12 +115,12 @@ exec sleep 300
     // a plain container beside it stays host root; a second userns one gets
     // the next range; a third finds none (409 naming userns, nothing left)
     let plain = a
-        .run(json!({"name": "plain", "image": busybox(), "command": ["sleep", "300"]}))
+        .run(json!({"name": "plain", "image": busybox(), "command": ["sleep", "100000"]}))
         .await
         .unwrap();
     assert_eq!(host_ids(plain.pid.unwrap()).0, "0 0 0 0");
     let u2 = a
-        .run(json!({"name": "u2", "image": busybox(), "userns": true, "command": ["sleep", "300"]}))
+        .run(json!({"name": "u2", "image": busybox(), "userns": true, "command": ["sleep", "100000"]}))
         .await
         .unwrap();
     let second = START + SIZE;
@@ -153,7 +153,7 @@ exec sleep 300
     a.spawn().await;
     remove(&a, "u1").await;
     let u4 = a
-        .run(json!({"name": "u4", "image": busybox(), "userns": true, "command": ["sleep", "300"]}))
+        .run(json!({"name": "u4", "image": busybox(), "userns": true, "command": ["sleep", "100000"]}))
         .await
         .unwrap();
     let ids = format!("{START} {START} {START} {START}");

@@ -65,6 +65,7 @@ pub fn saved_rules() -> Result<Vec<String>, FirewallError> {
             all.push(format!("{table} {l}"));
         }
     }
+    all.extend(super::ip6::saved()?);
     all.sort();
     Ok(all)
 }
@@ -90,6 +91,7 @@ fn bucket_chains() -> Result<Vec<String>, FirewallError> {
 pub fn apply_all(s: &Spec) -> Result<Vec<String>, FirewallError> {
     restore(&(render_filter(s) + &render_nat(s, &bucket_chains()?)))?;
     ensure_hooks(&s.bridge, s.ours.as_ref())?;
+    super::ip6::apply(&s.bridge, s.ours.as_ref())?;
     saved_rules()
 }
 
@@ -120,7 +122,7 @@ pub fn ensure_hooks(bridge: &str, ours: Option<&Cidr>) -> Result<(), FirewallErr
     Ok(())
 }
 
-/// Whether every hook is in place.
+/// Whether every hook is in place (IPv6 ones too).
 pub fn hooks_present(bridge: &str, ours: Option<&Cidr>) -> bool {
     let Ok(ipt) = iptables::new(false) else {
         return false;
@@ -128,4 +130,5 @@ pub fn hooks_present(bridge: &str, ours: Option<&Cidr>) -> bool {
     hooks(bridge, ours, &forward_chain())
         .iter()
         .all(|(t, c, r)| ipt.exists(t, c, r).unwrap_or(false))
+        && super::ip6::hooks_present(bridge, ours)
 }

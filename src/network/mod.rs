@@ -8,6 +8,7 @@
 pub mod driver;
 pub mod firewall;
 mod inventory;
+pub mod ip6;
 pub mod ipam;
 pub mod iptables;
 pub mod netlink;

@@ -127,6 +127,13 @@ fn build_root(l: &Launch, userns: Option<BorrowedFd>, owner: Option<u32>) -> Res
             "0",
         )?;
     }
+    let proc = root.join("proc");
+    if l.net.is_some() && proc.join("sys/net/ipv6/conf/default").is_dir() {
+        // no IPv6 for the container's interfaces (its eth0 is made later,
+        // from these defaults), as Docker does without IPv6 configured:
+        // the firewall's promises are made for IPv4 (lo keeps ::1)
+        mounts::write_proc_at(&proc, "sys/net/ipv6/conf/default/disable_ipv6", "1")?;
+    }
     mounts::mask_paths(root)
 }
 

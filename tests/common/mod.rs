@@ -5,11 +5,14 @@
 
 mod host;
 mod layouts;
+mod raw;
 mod rsyslog;
 #[allow(unused_imports)]
 pub use host::*;
 #[allow(unused_imports)]
 pub use layouts::*;
+#[allow(unused_imports)]
+pub use raw::*;
 #[allow(unused_imports)]
 pub use rsyslog::*;
 
@@ -159,7 +162,7 @@ impl Agent {
             .spawn()
             .expect("spawn agent");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + scaled(20);
         loop {
             if let Ok((200, _)) = self.client.raw("GET", "/healthz", None).await {
                 return;
@@ -218,7 +221,7 @@ impl Agent {
     }
 
     pub async fn wait(&self, name: &str) -> ExitStatus {
-        tokio::time::timeout(Duration::from_secs(60), self.client.wait(name))
+        tokio::time::timeout(scaled(60), self.client.wait(name))
             .await
             .expect("wait timed out")
             .expect("wait")
@@ -369,65 +372,6 @@ impl Drop for Agent {
     }
 }
 
-/// Raw HTTP calls, for tests of the wire itself (malformed or hand-made
-/// bodies, exact routes).
-pub trait RawCalls {
-    /// A request whose 2xx answer is JSON `T`; others are errors.
-    async fn call<T: serde::de::DeserializeOwned>(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<T, ClientError>;
-    /// A streaming NDJSON request by path.
-    async fn stream_path(
-        &self,
-        path: &str,
-        on_line: impl FnMut(&str) -> bool,
-    ) -> Result<(), ClientError>;
-}
-
-impl RawCalls for Client {
-    async fn call<T: serde::de::DeserializeOwned>(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<T, ClientError> {
-        let (status, data) = self.raw(method, path, body).await?;
-        if !(200..300).contains(&status) {
-            return Err(match serde_json::from_slice(&data) {
-                Ok(body) => ClientError::Api { status, body },
-                Err(_) => ClientError::Unexpected {
-                    status,
-                    text: String::from_utf8_lossy(&data).into(),
-                },
-            });
-        }
-        let data = if data.is_empty() {
-            b"null".to_vec()
-        } else {
-            data.to_vec()
-        };
-        serde_json::from_slice(&data).map_err(|e| ClientError::Unexpected {
-            status,
-            text: format!("{e}: {}", String::from_utf8_lossy(&data)),
-        })
-    }
-
-    async fn stream_path(
-        &self,
-        path: &str,
-        mut on_line: impl FnMut(&str) -> bool,
-    ) -> Result<(), ClientError> {
-        let (path, query) = path
-            .split_once('?')
-            .map_or((path, None), |(p, q)| (p, Some(q)));
-        let req = Request::from_http("GET", path, query, b"").expect("a known streaming route");
-        self.stream(&req, |l| on_line(l)).await
-    }
-}
-
 /// A file of container `name`'s cgroup, trimmed.
 pub fn read_cg(
     layout: &hydra_agent::cgroup::Layout,
@@ -472,9 +416,20 @@ pub fn api_field(e: &ClientError) -> (u16, Option<String>) {
     }
 }
 
-/// Polls `f` until it is true or `secs` pass.
+/// `secs`, times `HYDRA_TEST_TIME_SCALE` (default 1): scripts/vm sets it,
+/// since an emulated VM on a busy host runs several times slower. Deadlines
+/// only; no test waits a fixed time for something to happen.
+pub fn scaled(secs: u64) -> Duration {
+    let k: u64 = std::env::var("HYDRA_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    Duration::from_secs(secs * k.max(1))
+}
+
+/// Polls `f` until it is true or `secs` (scaled) pass.
 pub async fn eventually(secs: u64, what: &str, mut f: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
+    let deadline = Instant::now() + scaled(secs);
     while !f().await {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -41,7 +41,7 @@ impl Rsyslog {
             "exec rsyslogd -n -f {d}/rsyslog.conf -i {d}/pid",
             d = self.dir.display()
         )));
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + super::scaled(20);
         while !self.listening(a) {
             assert!(Instant::now() < deadline, "rsyslog did not start");
             std::thread::sleep(Duration::from_millis(50));
@@ -57,7 +57,7 @@ impl Rsyslog {
 
     pub fn stop(&mut self) {
         let mut bg = self.bg.take().expect("running");
-        assert!(bg.terminate(Duration::from_secs(20)), "rsyslog stops");
+        assert!(bg.terminate(super::scaled(20)), "rsyslog stops");
     }
 
     /// (msgid, structured data fields, msg) of every line received.
