@@ -156,8 +156,12 @@ impl LogWriter {
     /// counted as lost and noted before the next one stored).
     pub fn write(&mut self, stream: &str, line: &[u8], partial: bool) -> io::Result<()> {
         if self.retry_at.is_some_and(|t| std::time::Instant::now() < t) {
+            // counted, but the retry time stays: a steady flood must not
+            // push it back forever
             self.next += 1;
-            return self.lose(stream, io::Error::from(io::ErrorKind::StorageFull));
+            self.lost += 1;
+            self.lost_total += 1;
+            return Err(io::Error::from(io::ErrorKind::StorageFull));
         }
         self.retry_at = None;
         if self.lost > 0 {
@@ -381,6 +385,32 @@ mod tests {
 #[cfg(test)]
 mod disk_tests {
     use super::*;
+
+    /// A steady flood (a line every few ms, faster than the retry period)
+    /// must not push the retry back forever: the writer tries again at the
+    /// time set by the first failure.
+    #[test]
+    fn a_flood_does_not_postpone_the_retry() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("logs");
+        std::fs::write(&dir, b"not a directory").unwrap();
+        let mut w = LogWriter::open_resilient(&dir, 1 << 20, 3);
+        assert!(w.write("stdout", b"lost", false).is_err());
+        let first = w.retry_at.expect("a retry time after a failure");
+        for _ in 0..100 {
+            assert!(w.write("stdout", b"lost", false).is_err());
+        }
+        assert_eq!(w.retry_at, Some(first), "the retry time stays put");
+        assert_eq!(w.lost_total, 101);
+        std::fs::remove_file(&dir).unwrap();
+        let deadline = first + RETRY_AFTER * 50;
+        while w.write("stdout", b"back", false).is_err() {
+            assert!(std::time::Instant::now() < deadline, "never retried");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let text = std::fs::read_to_string(segment(&dir, 1)).unwrap();
+        assert!(text.contains("\"dropped\":"), "{text}");
+    }
 
     /// A full disk, simulated by a directory the writer can no longer open
     /// files in: records are lost and numbered, never half-written, and the
