@@ -9,10 +9,19 @@
 //! `COMMIT` block as it reads it, so one child serves every change; iptables
 //! stays the tool (what hosts running Docker use), only its lifetime changes.
 //!
-//! Hand-written: the parse of one netlink message type (NFT_MSG_NEWGEN). The
-//! netlink-packet-* crates have no nftables family.
+//! The pid announced is the kernel's (the initial pid namespace's): an agent
+//! in a pid namespace of its own learns its child's from a probe, a chain
+//! with a unique name made and removed, whose commit is announced right
+//! after the chain's own messages (one transaction's announcements are sent
+//! together, under the commit lock).
+//!
+//! Hand-written: the parse of three netlink message types (NFT_MSG_NEWGEN,
+//! NEWCHAIN, DELCHAIN). The netlink-packet-* crates have no nftables family.
+
+mod nfnl;
 
 use super::iptables::FirewallError;
+use nfnl::{notes, Note, NFNLGRP_NFTABLES};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{
     bind, recv, setsockopt, socket, sockopt, AddressFamily, MsgFlags, NetlinkAddr, SockFlag,
@@ -24,10 +33,6 @@ use std::process::{Child, ChildStderr, ChildStdin, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-const NFNLGRP_NFTABLES: u32 = 7;
-/// (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN
-const NEWGEN: u16 = (10 << 8) | 15;
-const NFTA_GEN_PROC_PID: u16 = 2;
 const CMD: &str = "iptables-restore --noflush -w 5";
 /// How long one transaction may take before the child is killed.
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -42,14 +47,15 @@ struct Restorer {
     /// Lines written to the child so far: its error messages count from its
     /// first input line, ours from the transaction's.
     fed: usize,
+    /// The child's pid as the kernel announces it (learnt by the probe).
+    kpid: u32,
 }
 
 static RESTORER: Mutex<Option<Restorer>> = Mutex::new(None);
 
-/// Set when this host gives no usable announcements (the agent in a pid
-/// namespace of its own sees other pids than the kernel reports, or a
-/// legacy iptables sends none): every transaction then gets a process of
-/// its own, acknowledged by its exit status.
+/// Set when this host gives no usable announcements (a legacy iptables
+/// sends none): every transaction then gets a process of its own,
+/// acknowledged by its exit status.
 static NO_ACKS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 impl Drop for Restorer {
@@ -98,14 +104,18 @@ impl Restorer {
             stderr,
             mon,
             fed: 0,
+            kpid: 0,
         })
     }
 
-    /// Whether a commit of this child is announced with its pid: a probe
-    /// transaction (a chain made and removed) must be seen within 2 s.
+    /// Whether this child's commits are announced, and with which pid: a
+    /// probe transaction (a chain of a unique name made and removed) must be
+    /// seen within 2 s. Sets `kpid`.
     fn acknowledges(&mut self) -> bool {
-        let pid = self.child.id();
-        let probe = "*filter\n:HYDRA-PROBE - [0:0]\n-X HYDRA-PROBE\nCOMMIT\n";
+        static PROBES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("HYDRA-PROBE-{}-{n}", std::process::id());
+        let probe = format!("*filter\n:{name} - [0:0]\n-X {name}\nCOMMIT\n");
         let Some(stdin) = self.stdin.as_mut() else {
             return false;
         };
@@ -118,27 +128,48 @@ impl Restorer {
         }
         self.fed += probe.lines().count();
         let deadline = Instant::now() + Duration::from_secs(2);
+        let mut after_probe = false;
         while Instant::now() < deadline {
             let mut fds = [PollFd::new(self.mon.as_fd(), PollFlags::POLLIN)];
             let _ = poll(&mut fds, PollTimeout::from(100u16));
-            match self.count_commits(pid) {
-                Ok(n) if n > 0 => return true,
-                Ok(_) => {}
-                Err(()) => return false,
+            let Ok(notes) = self.notes() else {
+                return false;
+            };
+            for note in notes {
+                match note {
+                    Note::Chain(c) => after_probe |= c == name.as_bytes(),
+                    Note::Gen(pid) if after_probe => {
+                        self.kpid = pid;
+                        return true;
+                    }
+                    Note::Gen(_) => {}
+                }
             }
         }
         false
     }
 
     /// Reads the announcements queued on the monitor socket: how many were
-    /// commits of `pid`. Err(()) if some were lost (the socket overflowed).
-    fn count_commits(&self, pid: u32) -> Result<usize, ()> {
+    /// commits of this child. Err(()) if some were lost (the socket
+    /// overflowed).
+    fn count_commits(&self) -> Result<usize, ()> {
+        let pid = self.kpid;
+        Ok(self
+            .notes()?
+            .iter()
+            .filter(|n| matches!(n, Note::Gen(p) if *p == pid))
+            .count())
+    }
+
+    /// Every announcement queued on the monitor socket, in order. Err(()) if
+    /// some were lost.
+    fn notes(&self) -> Result<Vec<Note>, ()> {
         let mut buf = vec![0u8; 64 * 1024];
-        let mut n = 0;
+        let mut out = Vec::new();
         loop {
             match recv(self.mon.as_raw_fd(), &mut buf, MsgFlags::empty()) {
-                Ok(len) => n += committers(&buf[..len]).filter(|p| *p == pid).count(),
-                Err(nix::errno::Errno::EAGAIN) => return Ok(n),
+                Ok(len) => out.extend(notes(&buf[..len])),
+                Err(nix::errno::Errno::EAGAIN) => return Ok(out),
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(_) => return Err(()),
             }
@@ -249,35 +280,6 @@ fn commits_in(input: &str) -> usize {
     n
 }
 
-/// The pids in the NEWGEN messages of a netlink datagram.
-fn committers(mut buf: &[u8]) -> impl Iterator<Item = u32> {
-    let mut pids = Vec::new();
-    while buf.len() >= 16 {
-        let len = u32::from_ne_bytes(buf[0..4].try_into().unwrap()) as usize;
-        let kind = u16::from_ne_bytes(buf[4..6].try_into().unwrap());
-        if len < 16 || len > buf.len() {
-            break;
-        }
-        if kind == NEWGEN && len >= 20 {
-            // nlmsghdr (16) + nfgenmsg (4), then attributes
-            let mut attrs = &buf[20..len];
-            while attrs.len() >= 4 {
-                let alen = u16::from_ne_bytes(attrs[0..2].try_into().unwrap()) as usize;
-                let atype = u16::from_ne_bytes(attrs[2..4].try_into().unwrap()) & 0x3fff;
-                if alen < 4 || alen > attrs.len() {
-                    break;
-                }
-                if atype == NFTA_GEN_PROC_PID && alen == 8 {
-                    pids.push(u32::from_be_bytes(attrs[4..8].try_into().unwrap()));
-                }
-                attrs = &attrs[((alen + 3) & !3).min(attrs.len())..];
-            }
-        }
-        buf = &buf[((len + 3) & !3).min(buf.len())..];
-    }
-    pids.into_iter()
-}
-
 /// Applies an `iptables-restore --noflush` input (one or more `*table ...
 /// COMMIT` blocks, none of them empty) and returns once the kernel has
 /// committed every block, or with iptables-restore's error.
@@ -294,7 +296,7 @@ pub fn apply(input: &str) -> Result<(), FirewallError> {
         return apply_once(input);
     };
     // what is queued is about earlier commits (ours were all counted)
-    if r.count_commits(r.child.id()).is_err() {
+    if r.count_commits().is_err() {
         *guard = None;
         return apply_once(input);
     }
@@ -325,6 +327,10 @@ fn running(slot: &mut Option<Restorer>) -> Result<Option<&mut Restorer>, Firewal
         }
     }
     if slot.is_none() {
+        if is_legacy() {
+            NO_ACKS.store(true, std::sync::atomic::Ordering::Relaxed);
+            return Ok(None);
+        }
         let mut r = Restorer::spawn()?;
         if !r.acknowledges() {
             tracing::warn!("iptables-restore commits are not announced with its pid here: one process per firewall change");
@@ -335,6 +341,16 @@ fn running(slot: &mut Option<Restorer>) -> Result<Option<&mut Restorer>, Firewal
         *slot = Some(r);
     }
     Ok(slot.as_mut())
+}
+
+/// Whether iptables-restore is the legacy one (its commits are not
+/// announced: no probe is waited for).
+fn is_legacy() -> bool {
+    Command::new("iptables-restore")
+        .arg("--version")
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("legacy"))
 }
 
 /// How a transaction's wait ended without an error: every block's commit
@@ -353,7 +369,6 @@ fn transaction(
     blocks: usize,
     stderr: &mut Vec<u8>,
 ) -> Result<Waited, FirewallError> {
-    let pid = r.child.id();
     let (fed, wrote) = r.feed(input);
     let deadline = Instant::now() + TIMEOUT;
     if wrote.is_err() {
@@ -371,7 +386,7 @@ fn transaction(
         }
         let (mon_ready, err_ready) = r.wait_ready(left)?;
         if mon_ready {
-            match r.count_commits(pid) {
+            match r.count_commits() {
                 Ok(n) => seen += n,
                 Err(()) => return Ok(Waited::Lost),
             }
@@ -431,68 +446,4 @@ fn apply_once(input: &str) -> Result<(), FirewallError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_lines_count_from_the_transaction() {
-        assert_eq!(
-            relative_lines(
-                "iptables-restore: line 7 failed: No chain/target/match by that name.\n",
-                "*nat\n-A X -j ACCEPT\n-A NOPE -j ACCEPT\nCOMMIT\n",
-                4
-            ),
-            "iptables-restore: line 3 failed: No chain/target/match by that name. (-A NOPE -j ACCEPT)"
-        );
-        assert_eq!(relative_lines("something else", "", 4), "something else");
-    }
-
-    #[test]
-    fn empty_blocks_are_not_waited_for() {
-        assert_eq!(commits_in("*nat\nCOMMIT\n"), 0);
-        assert_eq!(
-            commits_in("*nat\n# a comment\nCOMMIT\n*filter\n:X - [0:0]\nCOMMIT\n"),
-            1
-        );
-        assert_eq!(
-            commits_in("*nat\n-A X -j DROP\nCOMMIT\n*filter\n-A Y -j DROP\nCOMMIT\n"),
-            2
-        );
-    }
-
-    #[test]
-    fn newgen_pids_are_read() {
-        // two messages: a NEWGEN of pid 1808 and something else
-        let mut m = Vec::new();
-        let newgen = |pid: u32| {
-            let mut v = Vec::new();
-            let attrs: Vec<u8> = [
-                &8u16.to_ne_bytes()[..],
-                &1u16.to_ne_bytes(),
-                &4u32.to_be_bytes(),
-                &8u16.to_ne_bytes(),
-                &2u16.to_ne_bytes(),
-                &pid.to_be_bytes(),
-                &8u16.to_ne_bytes(),
-                &3u16.to_ne_bytes(),
-                b"nft\0",
-            ]
-            .concat();
-            let len = 16 + 4 + attrs.len();
-            v.extend_from_slice(&(len as u32).to_ne_bytes());
-            v.extend_from_slice(&NEWGEN.to_ne_bytes());
-            v.extend_from_slice(&[0u8; 10]);
-            v.extend_from_slice(&[0, 0, 0, 4]);
-            v.extend_from_slice(&attrs);
-            v
-        };
-        m.extend(newgen(1808));
-        let mut other = vec![0u8; 20];
-        other[0..4].copy_from_slice(&20u32.to_ne_bytes());
-        other[4..6].copy_from_slice(&((10u16 << 8) | 3).to_ne_bytes());
-        m.extend(other);
-        m.extend(newgen(7));
-        assert_eq!(committers(&m).collect::<Vec<_>>(), vec![1808, 7]);
-        assert_eq!(committers(&m[..10]).count(), 0, "a truncated datagram");
-    }
-}
+mod tests;
