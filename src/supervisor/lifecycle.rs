@@ -130,7 +130,7 @@ impl Supervisor {
         let _g = e.op.lock().await;
         if e.state() == State::Running {
             self.request_stop(&e, Some((Action::Stop, None))).await;
-            self.signal(&e, libc::SIGTERM)?;
+            self.signal_if_running(&e, libc::SIGTERM)?;
             if !self.wait_exit(&e, timeout).await {
                 self.kill_and_wait(&e, name).await?;
             }
@@ -138,8 +138,17 @@ impl Supervisor {
         Ok(self.view(&e))
     }
 
+    /// [`Self::signal`], where a container that has just exited by itself
+    /// (after the caller saw it running) is what the caller wanted anyway.
+    fn signal_if_running(&self, e: &Entry, sig: i32) -> Result<()> {
+        match self.signal(e, sig) {
+            Err(Error::NotRunning(_)) => Ok(()),
+            other => other,
+        }
+    }
+
     async fn kill_and_wait(&self, e: &Arc<Entry>, name: &str) -> Result<()> {
-        self.signal(e, libc::SIGKILL)?;
+        self.signal_if_running(e, libc::SIGKILL)?;
         match self.wait_exit(e, Duration::from_secs(10)).await {
             true => Ok(()),
             false => Err(Error::DidNotExit(name.to_string())),
