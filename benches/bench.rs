@@ -2,7 +2,12 @@
 //!   start  AGENT_SOCKET RUNC_BUNDLE ROOTFS_IMAGE N  -> full cycle and create+start, hydra vs runc
 //!   memory AGENT_SOCKET AGENT_PID IMAGE N           -> agent RSS idle, PSS of agent + shims at N containers
 //!   stats  AGENT_SOCKET PARENT IMAGE SIZES PASSES   -> sampler CPU per container-sample at each size
+//!   scale  AGENT_SOCKET AGENT_PID IMAGE SIZES PROBES -> create and API latency, RSS, as the host fills
+//!   ready  AGENT_SOCKET N                          -> returns once the agent lists N running
 //! Prints a Markdown table.
+
+#[path = "bench/scale.rs"]
+mod scale;
 
 use hydra_agent::api::client::Client;
 use std::process::{Command, Stdio};
@@ -372,6 +377,18 @@ async fn main() {
         Some("start") => start(&a[2], &a[3], &a[4], a[5].parse().unwrap()).await,
         Some("memory") => memory(&a[2], a[3].parse().unwrap(), &a[4], a[5].parse().unwrap()).await,
         Some("adopt") => adopt(&a[2], a[3].parse().unwrap()).await,
+        Some("scale") => {
+            let sizes: Vec<usize> = a[5].split(',').map(|s| s.parse().unwrap()).collect();
+            scale::scale(
+                &a[2],
+                a[3].parse().unwrap(),
+                &a[4],
+                &sizes,
+                a[6].parse().unwrap(),
+            )
+            .await
+        }
+        Some("ready") => scale::ready(&a[2], a[3].parse().unwrap()).await,
         Some("veth") => veth(a[2].parse().unwrap()),
         Some("stats") => {
             let sizes: Vec<usize> = a[5].split(',').map(|n| n.parse().unwrap()).collect();
