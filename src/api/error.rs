@@ -8,7 +8,7 @@ use crate::model::SpecError;
 use crate::network::ports::PortError;
 use crate::network::NetworkError;
 use crate::runtime::RuntimeError;
-use crate::supervisor::Error as SupError;
+use crate::supervisor::{Error as SupError, StateFault};
 use serde::{Deserialize, Serialize};
 
 /// The JSON error body.
@@ -135,17 +135,24 @@ fn from_cgroup(e: CgroupError) -> ApiError {
 
 impl From<SupError> for ApiError {
     fn from(e: SupError) -> ApiError {
-        if let Some(p) = e.no_space_path() {
+        if let Some((p, fault)) = e.state_fault() {
             let fs = crate::fsutil::mount_point_of(p)
                 .map_or_else(|| "?".into(), |m| m.display().to_string());
-            return ApiError::new(
-                507,
-                "no_space",
-                format!(
-                    "no space left on the filesystem mounted at {fs}: {}",
-                    chain(&e)
+            return match fault {
+                StateFault::NoSpace => ApiError::new(
+                    507,
+                    "no_space",
+                    format!(
+                        "no space left on the filesystem mounted at {fs}: {}",
+                        chain(&e)
+                    ),
                 ),
-            );
+                StateFault::ReadOnly => ApiError::new(
+                    503,
+                    "read_only",
+                    format!("the filesystem mounted at {fs} is read-only: {}", chain(&e)),
+                ),
+            };
         }
         let msg = e.to_string();
         match e {
@@ -158,6 +165,9 @@ impl From<SupError> for ApiError {
                 .with_field(format!("capabilities.add[{index}]")),
             SupError::UsernsExhausted => ApiError::new(409, "exhausted", msg).with_field("userns"),
             SupError::NetworkDisabled => ApiError::unprocessable("ports", msg),
+            SupError::Store(crate::store::StoreError::Gone { .. }) => {
+                ApiError::new(503, "state_gone", msg)
+            }
             SupError::Image(ImageError::Store { .. }) => ApiError::internal(msg),
             SupError::Image(_) => ApiError::unprocessable("image", msg),
             SupError::Network(n) => n.into(),

@@ -25,6 +25,11 @@ pub enum StoreError {
     },
     #[error("state: {0}")]
     Write(#[from] WriteError),
+    /// The directory of records is not the one the agent started with: it
+    /// was removed, renamed or replaced (an unmounted volume shows the
+    /// directory under it). Nothing is written there until it is back.
+    #[error("state: {path} was removed or replaced since the agent started")]
+    Gone { path: PathBuf },
 }
 
 impl StoreError {
@@ -38,6 +43,7 @@ impl StoreError {
                     Some(libc::ENOSPC) | Some(libc::EDQUOT)
                 )
             }
+            StoreError::Gone { .. } => false,
         }
     }
 }
@@ -60,22 +66,47 @@ pub struct Loaded {
 pub struct Store {
     containers: PathBuf,
     quarantine: PathBuf,
+    /// Device and inode of `containers` when the store was opened.
+    id: (u64, u64),
+}
+
+fn identity(p: &std::path::Path) -> io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(p)?;
+    Ok((m.dev(), m.ino()))
 }
 
 impl Store {
     pub fn new(paths: &Paths) -> Result<Store, StoreError> {
-        let s = Store {
-            containers: paths.containers(),
-            quarantine: paths.quarantine(),
-        };
-        for d in [&s.containers, &s.quarantine] {
+        let (containers, quarantine) = (paths.containers(), paths.quarantine());
+        for d in [&containers, &quarantine] {
             fs::create_dir_all(d).map_err(|source| StoreError::Io {
                 action: "create",
                 path: d.clone(),
                 source,
             })?;
         }
-        Ok(s)
+        let id = identity(&containers).map_err(|source| StoreError::Io {
+            action: "stat",
+            path: containers.clone(),
+            source,
+        })?;
+        Ok(Store {
+            containers,
+            quarantine,
+            id,
+        })
+    }
+
+    /// Whether the directory of records is still the one opened (not
+    /// removed, renamed or replaced): checked before a container is made.
+    pub fn check(&self) -> Result<(), StoreError> {
+        match identity(&self.containers) {
+            Ok(id) if id == self.id => Ok(()),
+            _ => Err(StoreError::Gone {
+                path: self.containers.clone(),
+            }),
+        }
     }
 
     pub fn dir(&self, name: &str) -> PathBuf {
@@ -88,6 +119,8 @@ impl Store {
     /// survives any crash of the agent, and after a power loss every process
     /// it describes is gone anyway.
     pub fn save(&self, rec: &Record, durable: bool) -> Result<(), StoreError> {
+        // never into a directory made anew where the real one was
+        self.check()?;
         let data = serde_json::to_vec_pretty(&StoredRecord::from(rec)).expect("records serialize");
         Ok(write_atomic(
             &self.dir(rec.name()).join(RECORD),

@@ -19,6 +19,7 @@ pub(super) struct Taken {
 
 impl Supervisor {
     pub(super) fn create_blocking(&self, spec: ContainerSpec) -> Result<Record> {
+        self.store.check()?;
         let img = image::resolve(&spec.image, &self.paths.layers())?;
         if let Some((index, cap)) =
             caps::first_not_allowed(&spec.capabilities.add, &self.security.allowed_capabilities)

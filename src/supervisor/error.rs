@@ -54,32 +54,31 @@ pub enum Error {
     Panicked(&'static str),
 }
 
-impl Error {
-    /// The path that could not be written for lack of space.
-    pub fn no_space_path(&self) -> Option<&std::path::Path> {
-        if !self.is_no_space() {
-            return None;
-        }
-        match self {
-            Error::Store(crate::store::StoreError::Write(w)) => Some(&w.path),
-            Error::Store(crate::store::StoreError::Io { path, .. }) => Some(path),
-            Error::Prepare { path, .. } => Some(path),
-            _ => None,
-        }
-    }
+/// Why the state filesystem refused a write the operation needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateFault {
+    /// Full (ENOSPC) or over quota (EDQUOT).
+    NoSpace,
+    /// Mounted read-only (EROFS).
+    ReadOnly,
+}
 
-    /// True when the state filesystem is full (the create could not be stored).
-    pub fn is_no_space(&self) -> bool {
-        match self {
-            Error::Store(e) => e.is_no_space(),
-            Error::Prepare { source, .. } => {
-                matches!(
-                    source.raw_os_error(),
-                    Some(libc::ENOSPC) | Some(libc::EDQUOT)
-                )
-            }
-            _ => false,
-        }
+impl Error {
+    /// The path the state filesystem refused to write, and why; None for
+    /// every other failure.
+    pub fn state_fault(&self) -> Option<(&std::path::Path, StateFault)> {
+        let (path, source) = match self {
+            Error::Store(crate::store::StoreError::Write(w)) => (&w.path, &w.source),
+            Error::Store(crate::store::StoreError::Io { path, source, .. }) => (path, source),
+            Error::Prepare { path, source } => (path, source),
+            _ => return None,
+        };
+        let fault = match source.raw_os_error()? {
+            libc::ENOSPC | libc::EDQUOT => StateFault::NoSpace,
+            libc::EROFS => StateFault::ReadOnly,
+            _ => return None,
+        };
+        Some((path.as_path(), fault))
     }
 }
 

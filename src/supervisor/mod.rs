@@ -32,7 +32,7 @@ mod watch;
 #[cfg(test)]
 mod tests;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, StateFault};
 pub use query::{ContainerView, Counts, ExitView};
 
 use crate::cgroup::{Cgroups, Mode};
