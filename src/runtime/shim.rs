@@ -124,8 +124,8 @@ fn shim(launch: &Launch, mut out: File) -> Result<(), HelperError> {
     let devnull = detach(launch, &out)?;
     let exit_slot = reserve_exit_file(&launch.exit_file);
     let (ours, theirs) = pipes()?;
-    let (child, born_in_cgroup) = clone_init(launch, &devnull, theirs)?;
-    if !place_in_cgroup(launch, child, born_in_cgroup, &mut out) {
+    let (child, placed) = clone_init(launch, &devnull, theirs)?;
+    if !placed && !place_in_cgroup(launch, child, &mut out) {
         return Ok(());
     }
     File::from(ours.sync_w)
@@ -247,9 +247,32 @@ fn host_side(launch: &Launch) -> Result<(Option<HostSide>, Option<OwnedFd>), Hel
     Ok((host_net, userns))
 }
 
+/// v1: the `tasks` files of the container's cgroups, opened for the init
+/// to move itself (writing `0`: this thread alone). A thread moving itself
+/// takes no global lock, where writing a pid to `cgroup.procs` takes the
+/// threadgroup rwsem for writing and waits for an RCU grace period, long
+/// while network namespaces are being torn down. Empty on v2 (the child is
+/// born in its cgroup) or if one cannot be opened (the shim moves it).
+fn own_tasks_files(launch: &Launch) -> Vec<File> {
+    if launch.cgroup_v2 {
+        return Vec::new();
+    }
+    let files: Result<Vec<File>, _> = launch
+        .cgroup_procs
+        .iter()
+        .map(|p| {
+            fs::OpenOptions::new()
+                .write(true)
+                .open(p.with_file_name("tasks"))
+        })
+        .collect();
+    files.unwrap_or_default()
+}
+
 /// Clones the container's init into its new namespaces: in the child, stdio
-/// to the pipes, a wait until it is in its cgroup, then [`init::run`].
-/// Returns its pid and whether it was born in its cgroup.
+/// to the pipes, a wait for the shim's go, on v1 a move into its cgroups,
+/// then [`init::run`]. Returns its pid and whether it is in its cgroups
+/// (born there on v2, moved by itself on v1) or to be moved by the shim.
 fn clone_init(launch: &Launch, devnull: &File, ends: InitEnds) -> Result<(Pid, bool), HelperError> {
     let flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
@@ -264,6 +287,7 @@ fn clone_init(launch: &Launch, devnull: &File, ends: InitEnds) -> Result<(Pid, b
         devnull.as_raw_fd(),
     );
     let (mut host_net, userns) = host_side(launch)?;
+    let tasks = own_tasks_files(launch);
     let mut body = || {
         // In the child: stdio to the pipes, wait until we are in the cgroup.
         if dup2(dn, 0).is_err() || dup2(o, 1).is_err() || dup2(e, 2).is_err() {
@@ -272,6 +296,16 @@ fn clone_init(launch: &Launch, devnull: &File, ends: InitEnds) -> Result<(Pid, b
         let mut b = [0u8; 1];
         if nix::unistd::read(sr, &mut b) != Ok(1) {
             return 126;
+        }
+        for (f, p) in tasks.iter().zip(&launch.cgroup_procs) {
+            if let Err(e) = nix::unistd::write(f, b"0") {
+                let err = init::fail(
+                    "limits",
+                    format!("cannot move the container into {}: {e}", p.display()),
+                );
+                let _ = nix::unistd::write(fw, &serde_json::to_vec(&err).unwrap_or_default());
+                return 127;
+            }
         }
         let host = host_net.as_mut().map(|(nl, ns)| {
             let ns: &File = ns;
@@ -283,9 +317,11 @@ fn clone_init(launch: &Launch, devnull: &File, ends: InitEnds) -> Result<(Pid, b
         127
     };
     let v2_fd = cgroup_v2_dir(launch).and_then(|d| File::open(d).ok());
-    let child = clone_child(flags, v2_fd.as_ref(), &mut body).map_err(|e| format!("clone: {e}"))?;
-    drop((ends, host_net, userns));
-    Ok(child)
+    let (child, born) =
+        clone_child(flags, v2_fd.as_ref(), &mut body).map_err(|e| format!("clone: {e}"))?;
+    let moves_itself = !tasks.is_empty();
+    drop((ends, host_net, userns, tasks));
+    Ok((child, born || moves_itself))
 }
 
 /// The cgroup v2 directory of the container (the parent of its
@@ -326,10 +362,11 @@ fn clone_child(
     }
 }
 
-/// Moves the child into its cgroups unless it was born there. If it cannot
-/// be, kills it, reports why on `out` and returns false.
-fn place_in_cgroup(launch: &Launch, child: Pid, born_in_cgroup: bool, out: &mut File) -> bool {
-    for f in launch.cgroup_procs.iter().filter(|_| !born_in_cgroup) {
+/// Moves the child into its cgroups (v2 without clone3, or v1 tasks files
+/// that could not be opened). If it cannot be, kills it, reports why on
+/// `out` and returns false.
+fn place_in_cgroup(launch: &Launch, child: Pid, out: &mut File) -> bool {
+    for f in &launch.cgroup_procs {
         if let Err(e) = fs::write(f, child.as_raw().to_string()) {
             let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
             let _ = waitpid(child, None);
