@@ -13,7 +13,11 @@ const CENTRAL: &str = "10.99.1.0/24";
 /// by scripts/vm.
 fn rootfs() -> String {
     let dir = repo().join(".cache/runtimes/rootfs");
-    if !dir.join("usr/bin/java").exists() {
+    // not usr/bin/java: an absolute link, resolved against this host's /etc
+    if !dir
+        .join("usr/lib/jvm/java-17-openjdk-amd64/bin/java")
+        .exists()
+    {
         let st = std::process::Command::new(repo().join("scripts/build-runtimes"))
             .stdout(std::process::Stdio::null())
             .status()
