@@ -5,6 +5,7 @@
 //! The kernel is reached only through [`driver::FirewallDriver`] and
 //! [`driver::Links`].
 
+mod diag;
 pub mod driver;
 pub mod firewall;
 mod inventory;

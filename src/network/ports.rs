@@ -1,7 +1,8 @@
 //! The host-port pool (pure allocator) and what the kernel says about the
-//! ports: listeners found in /proc/net/tcp{,6} of the agent's network
+//! ports: listeners (sock_diag) of the agent's network
 //! namespace, and the processes owning them.
 
+use super::diag;
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -100,8 +101,23 @@ impl PortPool {
 }
 
 /// TCP ports with a listener in the calling thread's network namespace, with
-/// the socket inode.
+/// the socket inode: a sock_diag dump of listening sockets, IPv4 and IPv6.
+/// Not /proc/net/tcp: reading it walks the kernel's table of every
+/// established socket of every network namespace (a thousand containers'
+/// connections on a busy host), where a dump of listeners walks listeners.
 pub fn listeners() -> BTreeMap<u16, u64> {
+    let mut out = BTreeMap::new();
+    for family in [diag::AF_INET, diag::AF_INET6] {
+        match diag::listening(family) {
+            Ok(v) => out.extend(v),
+            // no sock_diag (a kernel without inet_diag): the proc files
+            Err(_) => return listeners_from_proc(),
+        }
+    }
+    out
+}
+
+pub(super) fn listeners_from_proc() -> BTreeMap<u16, u64> {
     let mut out = BTreeMap::new();
     for entries in [procfs::net::tcp(), procfs::net::tcp6()]
         .into_iter()
