@@ -66,10 +66,16 @@ pub fn plan(mode: Mode, l: &Limits, io_dev: Option<(u64, u64)>) -> Vec<Knob> {
         Mode::V2 => plan_v2(l),
         Mode::Hybrid => plan_v1(l),
     };
-    out.push(Knob::CpuMax {
-        quota,
-        period: CPU_PERIOD_US,
-    });
+    // A new cgroup has no quota (and this period): written only to set one.
+    // Each write of a CFS quota makes the kernel walk every cpu cgroup of
+    // the host (`__cfs_schedulable`): with a thousand containers, writing
+    // "no quota" cost every create a walk of a thousand groups.
+    if quota.is_some() {
+        out.push(Knob::CpuMax {
+            quota,
+            period: CPU_PERIOD_US,
+        });
+    }
     if let (Some(io), Some(dev)) = (&l.io, io_dev) {
         out.push(Knob::IoBps {
             dev,
@@ -95,7 +101,7 @@ fn plan_v2(l: &Limits) -> Vec<Knob> {
     out
 }
 
-/// v1: only the limits `l` sets (and the CFS quota, always).
+/// v1: only the limits `l` sets.
 fn plan_v1(l: &Limits) -> Vec<Knob> {
     let mut out = Vec::new();
     if let Some(m) = l.memory {
@@ -308,10 +314,8 @@ mod tests {
     fn unlimited_by_default() {
         let p = plan(Mode::V2, &Limits::default(), None);
         assert!(p.contains(&Knob::MemoryMax(None)));
-        assert!(p.contains(&Knob::CpuMax {
-            quota: None,
-            period: 100_000
-        }));
+        // nothing written for the CPU: a new cgroup has no quota
+        assert!(!p.iter().any(|k| matches!(k, Knob::CpuMax { .. })));
         assert!(p.contains(&Knob::PidsMax(None)));
         assert_eq!(shares_from_weight(100), 2 + 99 * 262_142 / 9_999);
         assert_eq!(shares_from_weight(10000), 262_144);
