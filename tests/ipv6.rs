@@ -131,6 +131,20 @@ async fn containers_reach_no_host_service_over_ipv6() {
         "1",
         "IPv6 disabled on eth0"
     );
+    // nor on the host's end of its veth (no link-local route per container)
+    let ends = a.host.sh("ip -o link show type veth");
+    let names: Vec<&str> = ends
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1)?.split('@').next())
+        .collect();
+    assert!(!names.is_empty(), "{ends}");
+    for n in names {
+        let addrs = a.host.sh(&format!("ip -6 -o addr show dev {n}"));
+        assert!(
+            addrs.trim().is_empty(),
+            "IPv6 on the host's end {n}: {addrs}"
+        );
+    }
     let out = probe(&a, "p1", p1).await;
     assert!(!out.contains("CONNECTED"), "{out}");
 

@@ -9,8 +9,8 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute,
-    LinkFlags, LinkInfo, LinkMessage,
+    AfSpecInet6, AfSpecUnspec, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind,
+    InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -145,6 +145,23 @@ impl Netlink {
             NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
         )
         .map(drop)
+    }
+
+    /// No IPv6 address will be made for the link (address generation mode
+    /// none): a host's end of a container's veth needs none, and each
+    /// link-local route would lengthen the IPv6 routing table every link
+    /// change walks. Call before the link is up; best effort (a host
+    /// without IPv6 refuses it, and has no such routes).
+    pub fn no_ipv6_addresses(&mut self, index: u32) {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes
+            .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+                vec![
+                    AfSpecInet6::AddrGenMode(1), // IN6_ADDR_GEN_MODE_NONE
+                ],
+            )]));
+        let _ = self.request(RouteNetlinkMessage::SetLink(m), NLM_F_ACK);
     }
 
     /// Sets a link up and, optionally, enslaves it to `controller`.

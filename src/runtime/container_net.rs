@@ -70,6 +70,7 @@ pub fn setup_network(
     let hidx = host
         .link_index(&n.host_ifname)?
         .ok_or_else(|| std::io::Error::other(format!("host end {} not found", n.host_ifname)))?;
+    host.no_ipv6_addresses(hidx);
     host.set_up(hidx, Some(n.bridge_index))?;
     host.set_port_isolated(hidx)?;
     let idx = ctr
