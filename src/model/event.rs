@@ -29,6 +29,10 @@ pub enum Action {
     /// Log records deleted by the size cap before they were shipped.
     #[serde(rename = "logs_dropped")]
     LogsDropped,
+    /// The writable layer was emptied: the host went down before it was
+    /// synced (reason `reboot`).
+    #[serde(rename = "layer_reset")]
+    LayerReset,
 }
 
 /// One event.
@@ -44,7 +48,7 @@ pub struct Event {
     /// `logs_dropped`: how many log records were dropped unsent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dropped: Option<u64>,
-    /// `logs_dropped`: why (`size_cap`, `disk_full`).
+    /// `logs_dropped`: why (`size_cap`, `disk_full`); `layer_reset`: `reboot`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }

@@ -7,6 +7,7 @@
 
 mod container_net;
 pub mod init;
+pub mod layer;
 mod launcher;
 mod mounts;
 pub mod probe;

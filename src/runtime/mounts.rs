@@ -40,17 +40,26 @@ pub(super) fn mount_rootfs(l: &Launch) -> Result<(), InitError> {
         l.upper.display(),
         l.work.display()
     );
+    // volatile: no syncfs of the state filesystem at every exit (see
+    // runtime::layer); the marker of the previous run in this boot goes
+    // first, or overlayfs refuses the dirs
+    super::layer::clear_marker(&l.work).map_err(|e| {
+        fail(
+            "image",
+            format!("cannot clear {}: {e}", super::layer::volatile_marker(&l.work).display()),
+        )
+    })?;
     // nodev: a device node in the image opens nothing (the container's /dev
     // is a tmpfs of ours); nosuid: setuid files elevate nothing (no_new_privs
     // says so too)
-    mount(
-        Some("overlay"),
-        &l.rootfs,
-        Some("overlay"),
-        MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
-        Some(opts.as_str()),
-    )
-    .map_err(|e| {
+    let flags = MsFlags::MS_NODEV | MsFlags::MS_NOSUID;
+    let m = |o: &str| mount(Some("overlay"), &l.rootfs, Some("overlay"), flags, Some(o));
+    let r = match m(&format!("{opts},volatile")) {
+        // a kernel before 5.10 knows no volatile
+        Err(nix::errno::Errno::EINVAL) => m(&opts),
+        r => r,
+    };
+    r.map_err(|e| {
         fail(
             "image",
             format!("cannot mount the image's layers (overlay {opts}): {e}"),

@@ -42,20 +42,27 @@ impl Supervisor {
         let state_dir = paths.state.clone();
         let names = loaded_names(&loaded);
         let log_root = cfg.logs.dir.clone();
-        let network = blocking("set up the network", move || {
+        let (network, resets) = blocking("set up the network", move || {
             clean_remains(&st, &*cgroups, &parent, log_root.as_deref(), &names);
-            match net_settings {
-                Some(s) => Ok(Some(Arc::new(Network::setup(
+            let resets = reset_layers_after_reboot(&st, &names.1, &state_dir);
+            let net = match net_settings {
+                Some(s) => Some(Arc::new(Network::setup(
                     s,
                     &recs,
                     &state_dir,
                     deps.firewall,
                     &*deps.links,
-                )?))),
-                None => Ok(None),
-            }
+                )?)),
+                None => None,
+            };
+            Ok((net, resets))
         })
         .await?;
+        for name in resets {
+            let mut ev = crate::model::Event::now(&name, crate::model::Action::LayerReset);
+            ev.reason = Some("reboot".into());
+            events.publish(ev);
+        }
         let sup = Arc::new(Supervisor {
             parent: cfg.cgroup.parent.clone(),
             store,
@@ -141,6 +148,44 @@ fn loaded_names(l: &Loaded) -> (Vec<String>, BTreeSet<String>) {
 
 /// Removes the remains of creates cut short: directories without a usable
 /// record, and cgroups no record knows.
+/// Once per boot: the writable layers whose volatile mount was never synced
+/// before the host went down are emptied (see [`crate::runtime::layer`]),
+/// then this boot is recorded. Answers the containers reset.
+fn reset_layers_after_reboot(
+    store: &Store,
+    names: &BTreeSet<String>,
+    state: &std::path::Path,
+) -> Vec<String> {
+    use crate::runtime::layer;
+    let file = state.join("boot_id");
+    match layer::is_new_boot(&file) {
+        Ok(true) => {}
+        Ok(false) => return Vec::new(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read this boot's id: writable layers are not checked");
+            return Vec::new();
+        }
+    }
+    let mut reset = Vec::new();
+    for name in names {
+        let dir = store.dir(name);
+        match layer::reset_if_unsynced(&dir.join("upper"), &dir.join("work")) {
+            Ok(true) => {
+                tracing::warn!(container = %name, "writable layer reset: the host went down before it was synced");
+                reset.push(name.clone());
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(container = %name, error = %e, "cannot reset the writable layer left by the previous boot")
+            }
+        }
+    }
+    if let Err(e) = layer::record_boot(&file) {
+        tracing::error!(error = %e, path = %file.display(), "cannot record this boot's id");
+    }
+    reset
+}
+
 fn clean_remains(
     store: &Store,
     cgroups: &dyn crate::cgroup::Cgroups,
