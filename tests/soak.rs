@@ -62,6 +62,13 @@ fn spec(kind: u64, name: &str) -> serde_json::Value {
 /// Everything the agent made that the test can see, sorted: container
 /// records and dirs, cgroups, mounts and veths in the host, firewall lines
 /// naming a container address, allocated ports.
+fn comm(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
 async fn leftovers(a: &Agent) -> Vec<String> {
     let mut out = Vec::new();
     let list = a.client.list().await.expect("list");
@@ -90,8 +97,19 @@ async fn leftovers(a: &Agent) -> Vec<String> {
             .filter(|l| l.contains(&root))
             .map(|l| format!("mount {l}")),
     );
+    // veths in the bridge; the namespace pool's (down, in no bridge) may
+    // be at most its size
     let links = a.host.sh("ip -o link show type veth");
-    out.extend(links.lines().map(|l| format!("veth {l}")));
+    out.extend(
+        links
+            .lines()
+            .filter(|l| l.contains(" master "))
+            .map(|l| format!("veth {l}")),
+    );
+    let pooled = links.lines().filter(|l| !l.contains(" master ")).count();
+    if pooled > 4 {
+        out.push(format!("{pooled} veths outside the bridge (the pool holds 4)"));
+    }
     let rules = a.host.sh("iptables-save; ip6tables-save");
     out.extend(
         rules
@@ -107,8 +125,9 @@ async fn leftovers(a: &Agent) -> Vec<String> {
             .filter(|k| k.starts_with("/sys/fs/cgroup") && k.contains(&a.parent))
             .map(|k| format!("open cgroup file {k}")),
     );
-    // the agent's own launcher helper (its child) stays; shims, containers
-    // and launchers of killed agents may not
+    // the agent's own launcher helper (its child) and the launcher's
+    // namespace pool helper stay; shims, containers and helpers of killed
+    // agents may not
     let agent = a.agent_pid().to_string();
     let parent = |p: i32| {
         let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
@@ -118,7 +137,10 @@ async fn leftovers(a: &Agent) -> Vec<String> {
     out.extend(
         processes_mentioning(a.root.path())
             .into_iter()
-            .filter(|p| parent(*p) != agent)
+            .filter(|p| {
+                let pp = parent(*p);
+                pp != agent && !(parent(pp.parse().unwrap_or(0)) == agent && comm(*p) == "hydra-netpool")
+            })
             .map(|p| {
                 let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
                 let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();

@@ -8,7 +8,7 @@ use hydra_agent::runtime::{shim, LAUNCHER_ARG};
 
 fn main() -> anyhow::Result<()> {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if argv.len() == 3 && argv[1] == LAUNCHER_ARG {
+    if (3..=4).contains(&argv.len()) && argv[1] == LAUNCHER_ARG {
         shim::launcher_main();
     }
     let args = Args::parse();

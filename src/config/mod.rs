@@ -54,6 +54,9 @@ pub struct AgentConfig {
     /// Seconds a container may take from the start request to its exec;
     /// past it the start fails and what was started is stopped.
     pub start_timeout_s: u64,
+    /// Network namespaces (with their veth, under host networking) made
+    /// ahead of the starts that take them; 0: each start makes its own.
+    pub netns_pool: u32,
 }
 
 impl Default for AgentConfig {
@@ -61,6 +64,7 @@ impl Default for AgentConfig {
         AgentConfig {
             log_level: "info".into(),
             start_timeout_s: 30,
+            netns_pool: 4,
         }
     }
 }
@@ -283,6 +287,9 @@ impl Config {
         }
         if self.agent.start_timeout_s == 0 {
             return invalid("agent.start_timeout_s", "must be at least 1");
+        }
+        if self.agent.netns_pool > 64 {
+            return invalid("agent.netns_pool", "at most 64");
         }
         if self.logs.max_files == 0 {
             return invalid("logs.max_files", "must be at least 1");

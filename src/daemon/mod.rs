@@ -94,6 +94,10 @@ fn host_deps(cfg: &Config, paths: &Paths) -> Result<Deps, DaemonError> {
             .devices_cgroup(&cfg.cgroup.parent)
             .map(|d| d.join("cgroup.procs")),
         Duration::from_secs(cfg.agent.start_timeout_s),
+        (cfg.agent.netns_pool > 0).then_some(crate::runtime::netpool::PoolSpec {
+            size: cfg.agent.netns_pool,
+            veth: cfg.network.enabled,
+        }),
     );
     Ok(Deps {
         cgroups: Arc::new(CgroupFs::new(layout)),

@@ -44,8 +44,9 @@ pub fn run(
     host: Option<HostNet>,
     fail_fd: BorrowedFd,
     userns: Option<BorrowedFd>,
+    pooled_peer: Option<&str>,
 ) -> InitError {
-    match setup_and_exec(l, host, fail_fd, userns) {
+    match setup_and_exec(l, host, fail_fd, userns, pooled_peer) {
         Ok(never) => match never {},
         Err(e) => e,
     }
@@ -56,6 +57,7 @@ fn setup_and_exec(
     host: Option<HostNet>,
     fail_fd: BorrowedFd,
     userns: Option<BorrowedFd>,
+    pooled_peer: Option<&str>,
 ) -> Result<std::convert::Infallible, InitError> {
     // host id of container root, when in a user namespace
     let owner = userns.and(l.userns);
@@ -67,7 +69,7 @@ fn setup_and_exec(
     let net = l.net.as_ref().zip(host);
     container_net::write_etc(&l.rootfs, net.as_ref().map(|(n, _)| *n), &l.hostname, owner)?;
     if let Some((n, (host_nl, host_ns))) = net {
-        setup_network(n, host_nl, host_ns)
+        setup_network(n, host_nl, host_ns, pooled_peer)
             .map_err(|e| fail("network", format!("container network: {e}")))?;
     }
 

@@ -18,6 +18,8 @@ pub struct Launcher {
     devices_procs: Option<PathBuf>,
     /// How long a start may take before it is given up.
     deadline: std::time::Duration,
+    /// Network namespaces the launcher makes ahead (see [`super::netpool`]).
+    pool: Option<super::netpool::PoolSpec>,
     proc: std::sync::Mutex<Option<LauncherProc>>,
 }
 
@@ -35,12 +37,14 @@ impl Launcher {
         tag: &Path,
         devices_procs: Option<PathBuf>,
         deadline: std::time::Duration,
+        pool: Option<super::netpool::PoolSpec>,
     ) -> Launcher {
         Launcher {
             exe: exe.to_path_buf(),
             arg: tag.to_path_buf(),
             devices_procs,
             deadline,
+            pool,
             proc: std::sync::Mutex::new(None),
         }
     }
@@ -49,6 +53,7 @@ impl Launcher {
         let mut child = Command::new(&self.exe)
             .arg(LAUNCHER_ARG)
             .arg(&self.arg)
+            .args(self.pool.map(|p| p.to_arg()))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

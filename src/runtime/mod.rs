@@ -10,6 +10,7 @@ pub mod init;
 pub mod layer;
 mod launcher;
 mod mounts;
+pub mod netpool;
 pub mod probe;
 pub mod security;
 pub mod shim;

@@ -3,14 +3,17 @@
 //! reports readiness, copies stdout/stderr into the log files and writes the
 //! exit status file when the container ends.
 
+mod exit;
 mod relay;
 
-use super::{init, start_time, ExitRecord, Launch, Ready};
+use super::netpool::{Entry, Pool, PoolSpec};
+use super::{init, start_time, Launch, Ready};
 use nix::fcntl::OFlag;
 use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
-use nix::sys::wait::{waitpid, WaitStatus};
+use nix::sys::wait::waitpid;
 use nix::unistd::{dup2, pipe2, setsid, ForkResult, Pid};
+use exit::{record_exit, reserve_exit_file};
 use relay::copy_logs;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -30,6 +33,12 @@ pub fn launcher_main() -> ! {
     if let Err(e) = super::security::prepare() {
         eprintln!("hydra launcher: {e}");
     }
+    let mut pool = PoolSpec::from_args(std::env::args()).and_then(|s| {
+        // SAFETY: the launcher is single-threaded.
+        unsafe { Pool::start(s) }
+            .map_err(|e| eprintln!("hydra launcher: no namespace pool: {e}"))
+            .ok()
+    });
     let mut stdin = std::io::stdin().lock();
     loop {
         let mut len = [0u8; 4];
@@ -40,7 +49,7 @@ pub fn launcher_main() -> ! {
         if stdin.read_exact(&mut plan).is_err() {
             std::process::exit(0);
         }
-        let line = match launch_one(&plan) {
+        let line = match launch_one(&plan, pool.as_mut()) {
             Ok(line) => line,
             Err(e) => {
                 let mut l = serde_json::to_vec(&Ready::Failed {
@@ -60,8 +69,11 @@ pub fn launcher_main() -> ! {
 }
 
 /// Forks a detached shim (double fork) and relays its one-line report.
-fn launch_one(plan: &[u8]) -> Result<Vec<u8>, HelperError> {
+fn launch_one(plan: &[u8], pool: Option<&mut Pool>) -> Result<Vec<u8>, HelperError> {
     let launch: Launch = serde_json::from_slice(plan).map_err(|e| format!("parse plan: {e}"))?;
+    let netns = pool
+        .filter(|p| p.suits(launch.net.is_some()))
+        .and_then(Pool::take);
     let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     // SAFETY: the launcher is single-threaded (exec'd for this, no runtime).
     match unsafe { crate::sys::fork_single_threaded() }.map_err(|e| format!("fork: {e}"))? {
@@ -72,7 +84,7 @@ fn launch_one(plan: &[u8]) -> Result<Vec<u8>, HelperError> {
             // SAFETY: a fork of the single-threaded launcher is single-threaded.
             match unsafe { crate::sys::fork_single_threaded() } {
                 Ok(ForkResult::Child) => {
-                    let code = match shim(&launch, File::from(report_w)) {
+                    let code = match shim(&launch, File::from(report_w), netns) {
                         Ok(()) => 0,
                         Err(e) => {
                             eprintln!("hydra shim {}: {e}", launch.name);
@@ -85,7 +97,7 @@ fn launch_one(plan: &[u8]) -> Result<Vec<u8>, HelperError> {
             }
         }
         ForkResult::Parent { child } => {
-            drop(report_w);
+            drop((report_w, netns));
             let _ = waitpid(child, None);
             let mut line = Vec::new();
             let mut r = std::io::BufReader::new(File::from(report_r));
@@ -121,11 +133,12 @@ impl From<String> for HelperError {
 }
 
 /// The shim proper, in the process forked for it; reports once on `out`.
-fn shim(launch: &Launch, mut out: File) -> Result<(), HelperError> {
-    let devnull = detach(launch, &out)?;
+fn shim(launch: &Launch, mut out: File, netns: Option<Entry>) -> Result<(), HelperError> {
+    let keep = netns.as_ref().map(|e| e.ns.as_raw_fd());
+    let devnull = detach(launch, &out, keep)?;
     let exit_slot = reserve_exit_file(&launch.exit_file);
     let (ours, theirs) = pipes()?;
-    let (child, placed) = clone_init(launch, &devnull, theirs)?;
+    let (child, placed) = clone_init(launch, &devnull, theirs, netns)?;
     if !placed && !place_in_cgroup(launch, child, &mut out) {
         return Ok(());
     }
@@ -143,28 +156,10 @@ fn shim(launch: &Launch, mut out: File) -> Result<(), HelperError> {
     record_exit(launch, child, exit_slot)
 }
 
-/// Room for the exit status, made before the container starts: a file of
-/// spaces (not JSON yet) that the status is later written into in place,
-/// which needs no new block, so a disk that fills up meanwhile cannot cost
-/// the container its exit status. None if it could not be made (then the
-/// status is written as a new file at the end).
-const EXIT_SLOT: usize = 512;
-
-fn reserve_exit_file(path: &std::path::Path) -> Option<File> {
-    let mut f = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(path)
-        .ok()?;
-    f.write_all(&[b' '; EXIT_SLOT]).ok()?;
-    Some(f)
-}
-
 /// Detaches the shim: a session of its own, stdin and stdout on /dev/null,
 /// stderr into its log, every inherited fd closed but `out`. Returns the
 /// /dev/null it keeps (the init's stdin).
-fn detach(launch: &Launch, out: &File) -> Result<File, HelperError> {
+fn detach(launch: &Launch, out: &File, keep: Option<i32>) -> Result<File, HelperError> {
     setsid().map_err(|e| format!("setsid: {e}"))?;
     let devnull = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
     let shim_log = OpenOptions::new()
@@ -177,10 +172,13 @@ fn detach(launch: &Launch, out: &File) -> Result<File, HelperError> {
     dup2(shim_log.as_raw_fd(), 2).map_err(|e| format!("dup2: {e}"))?;
     drop(shim_log);
     crate::sys::set_process_name("hydra-shim");
+    let mut fds = vec![devnull.as_raw_fd(), out.as_raw_fd()];
+    fds.extend(keep);
     // SAFETY: the shim is a fresh single-threaded fork; it owns only
-    // `devnull` and `out` from here (the launcher's stdin/stdout copies and
-    // anything else inherited are closed and never touched again).
-    unsafe { crate::sys::close_fds_except(&[devnull.as_raw_fd(), out.as_raw_fd()]) };
+    // `devnull`, `out` and `keep` (a pooled namespace) from here (the
+    // launcher's stdin/stdout copies and anything else inherited are closed
+    // and never touched again).
+    unsafe { crate::sys::close_fds_except(&fds) };
     Ok(devnull)
 }
 
@@ -274,12 +272,19 @@ fn own_tasks_files(launch: &Launch) -> Vec<File> {
 /// to the pipes, a wait for the shim's go, on v1 a move into its cgroups,
 /// then [`init::run`]. Returns its pid and whether it is in its cgroups
 /// (born there on v2, moved by itself on v1) or to be moved by the shim.
-fn clone_init(launch: &Launch, devnull: &File, ends: InitEnds) -> Result<(Pid, bool), HelperError> {
-    let flags = CloneFlags::CLONE_NEWNS
+fn clone_init(
+    launch: &Launch,
+    devnull: &File,
+    ends: InitEnds,
+    netns: Option<Entry>,
+) -> Result<(Pid, bool), HelperError> {
+    let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWNET;
+        | CloneFlags::CLONE_NEWIPC;
+    if netns.is_none() {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
     let (o, e, sr, fw, dn) = (
         ends.out_w.as_raw_fd(),
         ends.err_w.as_raw_fd(),
@@ -308,11 +313,19 @@ fn clone_init(launch: &Launch, devnull: &File, ends: InitEnds) -> Result<(Pid, b
                 return 127;
             }
         }
+        if let Some(e) = &netns {
+            if let Err(err) = nix::sched::setns(e.ns.as_fd(), CloneFlags::CLONE_NEWNET) {
+                let err = init::fail("network", format!("cannot enter the prepared network namespace: {err}"));
+                let _ = nix::unistd::write(fw, &serde_json::to_vec(&err).unwrap_or_default());
+                return 127;
+            }
+        }
         let host = host_net.as_mut().map(|(nl, ns)| {
             let ns: &File = ns;
             (nl, ns.as_fd())
         });
-        let err = init::run(launch, host, fw, userns.as_ref().map(|n| n.as_fd()));
+        let peer = netns.as_ref().and_then(|e| e.peer.as_deref());
+        let err = init::run(launch, host, fw, userns.as_ref().map(|n| n.as_fd()), peer);
         let msg = serde_json::to_vec(&err).unwrap_or_default();
         let _ = nix::unistd::write(fw, &msg);
         127
@@ -321,7 +334,7 @@ fn clone_init(launch: &Launch, devnull: &File, ends: InitEnds) -> Result<(Pid, b
     let (child, born) =
         clone_child(flags, v2_fd.as_ref(), &mut body).map_err(|e| format!("clone: {e}"))?;
     let moves_itself = !tasks.is_empty();
-    drop((ends, host_net, userns, tasks));
+    drop((ends, host_net, userns, tasks, netns));
     Ok((child, born || moves_itself))
 }
 
@@ -421,47 +434,4 @@ fn await_init(child: Pid, fail_r: OwnedFd, out: &mut File) -> Result<bool, Helpe
     )
     .map_err(|e| format!("report: {e}"))?;
     Ok(true)
-}
-
-/// Waits for the container's end and writes its exit status file.
-fn record_exit(launch: &Launch, child: Pid, slot: Option<File>) -> Result<(), HelperError> {
-    let (exit_code, signal) = loop {
-        match waitpid(child, None) {
-            Ok(WaitStatus::Exited(_, c)) => break (Some(c), None),
-            Ok(WaitStatus::Signaled(_, s, _)) => break (None, Some(s as i32)),
-            Ok(_) => continue,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(HelperError(format!("waitpid: {e}"))),
-        }
-    };
-    let rec = ExitRecord {
-        exit_code,
-        signal,
-        finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-    };
-    let mut data = serde_json::to_vec(&rec).expect("serializes");
-    // Not fsynced: after a power loss the exit of a process is moot. The
-    // agent learns of the exit when this process ends, so it stays until
-    // the status is on disk (a full disk without a slot: retried each second).
-    let mut warned = false;
-    loop {
-        let res = match (&slot, data.len() <= EXIT_SLOT) {
-            (Some(f), true) => {
-                data.resize(EXIT_SLOT, b' ');
-                std::os::unix::fs::FileExt::write_all_at(f, &data, 0)
-                    .map_err(|e| HelperError(format!("write {}: {e}", launch.exit_file.display())))
-            }
-            _ => crate::fsutil::write_atomic(&launch.exit_file, &data, false)
-                .map_err(|e| HelperError(format!("{e}: {}", e.source))),
-        };
-        match res {
-            Ok(()) => return Ok(()),
-            Err(e) if !warned => {
-                eprintln!("hydra shim {}: {e}; retrying each second", launch.name);
-                warned = true;
-            }
-            Err(_) => {}
-        }
-        std::thread::sleep(std::time::Duration::from_secs(1));
-    }
 }
