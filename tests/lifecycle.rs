@@ -155,12 +155,17 @@ async fn survives_agent_sigkill_without_losing_output() {
         .await
         .unwrap();
     let pid = a.inspect("counter").await.pid.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually(30, "some output before the agent dies", async || {
+        a.logs("counter").await.len() >= 20
+    })
+    .await;
     a.kill9();
     assert!(
         std::path::Path::new(&format!("/proc/{pid}")).exists(),
         "the container survives the agent"
     );
+    // the agent stays away for a while (a fault window, not a wait for
+    // something): the container goes on printing meanwhile
     tokio::time::sleep(Duration::from_millis(500)).await;
     a.spawn().await;
     let info = a.inspect("counter").await;
@@ -247,6 +252,8 @@ async fn restart_policy_on_failure_with_max_retries() {
         i.restart_count == 2 && i.state == "exited"
     })
     .await;
+    // an absence cannot be polled for: a window longer than the policy's
+    // first backoffs (100, 200 ms) in which a third restart would show
     tokio::time::sleep(Duration::from_millis(600)).await;
     let i = a.inspect("flaky").await;
     assert_eq!(
