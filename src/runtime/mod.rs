@@ -207,9 +207,7 @@ impl Runtime for ShimRuntime {
         if !self.is_alive(p) {
             return Ok(false);
         }
-        crate::sys::pidfd_send_signal(fd.as_fd(), sig)
-            .map(|()| true)
-            .map_err(|source| RuntimeError::Signal { pid: p.pid, source })
+        send_unless_gone(fd.as_fd(), sig, p.pid)
     }
 
     fn exited(&self, shim: ProcRef) -> ExitFuture {
@@ -243,5 +241,35 @@ impl Runtime for ShimRuntime {
         timeout: Duration,
     ) -> Result<(), ProbeError> {
         probe::probe(init.pid, port, path, timeout)
+    }
+}
+
+/// Signals through a pidfd; false if the process has ended and been reaped
+/// since the pidfd was opened (found by the soak: a stop racing an exit,
+/// which is as gone as one found gone before).
+fn send_unless_gone(
+    fd: std::os::fd::BorrowedFd,
+    sig: i32,
+    pid: i32,
+) -> Result<bool, RuntimeError> {
+    match crate::sys::pidfd_send_signal(fd, sig) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(false),
+        Err(source) => Err(RuntimeError::Signal { pid, source }),
+    }
+}
+
+#[cfg(test)]
+mod signal_tests {
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn a_process_reaped_after_its_pidfd_was_opened_is_gone_not_an_error() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let fd = crate::sys::pidfd_open(child.id() as i32).unwrap();
+        child.wait().unwrap();
+        assert!(!super::send_unless_gone(fd.as_fd(), 0, child.id() as i32).unwrap());
+        let me = crate::sys::pidfd_open(std::process::id() as i32).unwrap();
+        assert!(super::send_unless_gone(me.as_fd(), 0, 0).unwrap());
     }
 }
