@@ -45,6 +45,21 @@ pub fn mount_point_of(path: &Path) -> Option<PathBuf> {
 /// half (temp file, rename); `durable` adds fsync of the file and directory.
 /// A failed write removes its temp file.
 pub fn write_atomic(path: &Path, data: &[u8], durable: bool) -> Result<(), WriteError> {
+    let dir = path
+        .parent()
+        .expect("atomic writes name a file in a directory");
+    fs::create_dir_all(dir).map_err(|source| WriteError {
+        action: "create the directory of",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    replace_file(path, data, durable)
+}
+
+/// [`write_atomic`] into a directory that must exist: never makes one (a
+/// record is never written into a directory made anew where the real one
+/// vanished, even if it vanishes between a check and the write).
+pub fn replace_file(path: &Path, data: &[u8], durable: bool) -> Result<(), WriteError> {
     let err = |action, source| WriteError {
         action,
         path: path.to_path_buf(),
@@ -53,7 +68,6 @@ pub fn write_atomic(path: &Path, data: &[u8], durable: bool) -> Result<(), Write
     let dir = path
         .parent()
         .expect("atomic writes name a file in a directory");
-    fs::create_dir_all(dir).map_err(|e| err("create the directory of", e))?;
     let tmp = dir.join(format!(
         ".{}.tmp",
         path.file_name().unwrap_or_default().to_string_lossy()
@@ -89,6 +103,14 @@ mod tests {
             Some(PathBuf::from("/proc"))
         );
         assert_eq!(mount_point_of(Path::new("/")), Some(PathBuf::from("/")));
+    }
+
+    #[test]
+    fn replace_file_makes_no_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let e = replace_file(&d.path().join("gone/rec.json"), b"x", false).unwrap_err();
+        assert_eq!(e.source.kind(), std::io::ErrorKind::NotFound);
+        assert!(!d.path().join("gone").exists());
     }
 
     #[test]

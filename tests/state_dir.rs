@@ -62,7 +62,9 @@ async fn a_read_only_or_vanished_state_dir_costs_writes_not_processes() {
         std::fs::read_to_string(&rec).is_ok_and(|t| t.contains("\"signal\": 9"))
     })
     .await;
-    a.run(json!({"name": "late", "image": busybox(), "command": ["true"]}))
+    // it ends after the directory of records is gone (below): its exit is
+    // recorded then, and must not make the directory anew
+    a.run(json!({"name": "late", "image": busybox(), "command": ["sleep", "2"]}))
         .await
         .unwrap();
 
@@ -78,6 +80,10 @@ async fn a_read_only_or_vanished_state_dir_costs_writes_not_processes() {
         "state_gone",
         &containers.display().to_string(),
     )
+    .await;
+    eventually(30, "late's exit, recorded while the directory is away", async || {
+        a.inspect("late").await.state == "exited"
+    })
     .await;
     assert!(
         !containers.exists(),

@@ -8,7 +8,7 @@ mod disk;
 pub use disk::{LayoutError, StoredRecord, FORMAT};
 
 use crate::config::Paths;
-use crate::fsutil::{write_atomic, WriteError};
+use crate::fsutil::WriteError;
 use crate::model::Record;
 use std::fs;
 use std::io;
@@ -122,7 +122,21 @@ impl Store {
         // never into a directory made anew where the real one was
         self.check()?;
         let data = serde_json::to_vec_pretty(&StoredRecord::from(rec)).expect("records serialize");
-        Ok(write_atomic(
+        // the container's own directory may be made, its parents never:
+        // the directory of records may vanish between the check and the
+        // write, and nothing is made where it was
+        let dir = self.dir(rec.name());
+        match fs::create_dir(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(StoreError::Io {
+                    action: "create",
+                    path: dir,
+                    source: e,
+                })
+            }
+            _ => {}
+        }
+        Ok(crate::fsutil::replace_file(
             &self.dir(rec.name()).join(RECORD),
             &data,
             durable,
