@@ -285,7 +285,8 @@ fn veth(n: usize) {
             let mut h = Netlink::new().expect("host netlink");
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
             let t = Instant::now();
-            hydra_agent::runtime::init::setup_network(&launch, &mut h, fd.as_fd(), None).expect("setup");
+            hydra_agent::runtime::init::setup_network(&launch, &mut h, fd.as_fd(), None)
+                .expect("setup");
             ms(t.elapsed())
         })
         .join()

@@ -28,7 +28,12 @@ fn waiting(a: &Agent) -> usize {
 fn descendants_named(ancestor: i32, comm: &str) -> Vec<i32> {
     let parent = |pid: i32| -> Option<i32> {
         let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        s.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+        s.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
     };
     std::fs::read_dir("/proc")
         .unwrap()
@@ -68,7 +73,10 @@ async fn namespaces_made_ahead_are_used_once_and_leave_nothing() {
     require_root!();
     let mut a = Agent::start("").await;
     let first = sleeper(&a, "c0").await;
-    eventually(30, "4 namespaces waiting in the pool", async || waiting(&a) == 4).await;
+    eventually(30, "4 namespaces waiting in the pool", async || {
+        waiting(&a) == 4
+    })
+    .await;
     let helpers = descendants_named(a.agent_pid(), "hydra-netpool");
     assert_eq!(helpers.len(), 1, "{helpers:?}");
 
@@ -85,7 +93,9 @@ async fn namespaces_made_ahead_are_used_once_and_leave_nothing() {
         let c = sleeper(&a, &format!("c{i}")).await;
         // its host end is one the pool made ahead
         assert!(
-            veths(&a).iter().any(|(n, br, up)| *br && *up && pooled.contains(n)),
+            veths(&a)
+                .iter()
+                .any(|(n, br, up)| *br && *up && pooled.contains(n)),
             "container c{i} did not take a pooled namespace"
         );
         let ns = netns_of(c.pid.unwrap());

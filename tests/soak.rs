@@ -108,7 +108,9 @@ async fn leftovers(a: &Agent) -> Vec<String> {
     );
     let pooled = links.lines().filter(|l| !l.contains(" master ")).count();
     if pooled > 4 {
-        out.push(format!("{pooled} veths outside the bridge (the pool holds 4)"));
+        out.push(format!(
+            "{pooled} veths outside the bridge (the pool holds 4)"
+        ));
     }
     let rules = a.host.sh("iptables-save; ip6tables-save");
     out.extend(
@@ -139,7 +141,8 @@ async fn leftovers(a: &Agent) -> Vec<String> {
             .into_iter()
             .filter(|p| {
                 let pp = parent(*p);
-                pp != agent && !(parent(pp.parse().unwrap_or(0)) == agent && comm(*p) == "hydra-netpool")
+                pp != agent
+                    && !(parent(pp.parse().unwrap_or(0)) == agent && comm(*p) == "hydra-netpool")
             })
             .map(|p| {
                 let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();

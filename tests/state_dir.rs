@@ -81,9 +81,11 @@ async fn a_read_only_or_vanished_state_dir_costs_writes_not_processes() {
         &containers.display().to_string(),
     )
     .await;
-    eventually(30, "late's exit, recorded while the directory is away", async || {
-        a.inspect("late").await.state == "exited"
-    })
+    eventually(
+        30,
+        "late's exit, recorded while the directory is away",
+        async || a.inspect("late").await.state == "exited",
+    )
     .await;
     assert!(
         !containers.exists(),

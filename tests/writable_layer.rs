@@ -48,11 +48,17 @@ async fn the_writable_layer_lives_for_one_boot() {
 
     // another run in this boot: overlayfs would refuse the marked dirs;
     // the agent clears the marker and the layer is whole
-    assert_eq!(run_again(&a, "scratch").await, ["runs before: 0", "runs before: 1"]);
+    assert_eq!(
+        run_again(&a, "scratch").await,
+        ["runs before: 0", "runs before: 1"]
+    );
     // the agent killed and started again in the same boot: nothing reset
     a.kill9();
     a.spawn().await;
-    assert_eq!(run_again(&a, "scratch").await.last().unwrap(), "runs before: 2");
+    assert_eq!(
+        run_again(&a, "scratch").await.last().unwrap(),
+        "runs before: 2"
+    );
     assert!(!journal_mentions(&a, "layer_reset"));
 
     // the host "rebooted" (the boot recorded is another one) while the layer
@@ -63,9 +69,15 @@ async fn the_writable_layer_lives_for_one_boot() {
     assert!(journal_mentions(&a, "layer_reset"), "no layer_reset event");
     let upper = a.state().join("containers/scratch/upper");
     assert_eq!(std::fs::read_dir(&upper).unwrap().count(), 0);
-    assert_eq!(run_again(&a, "scratch").await.last().unwrap(), "runs before: 0");
+    assert_eq!(
+        run_again(&a, "scratch").await.last().unwrap(),
+        "runs before: 0"
+    );
     // and the boot is recorded: the next restart resets nothing
     a.kill9();
     a.spawn().await;
-    assert_eq!(run_again(&a, "scratch").await.last().unwrap(), "runs before: 1");
+    assert_eq!(
+        run_again(&a, "scratch").await.last().unwrap(),
+        "runs before: 1"
+    );
 }

@@ -7,8 +7,8 @@
 
 mod container_net;
 pub mod init;
-pub mod layer;
 mod launcher;
+pub mod layer;
 mod mounts;
 pub mod netpool;
 pub mod probe;
@@ -247,11 +247,7 @@ impl Runtime for ShimRuntime {
 /// Signals through a pidfd; false if the process has ended and been reaped
 /// since the pidfd was opened (found by the soak: a stop racing an exit,
 /// which is as gone as one found gone before).
-fn send_unless_gone(
-    fd: std::os::fd::BorrowedFd,
-    sig: i32,
-    pid: i32,
-) -> Result<bool, RuntimeError> {
+fn send_unless_gone(fd: std::os::fd::BorrowedFd, sig: i32, pid: i32) -> Result<bool, RuntimeError> {
     match crate::sys::pidfd_send_signal(fd, sig) {
         Ok(()) => Ok(true),
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(false),

@@ -46,7 +46,10 @@ pub(super) fn mount_rootfs(l: &Launch) -> Result<(), InitError> {
     super::layer::clear_marker(&l.work).map_err(|e| {
         fail(
             "image",
-            format!("cannot clear {}: {e}", super::layer::volatile_marker(&l.work).display()),
+            format!(
+                "cannot clear {}: {e}",
+                super::layer::volatile_marker(&l.work).display()
+            ),
         )
     })?;
     // nodev: a device node in the image opens nothing (the container's /dev

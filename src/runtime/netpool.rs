@@ -46,7 +46,11 @@ pub struct PoolSpec {
 impl PoolSpec {
     /// The launcher's argument for it (`--netns-pool=4,veth`).
     pub fn to_arg(self) -> String {
-        format!("--netns-pool={}{}", self.size, if self.veth { ",veth" } else { "" })
+        format!(
+            "--netns-pool={}{}",
+            self.size,
+            if self.veth { ",veth" } else { "" }
+        )
     }
 
     pub fn from_args(mut args: impl Iterator<Item = String>) -> Option<PoolSpec> {
@@ -111,7 +115,9 @@ impl Pool {
     }
 
     fn credit(&self) -> io::Result<()> {
-        nix::unistd::write(&self.sock, b"+").map(drop).map_err(io::Error::from)
+        nix::unistd::write(&self.sock, b"+")
+            .map(drop)
+            .map_err(io::Error::from)
     }
 
     /// Whether this pool's entries suit a start (a veth exactly when the
@@ -131,7 +137,9 @@ impl Pool {
             }
             Ok(None) => None,
             Err(e) => {
-                eprintln!("hydra launcher: the namespace pool's helper is gone ({e}); making a new one");
+                eprintln!(
+                    "hydra launcher: the namespace pool's helper is gone ({e}); making a new one"
+                );
                 self.replace();
                 None
             }
@@ -283,7 +291,16 @@ mod tests {
 
     #[test]
     fn the_launcher_argument_round_trips() {
-        for spec in [PoolSpec { size: 4, veth: true }, PoolSpec { size: 1, veth: false }] {
+        for spec in [
+            PoolSpec {
+                size: 4,
+                veth: true,
+            },
+            PoolSpec {
+                size: 1,
+                veth: false,
+            },
+        ] {
             assert_eq!(PoolSpec::from_args([spec.to_arg()].into_iter()), Some(spec));
         }
         let parse = |a: &str| PoolSpec::from_args([a.to_string()].into_iter());

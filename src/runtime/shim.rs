@@ -8,12 +8,12 @@ mod relay;
 
 use super::netpool::{Entry, Pool, PoolSpec};
 use super::{init, start_time, Launch, Ready};
+use exit::{record_exit, reserve_exit_file};
 use nix::fcntl::OFlag;
 use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
 use nix::sys::wait::waitpid;
 use nix::unistd::{dup2, pipe2, setsid, ForkResult, Pid};
-use exit::{record_exit, reserve_exit_file};
 use relay::copy_logs;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -315,7 +315,10 @@ fn clone_init(
         }
         if let Some(e) = &netns {
             if let Err(err) = nix::sched::setns(e.ns.as_fd(), CloneFlags::CLONE_NEWNET) {
-                let err = init::fail("network", format!("cannot enter the prepared network namespace: {err}"));
+                let err = init::fail(
+                    "network",
+                    format!("cannot enter the prepared network namespace: {err}"),
+                );
                 let _ = nix::unistd::write(fw, &serde_json::to_vec(&err).unwrap_or_default());
                 return 127;
             }

@@ -27,7 +27,11 @@ pub(super) fn reserve_exit_file(path: &std::path::Path) -> Option<File> {
 }
 
 /// Waits for the container's end and writes its exit status file.
-pub(super) fn record_exit(launch: &Launch, child: Pid, slot: Option<File>) -> Result<(), HelperError> {
+pub(super) fn record_exit(
+    launch: &Launch,
+    child: Pid,
+    slot: Option<File>,
+) -> Result<(), HelperError> {
     let (exit_code, signal) = loop {
         match waitpid(child, None) {
             Ok(WaitStatus::Exited(_, c)) => break (Some(c), None),
