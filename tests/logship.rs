@@ -50,8 +50,14 @@ async fn every_line_arrives_in_order_across_outages_and_an_agent_kill() {
         got.contains(&100_000)
     })
     .await;
-    // give the last acknowledgements a moment, then check the whole stream
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // the whole stream, at least once and in order, once the last
+    // acknowledgements are in (polled: no fixed wait)
+    let _ = tokio::time::timeout(scaled(30), async {
+        while at_least_once_in_order(&numbers(&rs.received(), "counter"), 100_000).is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
     got = numbers(&rs.received(), "counter");
     if let Err(e) = at_least_once_in_order(&got, 100_000) {
         panic!("{e}; {} lines received; agent log:\n{}", got.len(), a.log());
