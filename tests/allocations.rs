@@ -121,12 +121,12 @@ async fn allocations_never_handed_out_twice_across_restarts() {
         !nat.lines().any(|l| l.starts_with(":HYDRA-DNAT-")),
         "no bucket chain left: {nat}"
     );
-    // (the namespace pool's veths wait outside the bridge)
+    // (the namespace pool's veths wait down)
     eventually(10, "veths gone", async || {
         a.host
             .sh("ip -o link show type veth")
             .lines()
-            .all(|l| !l.contains(": hy") || !l.contains(" master "))
+            .all(|l| !l.contains(": hy") || !l.contains(",UP"))
     })
     .await;
     let p: hydra_agent::api::PortsInfo = a.client.call("GET", "/v1/ports", None).await.unwrap();

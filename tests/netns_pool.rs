@@ -1,6 +1,7 @@
 //! Network namespaces made ahead (`agent.netns_pool`, default 4): each
 //! container gets a namespace of its own, never one another had; the pool's
-//! veths wait down and outside the bridge; a killed helper is replaced
+//! veths wait down, already isolated ports of the bridge (a down port
+//! forwards nothing); a killed helper is replaced
 //! and costs no start; nothing of the pool outlives the agent.
 
 mod common;
@@ -19,9 +20,16 @@ fn veths(a: &Agent) -> Vec<(String, bool, bool)> {
         .collect()
 }
 
-/// Pool entries waiting: veths down and in no bridge.
+/// Pool entries waiting: veths down, in the bridge.
 fn waiting(a: &Agent) -> usize {
-    veths(a).iter().filter(|(_, br, up)| !br && !up).count()
+    veths(a).iter().filter(|(_, br, up)| *br && !up).count()
+}
+
+/// Whether the bridge port `name` is isolated (talks to the host only).
+fn isolated(a: &Agent, name: &str) -> bool {
+    a.host
+        .sh(&format!("ip -d -o link show dev {name}"))
+        .contains("isolated on")
 }
 
 /// Pids of processes named `comm` below `ancestor`.
@@ -79,6 +87,18 @@ async fn namespaces_made_ahead_are_used_once_and_leave_nothing() {
     .await;
     let helpers = descendants_named(a.agent_pid(), "hydra-netpool");
     assert_eq!(helpers.len(), 1, "{helpers:?}");
+    // waiting ports are isolated already, and none is anywhere but down in
+    // the bridge
+    let all = veths(&a);
+    for (n, br, _) in &all {
+        assert!(isolated(&a, n), "{n} is not an isolated port");
+        assert!(br, "{n} is outside the bridge");
+    }
+    assert_eq!(
+        all.iter().filter(|v| v.2).count(),
+        1,
+        "only c0's is up: {all:?}"
+    );
 
     // each container in a namespace of its own, its eth0 addressed and its
     // host end in the bridge; the pool refills
@@ -87,7 +107,7 @@ async fn namespaces_made_ahead_are_used_once_and_leave_nothing() {
         eventually(30, "an entry waiting", async || waiting(&a) > 0).await;
         let pooled: Vec<String> = veths(&a)
             .into_iter()
-            .filter(|(_, br, up)| !br && !up)
+            .filter(|(_, br, up)| *br && !up)
             .map(|v| v.0)
             .collect();
         let c = sleeper(&a, &format!("c{i}")).await;
@@ -134,7 +154,10 @@ async fn namespaces_made_ahead_are_used_once_and_leave_nothing() {
     // containers' stay)
     a.term();
     eventually(30, "no pool veth left", async || waiting(&a) == 0).await;
-    assert_eq!(veths(&a).iter().filter(|(_, br, _)| *br).count(), 12);
+    assert_eq!(
+        veths(&a).iter().filter(|(_, br, up)| *br && *up).count(),
+        12
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -97,20 +97,18 @@ async fn leftovers(a: &Agent) -> Vec<String> {
             .filter(|l| l.contains(&root))
             .map(|l| format!("mount {l}")),
     );
-    // veths in the bridge; the namespace pool's (down, in no bridge) may
-    // be at most its size
+    // veths up; the namespace pool's (down, waiting in the bridge) may be
+    // at most its size
     let links = a.host.sh("ip -o link show type veth");
     out.extend(
         links
             .lines()
-            .filter(|l| l.contains(" master "))
+            .filter(|l| l.contains(",UP"))
             .map(|l| format!("veth {l}")),
     );
-    let pooled = links.lines().filter(|l| !l.contains(" master ")).count();
+    let pooled = links.lines().filter(|l| !l.contains(",UP")).count();
     if pooled > 4 {
-        out.push(format!(
-            "{pooled} veths outside the bridge (the pool holds 4)"
-        ));
+        out.push(format!("{pooled} veths down (the pool holds 4)"));
     }
     let rules = a.host.sh("iptables-save; ip6tables-save");
     out.extend(

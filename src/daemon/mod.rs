@@ -97,6 +97,7 @@ fn host_deps(cfg: &Config, paths: &Paths) -> Result<Deps, DaemonError> {
         (cfg.agent.netns_pool > 0).then_some(crate::runtime::netpool::PoolSpec {
             size: cfg.agent.netns_pool,
             veth: cfg.network.enabled,
+            bridge: Some(cfg.network.bridge.clone()),
         }),
     );
     Ok(Deps {

@@ -164,6 +164,35 @@ impl Netlink {
         let _ = self.request(RouteNetlinkMessage::SetLink(m), NLM_F_ACK);
     }
 
+    /// The link's index and its controller (the bridge it is a port of).
+    pub fn link_and_controller(&mut self, name: &str) -> io::Result<Option<(u32, Option<u32>)>> {
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.into()));
+        match self.request(RouteNetlinkMessage::GetLink(m), 0) {
+            Ok(msgs) => Ok(msgs.into_iter().find_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some((
+                    l.header.index,
+                    l.attributes.iter().find_map(|a| match a {
+                        LinkAttribute::Controller(c) => Some(*c),
+                        _ => None,
+                    }),
+                )),
+                _ => None,
+            })),
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Makes the link a port of `controller`, leaving it down.
+    pub fn set_controller(&mut self, index: u32, controller: u32) -> io::Result<()> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes.push(LinkAttribute::Controller(controller));
+        self.request(RouteNetlinkMessage::SetLink(m), NLM_F_ACK)
+            .map(drop)
+    }
+
     /// Sets a link up and, optionally, enslaves it to `controller`.
     pub fn set_up(&mut self, index: u32, controller: Option<u32>) -> io::Result<()> {
         let mut m = LinkMessage::default();

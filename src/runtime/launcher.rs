@@ -53,7 +53,7 @@ impl Launcher {
         let mut child = Command::new(&self.exe)
             .arg(LAUNCHER_ARG)
             .arg(&self.arg)
-            .args(self.pool.map(|p| p.to_arg()))
+            .args(self.pool.as_ref().map(|p| p.to_arg()))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

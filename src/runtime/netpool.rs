@@ -12,9 +12,13 @@
 //!   the container's last process, as one cloned for it would.
 //! - With host networking an entry also holds the container's veth: `eth0`
 //!   inside, its peer in the host's namespace under a random `hy…` name,
-//!   down, in no bridge, without IPv6 addresses (and `eth0` with IPv6
-//!   disabled, as an init-made one). The init plugs the peer
-//!   into the bridge and gives `eth0` its address when it takes the entry.
+//!   without IPv6 addresses (and `eth0` with IPv6 disabled, as an
+//!   init-made one), already a port of the bridge, isolated, but **down**:
+//!   a down port forwards nothing, and nothing but the pool holds the
+//!   other end. Joining a bridge walks all its ports (`br_add_if`: 2 ms of
+//!   a start at 1,000 containers), so it is done here, ahead; the init
+//!   only sets the port up (and joins it itself if the bridge was made
+//!   anew since), and gives `eth0` its address.
 //! - Nothing outlives the launcher: entries not taken travel as fds in the
 //!   socket between the two processes (or sit in the helper while it makes
 //!   them), so when either dies they are closed and the kernel removes the
@@ -27,6 +31,9 @@
 //! Protocol over a `SOCK_SEQPACKET` socket pair: the launcher sends one byte
 //! per entry wanted (a credit); the helper answers each with one message,
 //! the namespace's fd (`SCM_RIGHTS`) and the peer's name (`-`: no veth).
+//! The credit for a taken entry is sent once its start is over: making an
+//! entry holds the kernel's network lock, which the start's own network
+//! setup needs.
 
 use crate::network::netlink::Netlink;
 use nix::sched::CloneFlags;
@@ -36,32 +43,41 @@ use std::fs::File;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-/// What the pool holds: how many entries, with a veth each or not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the pool holds: how many entries, with a veth each (and the
+/// bridge its host end joins) or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolSpec {
     pub size: u32,
     pub veth: bool,
+    /// The bridge the host ends join ahead (down); None: they wait
+    /// outside, and the init joins them.
+    pub bridge: Option<String>,
 }
 
 impl PoolSpec {
-    /// The launcher's argument for it (`--netns-pool=4,veth`).
-    pub fn to_arg(self) -> String {
-        format!(
-            "--netns-pool={}{}",
-            self.size,
-            if self.veth { ",veth" } else { "" }
-        )
+    /// The launcher's argument for it (`--netns-pool=4,veth,docker0`).
+    pub fn to_arg(&self) -> String {
+        let mut a = format!("--netns-pool={}", self.size);
+        if self.veth {
+            a.push_str(",veth");
+            if let Some(b) = &self.bridge {
+                a.push(',');
+                a.push_str(b);
+            }
+        }
+        a
     }
 
     pub fn from_args(mut args: impl Iterator<Item = String>) -> Option<PoolSpec> {
         let v = args.find_map(|a| a.strip_prefix("--netns-pool=").map(String::from))?;
-        let (n, veth) = match v.split_once(',') {
-            Some((n, "veth")) => (n, true),
-            Some(_) => return None,
-            None => (v.as_str(), false),
+        let mut parts = v.splitn(3, ',');
+        let size = parts.next()?.parse().ok().filter(|s| *s > 0)?;
+        let (veth, bridge) = match (parts.next(), parts.next()) {
+            (None, _) => (false, None),
+            (Some("veth"), b) => (true, b.filter(|b| !b.is_empty()).map(String::from)),
+            (Some(_), _) => return None,
         };
-        let size = n.parse().ok().filter(|s| *s > 0)?;
-        Some(PoolSpec { size, veth })
+        Some(PoolSpec { size, veth, bridge })
     }
 }
 
@@ -77,6 +93,8 @@ pub struct Pool {
     spec: PoolSpec,
     sock: OwnedFd,
     helper: Pid,
+    /// Credits for entries taken, sent by [`Pool::settle`].
+    owed: u32,
 }
 
 impl Pool {
@@ -97,16 +115,18 @@ impl Pool {
         match unsafe { crate::sys::fork_single_threaded() }? {
             ForkResult::Child => {
                 drop(ours);
-                helper(theirs, spec.veth, launcher)
+                helper(theirs, &spec, launcher)
             }
             ForkResult::Parent { child } => {
                 drop(theirs);
+                let size = spec.size;
                 let pool = Pool {
                     spec,
                     sock: ours,
                     helper: child,
+                    owed: 0,
                 };
-                for _ in 0..spec.size {
+                for _ in 0..size {
                     pool.credit()?;
                 }
                 Ok(pool)
@@ -126,13 +146,13 @@ impl Pool {
         self.spec.veth == net
     }
 
-    /// An entry if one is ready (never waits), and a credit for its
-    /// replacement. A helper found dead is replaced (the start at hand
-    /// clones its namespace).
+    /// An entry if one is ready (never waits); its replacement is asked
+    /// for by [`Pool::settle`]. A helper found dead is replaced (the start
+    /// at hand clones its namespace).
     pub fn take(&mut self) -> Option<Entry> {
         match receive(self.sock.as_fd()) {
             Ok(Some(e)) => {
-                let _ = self.credit();
+                self.owed += 1;
                 Some(e)
             }
             Ok(None) => None,
@@ -146,11 +166,19 @@ impl Pool {
         }
     }
 
+    /// Asks for the entries taken since the last call (after a start, so
+    /// the making of the next one does not compete with it).
+    pub fn settle(&mut self) {
+        while self.owed > 0 && self.credit().is_ok() {
+            self.owed -= 1;
+        }
+    }
+
     fn replace(&mut self) {
         let _ = nix::sys::signal::kill(self.helper, nix::sys::signal::Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(self.helper, None);
         // SAFETY: a pool lives in the single-threaded launcher only.
-        match unsafe { Pool::start(self.spec) } {
+        match unsafe { Pool::start(self.spec.clone()) } {
             Ok(p) => *self = p,
             Err(e) => eprintln!("hydra launcher: cannot start the namespace pool's helper: {e}"),
         }
@@ -191,7 +219,7 @@ fn receive(sock: std::os::fd::BorrowedFd) -> io::Result<Option<Entry>> {
 }
 
 /// The helper: makes one entry per credit until the launcher goes.
-fn helper(sock: OwnedFd, veth: bool, launcher: Pid) -> ! {
+fn helper(sock: OwnedFd, spec: &PoolSpec, launcher: Pid) -> ! {
     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
     if nix::unistd::getppid() != launcher {
         std::process::exit(0);
@@ -212,15 +240,19 @@ fn helper(sock: OwnedFd, veth: bool, launcher: Pid) -> ! {
             std::process::exit(1)
         }
     };
-    let mut host_nl = veth.then(Netlink::new).transpose().unwrap_or_else(|e| {
-        eprintln!("hydra-netpool: netlink: {e}");
-        std::process::exit(1)
-    });
+    let mut host_nl = spec
+        .veth
+        .then(Netlink::new)
+        .transpose()
+        .unwrap_or_else(|e| {
+            eprintln!("hydra-netpool: netlink: {e}");
+            std::process::exit(1)
+        });
     let mut credit = [0u8; 1];
     while nix::unistd::read(sock.as_raw_fd(), &mut credit).is_ok_and(|n| n == 1) {
         let mut warned = false;
         let (ns, peer) = loop {
-            match make(&host, host_nl.as_mut()) {
+            match make(&host, host_nl.as_mut(), spec.bridge.as_deref()) {
                 Ok(e) => break e,
                 Err(e) if !warned => {
                     eprintln!("hydra-netpool: cannot make a namespace ({e}); retrying each second");
@@ -248,13 +280,17 @@ fn helper(sock: OwnedFd, veth: bool, launcher: Pid) -> ! {
 
 /// A new namespace with its loopback up and, with `host_nl`, a veth: made
 /// from inside (the helper enters it and comes back).
-fn make(host: &File, host_nl: Option<&mut Netlink>) -> io::Result<(File, Option<String>)> {
+fn make(
+    host: &File,
+    host_nl: Option<&mut Netlink>,
+    bridge: Option<&str>,
+) -> io::Result<(File, Option<String>)> {
     nix::sched::unshare(CloneFlags::CLONE_NEWNET)?;
     let inside = (|| {
         let ns = File::open("/proc/self/ns/net")?;
         crate::sys::loopback_up()?;
         let peer = match host_nl {
-            Some(h) => Some(make_veth(host, h)?),
+            Some(h) => Some(make_veth(host, h, bridge)?),
             None => None,
         };
         Ok::<_, io::Error>((ns, peer))
@@ -267,7 +303,7 @@ fn make(host: &File, host_nl: Option<&mut Netlink>) -> io::Result<(File, Option<
     inside
 }
 
-fn make_veth(host: &File, host_nl: &mut Netlink) -> io::Result<String> {
+fn make_veth(host: &File, host_nl: &mut Netlink, bridge: Option<&str>) -> io::Result<String> {
     // eth0 without IPv6, as the init makes it (from this namespace's
     // defaults; /proc/sys/net is the opener's namespace); lo keeps ::1
     match std::fs::write("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1") {
@@ -282,6 +318,12 @@ fn make_veth(host: &File, host_nl: &mut Netlink) -> io::Result<String> {
         .link_index(&name)?
         .ok_or_else(|| io::Error::other(format!("{name} not found after its creation")))?;
     host_nl.no_ipv6_addresses(idx);
+    // into the bridge, down and isolated (a bridge not there yet: the init
+    // joins it)
+    if let Some(br) = bridge.map(|b| host_nl.link_index(b)).transpose()?.flatten() {
+        host_nl.set_controller(idx, br)?;
+        host_nl.set_port_isolated(idx)?;
+    }
     Ok(name)
 }
 
@@ -295,17 +337,28 @@ mod tests {
             PoolSpec {
                 size: 4,
                 veth: true,
+                bridge: Some("docker0".into()),
+            },
+            PoolSpec {
+                size: 4,
+                veth: true,
+                bridge: None,
             },
             PoolSpec {
                 size: 1,
                 veth: false,
+                bridge: None,
             },
         ] {
-            assert_eq!(PoolSpec::from_args([spec.to_arg()].into_iter()), Some(spec));
+            assert_eq!(
+                PoolSpec::from_args([spec.to_arg()].into_iter()),
+                Some(spec.clone())
+            );
         }
         let parse = |a: &str| PoolSpec::from_args([a.to_string()].into_iter());
         assert_eq!(parse("--netns-pool=0"), None);
         assert_eq!(parse("--netns-pool=2,bridge"), None);
+        assert_eq!(parse("--netns-pool=2,veth,").unwrap().bridge, None);
         assert_eq!(parse("other"), None);
     }
 }

@@ -49,7 +49,11 @@ pub fn launcher_main() -> ! {
         if stdin.read_exact(&mut plan).is_err() {
             std::process::exit(0);
         }
-        let line = match launch_one(&plan, pool.as_mut()) {
+        let result = launch_one(&plan, pool.as_mut());
+        if let Some(p) = pool.as_mut() {
+            p.settle();
+        }
+        let line = match result {
             Ok(line) => line,
             Err(e) => {
                 let mut l = serde_json::to_vec(&Ready::Failed {

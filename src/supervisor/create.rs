@@ -79,11 +79,29 @@ impl Supervisor {
             spec,
         });
         // A crash before the record below leaves a directory without a
-        // record and maybe a cgroup: both are swept at the next start.
-        self.start_run(&mut rec)?;
-        if let Some(n) = &self.network {
-            n.install(rec.name(), &rec.facts().net)?;
-        }
+        // record and maybe a cgroup: both are swept at the next start (and
+        // rules of no container are dropped by the resync).
+        // The DNAT rules go in while the container starts, not after: they
+        // point at an address nothing answers on until the init has set up
+        // its network, and on a loaded host their transaction (which grows
+        // with the host's rules) is off the create's critical path. Both
+        // are done before the create answers; a failure of either is
+        // undone by the caller's teardown, which releases what was installed.
+        let (name, alloc) = (rec.name().to_string(), rec.facts().net.clone());
+        let (started, installed) = std::thread::scope(|s| {
+            let install = self
+                .network
+                .as_ref()
+                .filter(|_| !alloc.ports.is_empty())
+                .map(|n| s.spawn(|| n.install(&name, &alloc)));
+            let started = self.start_run(&mut rec);
+            let installed = install.map_or(Ok(()), |h| {
+                h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+            });
+            (started, installed)
+        });
+        started?;
+        installed?;
         self.store.save(&rec, true)?;
         Ok(rec)
     }
