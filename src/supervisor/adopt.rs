@@ -32,7 +32,12 @@ impl Supervisor {
             source,
         })?;
         let st = store.clone();
-        let loaded = blocking("load the records", move || Ok(st.load_all())).await?;
+        let boot_file = paths.state.join("boot_id");
+        let loaded = blocking("load the records", move || {
+            let new_boot = crate::runtime::layer::is_new_boot(&boot_file).unwrap_or(false);
+            Ok(sweep_unanswered_creates(st.load_all(), new_boot))
+        })
+        .await?;
         let net_settings = cfg
             .network
             .enabled
@@ -123,10 +128,52 @@ impl Supervisor {
                 // exited while the agent was down: the shim left the status
                 let me = self.clone();
                 tokio::spawn(async move { me.on_exit(e).await });
+            } else if state == State::Created && super::watch::wants_restart(&e.rec()) {
+                // created just before the host went down (see below)
+                let me = self.clone();
+                tokio::spawn(async move { me.first_start(e).await });
             }
         }
         n
     }
+
+    /// Starts a container whose record was made durable just before the
+    /// host went down, as its restart policy asks.
+    async fn first_start(self: Arc<Self>, e: Arc<Entry>) {
+        let _g = e.op.lock().await;
+        if e.state() != State::Created {
+            return;
+        }
+        match self.run_again(&e, false).await {
+            Ok(()) => self.watch(e.clone()),
+            Err(err) => {
+                tracing::error!(container = %e.rec().name(), error = %err, "start after the reboot failed")
+            }
+        }
+    }
+}
+
+/// A record still `created` was fsynced while the container's first start
+/// ran (supervisor/create.rs). Found in the boot that wrote it, the agent
+/// ended before the create answered: the container never existed for the
+/// API, and its remains are swept like those of a create cut short before
+/// its record. Found after a reboot, the create may have been answered (the
+/// running record, written without fsync, may not have reached the disk):
+/// the container is kept, and started if its restart policy asks.
+fn sweep_unanswered_creates(mut loaded: Loaded, new_boot: bool) -> Loaded {
+    if new_boot {
+        return loaded;
+    }
+    let (unanswered, records) = std::mem::take(&mut loaded.records)
+        .into_iter()
+        .partition::<Vec<_>, _>(|r| r.state() == State::Created);
+    loaded.records = records;
+    for r in unanswered {
+        tracing::warn!(container = %r.name(), "a create cut short by the agent's end: its remains are removed");
+        loaded.orphans.push(r.name().to_string());
+    }
+    loaded.orphans.sort();
+    loaded
 }
 
 fn allocations(recs: &[Record]) -> Vec<(String, Allocation)> {

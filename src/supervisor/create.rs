@@ -78,7 +78,7 @@ impl Supervisor {
             created_at: crate::model::now(),
             spec,
         });
-        // A crash before the record below leaves a directory without a
+        // A crash before the records below leaves a directory without a
         // record and maybe a cgroup: both are swept at the next start (and
         // rules of no container are dropped by the resync).
         // The DNAT rules go in while the container starts, not after: they
@@ -87,25 +87,40 @@ impl Supervisor {
         // with the host's rules) is off the create's critical path. Both
         // are done before the create answers; a failure of either is
         // undone by the caller's teardown, which releases what was installed.
-        let (name, alloc) = (rec.name().to_string(), rec.facts().net.clone());
-        let (started, installed) = std::thread::scope(|s| {
+        // The record that makes the container exist is fsynced while it
+        // starts too (the fsync waits on the disk, not on a CPU). It says
+        // `created`: found so after a crash of the agent in this boot, it
+        // is a create that never answered, and is swept like a directory
+        // without a record (supervisor/adopt.rs); found after a reboot, it
+        // is a container the API may have acknowledged, and is kept. The
+        // running record then replaces it atomically, without fsync, like
+        // all runtime state.
+        let (name, alloc, created) = (rec.name().to_string(), rec.facts().net.clone(), rec.clone());
+        let (started, installed, saved) = std::thread::scope(|s| {
             let install = self
                 .network
                 .as_ref()
                 .filter(|_| !alloc.ports.is_empty())
                 .map(|n| s.spawn(|| n.install(&name, &alloc)));
+            let save = s.spawn(|| self.store.save(&created, true));
             let started = self.start_run(&mut rec);
-            let installed = install.map_or(Ok(()), |h| {
-                h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
-            });
-            (started, installed)
+            let installed = install.map_or(Ok(()), joined);
+            (started, installed, joined(save))
         });
         started?;
         installed?;
-        self.store.save(&rec, true)?;
+        saved?;
+        self.store.save(&rec, false)?;
         Ok(rec)
     }
+}
 
+/// The result of a scoped thread; its panic goes on in the caller.
+fn joined<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+}
+
+impl Supervisor {
     /// The cgroup with the spec's limits (every container has a pids limit,
     /// the spec's or the default); the limits as the kernel holds them.
     fn make_cgroup(&self, spec: &ContainerSpec) -> Result<AppliedLimits> {
