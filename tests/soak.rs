@@ -83,6 +83,11 @@ async fn leftovers(a: &Agent) -> Vec<String> {
     if let Ok(d) = std::fs::read_dir(&dir) {
         out.extend(d.flatten().map(|e| format!("dir {:?}", e.file_name())));
     }
+    // removed containers' directories, deleted in the background
+    let trash = format!("/proc/{}/root{}/trash", a.host.pid(), a.state().display());
+    if let Ok(d) = std::fs::read_dir(&trash) {
+        out.extend(d.flatten().map(|e| format!("trash {:?}", e.file_name())));
+    }
     out.extend(
         Agent::layout()
             .children(&a.parent)

@@ -38,6 +38,10 @@ impl Paths {
     pub fn quarantine(&self) -> PathBuf {
         self.state.join("quarantine")
     }
+    /// Removed containers' directories, being deleted (store/trash.rs).
+    pub fn trash(&self) -> PathBuf {
+        self.state.join("trash")
+    }
     /// The event journal (a log like a container's).
     pub fn events(&self) -> PathBuf {
         self.state.join("events")

@@ -4,6 +4,7 @@
 //! loop; one written by a newer release is left alone.
 
 mod disk;
+mod trash;
 
 pub use disk::{LayoutError, StoredRecord, FORMAT};
 
@@ -68,6 +69,7 @@ pub struct Store {
     quarantine: PathBuf,
     /// Device and inode of `containers` when the store was opened.
     id: (u64, u64),
+    trash: std::sync::Arc<trash::Trash>,
 }
 
 fn identity(p: &std::path::Path) -> io::Result<(u64, u64)> {
@@ -91,10 +93,16 @@ impl Store {
             path: containers.clone(),
             source,
         })?;
+        let trash = trash::Trash::open(&paths.trash()).map_err(|source| StoreError::Io {
+            action: "open",
+            path: paths.trash(),
+            source,
+        })?;
         Ok(Store {
             containers,
             quarantine,
             id,
+            trash: std::sync::Arc::new(trash),
         })
     }
 
@@ -193,7 +201,21 @@ impl Store {
             "corrupt container record quarantined; the container's cgroup and processes are cleaned up");
     }
 
-    /// Removes the container's directory, logs included.
+    /// Removes the container's directory, logs included, as a removal the
+    /// API answers: moved into the trash at once and deleted there in the
+    /// background ([`trash`]); deleted here where it cannot be moved.
+    pub fn discard(&self, name: &str) -> Result<(), StoreError> {
+        match self.trash.put(&self.dir(name)) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::warn!(container = %name, error = %e, "cannot move into the trash: deleted in place");
+                self.remove(name)
+            }
+        }
+    }
+
+    /// Removes the container's directory, logs included, before answering
+    /// (what a failed create made: its error means nothing is left).
     pub fn remove(&self, name: &str) -> Result<(), StoreError> {
         let d = self.dir(name);
         match fs::remove_dir_all(&d) {

@@ -193,3 +193,45 @@ proptest! {
         prop_assert_eq!(l.records, vec![rec]);
     }
 }
+
+/// Polls `f` for up to 10 s.
+fn within_10s(what: &str, f: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_discarded_directory_frees_its_name_at_once_and_is_deleted() {
+    let (_tmp, st, paths) = store();
+    st.save(&Record::new(facts("a")), false).unwrap();
+    fs::create_dir_all(st.dir("a").join("upper/etc")).unwrap();
+    fs::write(st.dir("a").join("upper/etc/hosts"), "x").unwrap();
+    st.discard("a").unwrap();
+    assert!(
+        !st.dir("a").exists(),
+        "the name is free when discard returns"
+    );
+    st.save(&Record::new(facts("a")), false).unwrap();
+    assert_eq!(st.load_all().records.len(), 1);
+    within_10s("the trash emptied", || {
+        fs::read_dir(paths.trash()).unwrap().count() == 0
+    });
+    // nothing there: nothing to do
+    st.discard("never").unwrap();
+}
+
+#[test]
+fn what_a_crash_left_in_the_trash_is_deleted_at_the_next_open() {
+    let (_tmp, st, paths) = store();
+    drop(st);
+    let left = paths.trash().join("x.1.0/upper");
+    fs::create_dir_all(&left).unwrap();
+    fs::write(left.join("f"), "x").unwrap();
+    let _st = Store::new(&paths).unwrap();
+    within_10s("the trash emptied", || {
+        fs::read_dir(paths.trash()).unwrap().count() == 0
+    });
+}

@@ -34,7 +34,7 @@ impl Supervisor {
             .take(&spec, &mut taken)
             .and_then(|()| self.make(spec.clone(), process, img.layers, &taken));
         if res.is_err() {
-            self.teardown(&spec.name, &self.parent, &taken.net, taken.userns);
+            self.teardown(&spec.name, &self.parent, &taken.net, taken.userns, false);
         }
         res
     }

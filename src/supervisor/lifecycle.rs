@@ -185,7 +185,7 @@ impl Supervisor {
         let me = self.clone();
         blocking("remove", move || {
             let f = rec.facts();
-            me.teardown(rec.name(), &f.cgroup_parent, &f.net, f.userns_base);
+            me.teardown(rec.name(), &f.cgroup_parent, &f.net, f.userns_base, true);
             me.registry.remove(rec.name());
             me.count_state(Some(rec.state()), None);
             me.forget_restarts(&rec);

@@ -254,7 +254,18 @@ impl Agent {
 
     /// What a rejected request must not change: cgroups, mounts, processes
     /// and files under the agent's root.
+    /// Taken once removed containers' directories have been deleted (the
+    /// trash, emptied in the background: waited for, 10 s at most).
     pub fn snapshot(&self) -> Snapshot {
+        let trash = self.state().join("trash");
+        let deadline = std::time::Instant::now() + scaled(10);
+        while std::fs::read_dir(&trash).is_ok_and(|mut d| d.next().is_some()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the trash was not emptied"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let layout = Self::layout();
         let mut files: Vec<String> = walk(&self.state());
         files.sort();
