@@ -121,7 +121,14 @@ async fn cpu_weight_splits_a_contended_cpu_in_proportion() {
     let spin = format!("for i in $(seq 1 {cpus}); do (while :; do :; done) & done; wait");
     a.run(json!({"name": "light", "image": busybox(), "limits": {"cpu_weight": 100}, "command": ["sh", "-c", spin]})).await.unwrap();
     a.run(json!({"name": "heavy", "image": busybox(), "limits": {"cpu_weight": 300}, "command": ["sh", "-c", spin]})).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await; // let both spin up (not a sync point)
+    // the window starts once every loop of both runs and both have used CPU
+    for name in ["light", "heavy"] {
+        eventually(30, "the loops spinning", async || {
+            let s = a.stats(name).await;
+            s.pids.current > cpus as u64 && s.cpu.usage_usec > 100_000
+        })
+        .await;
+    }
     let (l0, h0) = (
         a.stats("light").await.cpu.usage_usec,
         a.stats("heavy").await.cpu.usage_usec,

@@ -63,7 +63,11 @@ async fn busy_loop_held_near_half_a_cpu() {
     a.run(json!({"name": "spin", "image": busybox(), "limits": {"cpus": 0.5}, "command": ["sh", "-c", "while :; do :; done"]}))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await; // let it start spinning (not a sync point)
+    // the window starts once the loop spins (it has used CPU time)
+    eventually(30, "the loop spinning", async || {
+        a.stats("spin").await.cpu.usage_usec > 100_000
+    })
+    .await;
     let s0 = a.stats("spin").await;
     let t0 = std::time::Instant::now();
     tokio::time::sleep(Duration::from_secs(3)).await;
