@@ -16,11 +16,13 @@ fn reach(from: &Host, addr: &str) -> bool {
         &from.netns(),
         addr,
         "/heartbeat",
-        Duration::from_millis(700),
+        // long enough for TCP's own SYN retransmission (after 1 s): on a
+        // loaded machine a first SYN can be lost, and a client retries it
+        Duration::from_millis(2500),
     ) {
         Ok(()) => true,
         Err(e) => {
-            eprintln!("reach {addr} from {:?}: {e}", from.netns());
+            eprintln!("reach {addr} from {:?}: {e}: {e:?}", from.netns());
             false
         }
     }
