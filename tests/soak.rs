@@ -7,14 +7,21 @@
 //! veth, rule, port or address allocation, log dir, record, layer, process.
 //!
 //! Ignored by plain `cargo test`: scripts/test runs it for 10 minutes,
-//! scripts/soak for as long as asked (HYDRA_SOAK_SECONDS).
+//! scripts/soak for as long as asked (HYDRA_SOAK_SECONDS), with as many
+//! workers side by side as asked (HYDRA_SOAK_WORKERS, default 1; each has
+//! slots of its own, and the agent is SIGKILLed only between requests).
 
 mod common;
 use common::*;
 use serde_json::json;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::RwLock;
 
 const SLOTS: usize = 12;
+
+/// Containers created so far by all workers (for the progress lines).
+static CREATED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// A small xorshift: the run's choices, reproducible from the printed seed.
 struct Rng(u64);
@@ -175,6 +182,7 @@ async fn nothing_left(a: &Agent, when: &str) {
 
 #[derive(Default, Debug)]
 struct Tally {
+    worker: usize,
     creates: u64,
     ops: u64,
     kills: u64,
@@ -188,9 +196,10 @@ struct Tally {
 async fn step(a: &Agent, rng: &mut Rng, slots: &mut [Option<String>], i: usize, t: &mut Tally) {
     t.ops += 1;
     let Some(name) = slots[i].clone() else {
-        let name = format!("s{i}-{}", t.creates);
+        let name = format!("s{}.{i}-{}", t.worker, t.creates);
         a.run(spec(rng.below(3), &name)).await.expect("create");
         t.creates += 1;
+        CREATED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         slots[i] = Some(name);
         return;
     };
@@ -222,7 +231,7 @@ async fn step(a: &Agent, rng: &mut Rng, slots: &mut [Option<String>], i: usize, 
     }
 }
 
-async fn remove_all(a: &Agent, slots: &mut [Option<String>]) {
+async fn remove_all(a: &Agent) {
     for c in a.client.list().await.expect("list") {
         let (st, _) = a
             .client
@@ -235,7 +244,72 @@ async fn remove_all(a: &Agent, slots: &mut [Option<String>]) {
             .expect("delete");
         assert_eq!(st, 204, "rm {}", c.name);
     }
-    slots.iter_mut().for_each(|s| *s = None);
+}
+
+impl Tally {
+    fn add(&mut self, o: &Tally) {
+        self.creates += o.creates;
+        self.ops += o.ops;
+        self.kills += o.kills;
+        self.flushes += o.flushes;
+        self.conflicts += o.conflicts;
+    }
+}
+
+/// One worker's churn on slots of its own until `until`; with `chaos`,
+/// worker 0 also SIGKILLs the agent (once every other worker's request
+/// is done: they hold the agent shared) and flushes the firewall.
+async fn churn(
+    a: Arc<RwLock<Agent>>,
+    worker: usize,
+    workers: usize,
+    seed: u64,
+    until: Instant,
+    chaos: bool,
+) -> Tally {
+    let mut rng = Rng((seed ^ (worker as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1);
+    let mut slots: Vec<Option<String>> = vec![None; SLOTS];
+    let mut t = Tally {
+        worker,
+        ..Tally::default()
+    };
+    // kills and flushes per operation as with one worker
+    let (kill_in, flush_in) = ((150 / workers).max(1) as u64, (200 / workers).max(1) as u64);
+    while Instant::now() < until {
+        let i = rng.below(SLOTS as u64) as usize;
+        step(&*a.read().await, &mut rng, &mut slots, i, &mut t).await;
+        if !chaos || worker != 0 {
+            continue;
+        }
+        if rng.below(kill_in) == 0 {
+            let mut g = a.write().await;
+            g.kill9();
+            g.spawn().await;
+            t.kills += 1;
+        }
+        if rng.below(flush_in) == 0 {
+            a.read().await.host.sh("iptables -F; iptables -t nat -F");
+            t.flushes += 1;
+        }
+    }
+    t
+}
+
+/// Runs `workers` churns side by side; their tallies summed into `t`.
+async fn churn_all(
+    a: &Arc<RwLock<Agent>>,
+    workers: usize,
+    seed: u64,
+    until: Instant,
+    chaos: bool,
+    t: &mut Tally,
+) {
+    let tasks: Vec<_> = (0..workers)
+        .map(|w| tokio::spawn(churn(a.clone(), w, workers, seed, until, chaos)))
+        .collect();
+    for h in tasks {
+        t.add(&h.await.expect("a worker failed"));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -250,39 +324,44 @@ async fn a_day_of_churn_leaves_nothing_behind() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| std::process::id() as u64 * 2654435761 + 1);
-    eprintln!("soak: {secs} s, seed {seed} (HYDRA_SOAK_SEED)");
-    let mut rng = Rng(seed);
-    let mut a = Agent::start("[network]\nenabled = true\n").await;
-    let mut slots: Vec<Option<String>> = vec![None; SLOTS];
+    let workers: usize = std::env::var("HYDRA_SOAK_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    eprintln!(
+        "soak: {secs} s, seed {seed} (HYDRA_SOAK_SEED), {workers} workers (HYDRA_SOAK_WORKERS)"
+    );
+    let shared = Arc::new(RwLock::new(
+        Agent::start("[network]\nenabled = true\n").await,
+    ));
     let mut t = Tally::default();
     let start = Instant::now();
+    // a line every 5 minutes: how far a long run got
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(300)).await;
+            let n = CREATED.load(std::sync::atomic::Ordering::Relaxed);
+            eprintln!("soak: {n} containers after {} s", start.elapsed().as_secs());
+        }
+    });
     let calm_at = start + Duration::from_secs(secs * 2 / 3);
     let end = start + Duration::from_secs(secs);
     // the chaos: kills and flushes among the churn
-    while Instant::now() < calm_at {
-        let i = rng.below(SLOTS as u64) as usize;
-        step(&a, &mut rng, &mut slots, i, &mut t).await;
-        if rng.below(150) == 0 {
-            a.kill9();
-            a.spawn().await;
-            t.kills += 1;
-        }
-        if rng.below(200) == 0 {
-            a.host.sh("iptables -F; iptables -t nat -F");
-            t.flushes += 1;
-        }
-    }
+    churn_all(&shared, workers, seed, calm_at, true, &mut t).await;
     // the calm: from nothing to nothing, the agent's usage compared
-    remove_all(&a, &mut slots).await;
-    nothing_left(&a, "before the calm").await;
-    let before = usage(a.agent_pid());
-    let layers_before = walk_count(&a.state().join("layers"));
-    let calm_creates = t.creates;
-    while Instant::now() < end {
-        let i = rng.below(SLOTS as u64) as usize;
-        step(&a, &mut rng, &mut slots, i, &mut t).await;
-    }
-    remove_all(&a, &mut slots).await;
+    let (before, layers_before, calm_creates) = {
+        let a = shared.read().await;
+        remove_all(&a).await;
+        nothing_left(&a, "before the calm").await;
+        (
+            usage(a.agent_pid()),
+            walk_count(&a.state().join("layers")),
+            t.creates,
+        )
+    };
+    churn_all(&shared, workers, seed.wrapping_add(1), end, false, &mut t).await;
+    let a = shared.read().await;
+    remove_all(&a).await;
     nothing_left(&a, "at the end").await;
     let mut after = usage(a.agent_pid());
     eventually(60, "fds and threads back to the baseline", async || {
