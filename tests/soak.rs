@@ -312,6 +312,27 @@ async fn churn_all(
     }
 }
 
+/// A line every 5 minutes: how far a long run got, and the agent's usage
+/// then (a leak grows with the containers; a heap's high-water mark does
+/// not).
+fn report_progress(watched: Arc<RwLock<Agent>>, start: Instant) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(300)).await;
+            let n = CREATED.load(std::sync::atomic::Ordering::Relaxed);
+            let (pid, live) = {
+                let a = watched.read().await;
+                (a.agent_pid(), a.client.list().await.map_or(0, |l| l.len()))
+            };
+            eprintln!(
+                "soak: {n} containers after {} s; {live} live; agent (fds, RSS KiB, threads) {:?}",
+                start.elapsed().as_secs(),
+                usage(pid)
+            );
+        }
+    });
+}
+
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "the soak: scripts/test runs 10 minutes of it, scripts/soak longer"]
 async fn a_day_of_churn_leaves_nothing_behind() {
@@ -336,25 +357,7 @@ async fn a_day_of_churn_leaves_nothing_behind() {
     ));
     let mut t = Tally::default();
     let start = Instant::now();
-    // a line every 5 minutes: how far a long run got, and the agent's
-    // usage then (a leak grows with the containers; a heap's high-water
-    // mark does not)
-    let watched = shared.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_secs(300)).await;
-            let n = CREATED.load(std::sync::atomic::Ordering::Relaxed);
-            let (pid, live) = {
-                let a = watched.read().await;
-                (a.agent_pid(), a.client.list().await.map_or(0, |l| l.len()))
-            };
-            eprintln!(
-                "soak: {n} containers after {} s; {live} live; agent (fds, RSS KiB, threads) {:?}",
-                start.elapsed().as_secs(),
-                usage(pid)
-            );
-        }
-    });
+    report_progress(shared.clone(), start);
     let calm_at = start + Duration::from_secs(secs * 2 / 3);
     let end = start + Duration::from_secs(secs);
     // the chaos: kills and flushes among the churn
