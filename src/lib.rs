@@ -8,7 +8,7 @@
 //! 1. `model`, `sys`, `fsutil`: the domain (specs, the record and its state
 //!    machine, limits, allocations, events), the raw syscalls, atomic files;
 //! 2. `config`: the typed configuration;
-//! 3. adapters: `store`, `cgroup`, `image`, then `network`, `telemetry`,
+//! 3. adapters: `store`, `cgroup`, `image`, `disk`, then `network`, `telemetry`,
 //!    then `runtime`; each behind a small trait where it touches the host;
 //! 4. `supervisor`: the lifecycle service, driving the adapters' traits;
 //! 5. `api`: one request set and handler for every front end, the servers,
@@ -19,6 +19,7 @@ pub mod cgroup;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod disk;
 pub mod fsutil;
 pub mod image;
 pub mod model;

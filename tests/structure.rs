@@ -14,6 +14,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("store", 2),
     ("cgroup", 2),
     ("image", 2),
+    ("disk", 2),
     ("network", 3),
     ("telemetry", 3),
     ("runtime", 4),

@@ -3,9 +3,11 @@
 //! validation a pure function whose error names the key.
 
 mod paths;
+mod storage;
 mod types;
 
 pub use paths::Paths;
+pub use storage::{Mechanism as StorageMechanism, StorageConfig};
 pub use types::{Endpoint, HttpUrl, PortRange};
 
 use crate::model::caps::canonical_cap;
@@ -44,6 +46,7 @@ pub struct Config {
     pub logs: LogsConfig,
     pub collector: CollectorConfig,
     pub security: SecurityConfig,
+    pub storage: StorageConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -298,6 +301,7 @@ impl Config {
             return invalid("logs.max_file_size", "must be at least 4096 bytes");
         }
         self.network.validate()?;
+        self.storage.validate()?;
         self.collector.validate()?;
         self.security.validate()
     }

@@ -15,6 +15,19 @@ pub struct AppliedLimits {
     pub cpu_shares: Option<u64>,
     pub pids: Option<u64>,
     pub io: Vec<IoApplied>,
+    /// The writable layer's limits and how they are enforced; None: not
+    /// limited (`[storage]` allowed it), or a record from before limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<DiskApplied>,
+}
+
+/// A writable layer's limits as enforced.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DiskApplied {
+    pub bytes: u64,
+    pub inodes: u64,
+    /// `image` (a loop-mounted ext4 of its own).
+    pub mechanism: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

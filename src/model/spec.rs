@@ -95,6 +95,12 @@ pub struct Limits {
     pub pids: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub io: Option<IoLimits>,
+    /// Bytes the writable layer may hold; default `[storage] default_disk`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<Size>,
+    /// Files (inodes) the writable layer may hold; default `[storage] default_inodes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inodes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -322,6 +328,7 @@ fn validate_limits(l: &Limits) -> Result<(), SpecError> {
             ));
         }
     }
+    validate_disk(l)?;
     let io = l.io.as_ref();
     for (field, v) in [
         ("limits.io.read_bps", io.and_then(|i| i.read_bps)),
@@ -334,6 +341,31 @@ fn validate_limits(l: &Limits) -> Result<(), SpecError> {
                     format!("{} is out of range: 1 byte/s or more", v.0),
                 ));
             }
+        }
+    }
+    Ok(())
+}
+
+/// The smallest layer worth a filesystem (and the most inodes one may
+/// ask for: ext4's own ceiling).
+pub const MIN_DISK: u64 = 8 << 20;
+pub const MAX_INODES: u64 = u32::MAX as u64;
+
+fn validate_disk(l: &Limits) -> Result<(), SpecError> {
+    if let Some(d) = l.disk {
+        if d.0 < MIN_DISK || d.0 > 1 << 50 {
+            return Err(SpecError::new(
+                "limits.disk",
+                format!("{} is out of range: 8Mi to 1Pi", d.0),
+            ));
+        }
+    }
+    if let Some(n) = l.inodes {
+        if !(16..=MAX_INODES).contains(&n) {
+            return Err(SpecError::new(
+                "limits.inodes",
+                format!("{n} is out of range: 16 to {MAX_INODES}"),
+            ));
         }
     }
     Ok(())

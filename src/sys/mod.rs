@@ -11,6 +11,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 mod bpf;
+pub mod loopdev;
 mod mount;
 
 pub use bpf::{bpf_attach_device_filter, bpf_load_device_filter, BpfInsn};

@@ -1,0 +1,73 @@
+//! `[storage]`: how the containers' writable layers are bounded.
+
+use super::ConfigError;
+use crate::model::spec::{MAX_INODES, MIN_DISK};
+use crate::model::Size;
+use serde::{Deserialize, Serialize};
+
+/// How the writable layers are limited (see `crate::disk`).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Mechanism {
+    /// The best the host has: `image` where loop devices and mke2fs work,
+    /// else `none`.
+    #[default]
+    Auto,
+    /// A sparse ext4 image per container, loop-mounted.
+    Image,
+    /// No limit can be enforced (the spec's `limits.disk` is refused unless
+    /// `require_limits = false`).
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub mechanism: Mechanism,
+    /// The writable layer of a spec without `limits.disk`.
+    pub default_disk: Size,
+    /// Inodes of a spec without `limits.inodes`.
+    pub default_inodes: u64,
+    /// true: with no mechanism, every create is refused naming
+    /// `limits.disk` (an operator always knows whether tenants are bounded);
+    /// false: containers run with unbounded layers.
+    pub require_limits: bool,
+    /// Images of the default size made ahead, off the creates' path.
+    pub prepared_images: u32,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            mechanism: Mechanism::Auto,
+            default_disk: Size(10 << 30),
+            default_inodes: 1 << 20,
+            require_limits: true,
+            prepared_images: 2,
+        }
+    }
+}
+
+impl StorageConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: String| {
+            Err(ConfigError::Invalid {
+                key: format!("storage.{key}"),
+                message,
+            })
+        };
+        if self.default_disk.0 < MIN_DISK || self.default_disk.0 > 1 << 50 {
+            return bad("default_disk", "out of range: 8Mi to 1Pi".into());
+        }
+        if !(16..=MAX_INODES).contains(&self.default_inodes) {
+            return bad(
+                "default_inodes",
+                format!("out of range: 16 to {MAX_INODES}"),
+            );
+        }
+        if self.prepared_images > 16 {
+            return bad("prepared_images", "at most 16".into());
+        }
+        Ok(())
+    }
+}

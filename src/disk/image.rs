@@ -1,0 +1,253 @@
+//! The `image` mechanism: a container's writable layer on an ext4 of its
+//! own, `<dir>/disk.img`, loop-mounted at `<dir>/layer`.
+//!
+//! - Made by mke2fs at the create (or taken from the prepared pool): sparse,
+//!   without a journal (the overlay above is volatile anyway), its inode
+//!   tables left as holes: an empty 10 GiB image takes ~200 KiB.
+//! - Mounted once, by the agent, in its own mount namespace, at the first
+//!   start; it stays mounted while the container exists (stopped or not), so
+//!   restarts cost nothing and an agent crash leaves running containers'
+//!   layers in place. The image is locked (an OFD lock on the open file
+//!   the loop device keeps), so a second attach, e.g. by an agent started
+//!   in another mount namespace, is refused instead of mounting one ext4
+//!   twice. Unmounted at the removal; the loop device goes with the mount.
+//! - After a reboot, an image that was not cleanly unmounted is dropped and
+//!   made again, empty, at the next start (like the volatile overlay's own
+//!   rule in `runtime::layer`).
+//! - A headroom file (1 MiB) is freed before each start and taken back
+//!   after it, so a layer filled to its limit can still be mounted (the
+//!   overlay makes its work dir at each mount).
+
+use super::DiskError;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const BLOCK: u64 = 4096;
+/// ext4's blocks per group at 4 KiB blocks, and the most inodes a group
+/// holds (one bitmap block).
+const GROUP_BLOCKS: u64 = 32768;
+const INODE_SIZE: u64 = 256;
+pub const HEADROOM: u64 = 1 << 20;
+const HEADROOM_FILE: &str = ".headroom";
+const MKE2FS: [&str; 2] = ["/usr/sbin/mke2fs", "/sbin/mke2fs"];
+
+pub fn image_path(dir: &Path) -> PathBuf {
+    dir.join("disk.img")
+}
+
+pub fn mount_point(dir: &Path) -> PathBuf {
+    dir.join("layer")
+}
+
+fn mke2fs() -> Option<&'static str> {
+    MKE2FS.into_iter().find(|p| Path::new(p).exists())
+}
+
+/// Whether this host can use images; else why not.
+pub fn available() -> Result<(), String> {
+    if mke2fs().is_none() {
+        return Err("mke2fs not found (Debian package e2fsprogs)".into());
+    }
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/loop-control")
+        .map(drop)
+        .map_err(|e| format!("cannot open /dev/loop-control: {e} (kernel module loop)"))
+}
+
+/// The filesystem's size for `bytes` of data, and the inodes it can hold
+/// of the `inodes` asked for (at most 32,768 per 128 MiB group: a small
+/// layer gets fewer inodes than a large default asks for).
+pub fn plan(bytes: u64, inodes: u64) -> (u64, u64) {
+    let mut n = inodes;
+    loop {
+        let fs = fs_size(bytes, n);
+        let cap = fs.div_ceil(GROUP_BLOCKS * BLOCK) * GROUP_BLOCKS;
+        if n <= cap {
+            return (fs, n);
+        }
+        n = cap;
+    }
+}
+
+/// Data, headroom, inode tables, and per group its two bitmaps and
+/// descriptors, plus the root and lost+found dirs; rounded to blocks.
+fn fs_size(bytes: u64, inodes: u64) -> u64 {
+    let raw = bytes + HEADROOM + inodes * INODE_SIZE + (1 << 20);
+    let groups = raw.div_ceil(GROUP_BLOCKS * BLOCK);
+    (raw + groups * 4 * BLOCK).div_ceil(BLOCK) * BLOCK
+}
+
+/// Makes the image for `bytes` and `inodes` at `img` (through a temporary
+/// file, so a crash leaves no half-made image under the final name).
+/// Answers the inodes it holds.
+pub fn make(img: &Path, bytes: u64, inodes: u64) -> Result<u64, DiskError> {
+    let (size, n) = plan(bytes, inodes);
+    let tmp = img.with_extension("img.tmp");
+    let made = (|| {
+        let f = File::create(&tmp)?;
+        f.set_len(size)?;
+        drop(f);
+        let out = Command::new(mke2fs().ok_or_else(|| io::Error::other("mke2fs not found"))?)
+            .args(["-t", "ext4", "-q", "-F", "-b", "4096", "-m", "0"])
+            .args(["-O", "^has_journal,^resize_inode", "-E", "lazy_itable_init=0,root_owner=0:0"])
+            .arg("-N")
+            .arg(n.to_string())
+            .arg(&tmp)
+            .output()?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            // mke2fs says "Could not allocate block" on a full disk
+            return Err(match free_bytes(img) < 64 << 20 {
+                true => io::Error::from_raw_os_error(libc::ENOSPC),
+                false => io::Error::other(format!("mke2fs failed: {}", err.trim())),
+            });
+        }
+        fs::rename(&tmp, img)?;
+        inodes_of(img)
+    })();
+    if made.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    made.map_err(DiskError::io("cannot make the layer's image", img))
+}
+
+fn free_bytes(p: &Path) -> u64 {
+    let dir = p.parent().unwrap_or(p);
+    nix::sys::statvfs::statvfs(dir).map_or(u64::MAX, |s| s.blocks_available() * s.fragment_size())
+}
+
+/// The primary superblock's (s_inodes_count, s_state, s_magic).
+fn superblock(img: &Path) -> io::Result<(u32, u16, u16)> {
+    let mut f = File::open(img)?;
+    let mut sb = [0u8; 64];
+    f.seek(SeekFrom::Start(1024))?;
+    f.read_exact(&mut sb)?;
+    let u16_at = |o: usize| u16::from_le_bytes([sb[o], sb[o + 1]]);
+    let count = u32::from_le_bytes([sb[0], sb[1], sb[2], sb[3]]);
+    Ok((count, u16_at(58), u16_at(56)))
+}
+
+pub fn inodes_of(img: &Path) -> io::Result<u64> {
+    Ok(superblock(img)?.0 as u64)
+}
+
+fn is_mounted(dir: &Path) -> bool {
+    match (fs::metadata(dir), fs::metadata(mount_point(dir))) {
+        (Ok(d), Ok(m)) => d.dev() != m.dev(),
+        _ => false,
+    }
+}
+
+/// Mounts the layer unless it is; frees the headroom.
+pub fn mount(dir: &Path) -> Result<(), DiskError> {
+    let mp = mount_point(dir);
+    if !is_mounted(dir) {
+        attach_and_mount(dir, &mp)?;
+    }
+    let mk = |d: PathBuf| fs::create_dir_all(&d).map_err(DiskError::io("cannot make", &d));
+    mk(mp.join("upper"))?;
+    mk(mp.join("work"))?;
+    match fs::remove_file(mp.join(HEADROOM_FILE)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(DiskError::io("cannot free the headroom of", &mp)(e))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn attach_and_mount(dir: &Path, mp: &Path) -> Result<(), DiskError> {
+    let img = image_path(dir);
+    fs::create_dir_all(mp).map_err(DiskError::io("cannot make", mp))?;
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&img)
+        .map_err(DiskError::io("cannot open the layer's image", &img))?;
+    lock(&f).map_err(|e| match e.raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EACCES) => DiskError::io(
+            "the layer's image is attached already (still mounted in another mount namespace?):",
+            &img,
+        )(e),
+        _ => DiskError::io("cannot lock the layer's image", &img)(e),
+    })?;
+    let (dev, devf) =
+        crate::sys::loopdev::attach(&f).map_err(DiskError::io("cannot attach a loop device to", &img))?;
+    let flags = nix::mount::MsFlags::MS_NOATIME;
+    let r = nix::mount::mount(Some(&dev), mp, Some("ext4"), flags, None::<&str>);
+    drop(devf); // the mount keeps the device; autoclear frees it with the mount
+    r.map_err(|e| DiskError::io("cannot mount the layer's image at", mp)(e.into()))
+}
+
+/// An exclusive OFD lock on the image: it lives as long as the open file,
+/// which the loop device holds while attached.
+fn lock(f: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a zeroed flock is valid; every field is set below or means 0.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as i16;
+    fl.l_whence = libc::SEEK_SET as i16;
+    // SAFETY: F_OFD_SETLK reads the flock struct, which outlives the call.
+    match unsafe { libc::fcntl(f.as_raw_fd(), libc::F_OFD_SETLK, &fl) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
+/// Takes the headroom back (after a start; on a full layer it gets what is left).
+pub fn reserve_headroom(dir: &Path) {
+    let p = mount_point(dir).join(HEADROOM_FILE);
+    if let Ok(f) = File::create(&p) {
+        // SAFETY: fallocate on an owned, open fd.
+        let _ = unsafe { libc::fallocate(std::os::fd::AsRawFd::as_raw_fd(&f), 0, 0, HEADROOM as i64) };
+    }
+}
+
+pub fn unmount(dir: &Path) {
+    let mp = mount_point(dir);
+    if is_mounted(dir) {
+        if let Err(e) = nix::mount::umount2(&mp, nix::mount::MntFlags::MNT_DETACH) {
+            tracing::error!(path = %mp.display(), error = %e, "cannot unmount a writable layer");
+        }
+    }
+}
+
+/// What the layer holds (the headroom not counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub bytes: u64,
+    pub inodes: u64,
+}
+
+pub fn usage(dir: &Path) -> Option<Usage> {
+    if !is_mounted(dir) {
+        return None;
+    }
+    let mp = mount_point(dir);
+    let s = nix::sys::statvfs::statvfs(&mp).ok()?;
+    let head = fs::metadata(mp.join(HEADROOM_FILE)).map_or(0, |m| m.blocks() * 512);
+    let used = (s.blocks() - s.blocks_free()) * s.fragment_size();
+    // the root dir, lost+found, upper and work are the filesystem's own
+    Some(Usage {
+        bytes: used.saturating_sub(head),
+        inodes: (s.files() - s.files_free()).saturating_sub(head.min(1)),
+    })
+}
+
+/// After a reboot: drops an image that was not cleanly unmounted.
+pub fn reset_if_unclean(dir: &Path) -> io::Result<bool> {
+    let img = image_path(dir);
+    if !img.exists() || is_mounted(dir) {
+        return Ok(false);
+    }
+    let (_, state, magic) = superblock(&img)?;
+    if magic == 0xEF53 && state & 1 == 1 {
+        return Ok(false);
+    }
+    fs::remove_file(&img)?;
+    Ok(true)
+}
