@@ -165,6 +165,9 @@ impl From<SupError> for ApiError {
                 .with_field(format!("capabilities.add[{index}]")),
             SupError::UsernsExhausted => ApiError::new(409, "exhausted", msg).with_field("userns"),
             SupError::NetworkDisabled => ApiError::unprocessable("ports", msg),
+            SupError::Disk(crate::disk::DiskError::Unsupported(_)) => {
+                ApiError::unprocessable("limits.disk", msg)
+            }
             SupError::Store(crate::store::StoreError::Gone { .. }) => {
                 ApiError::new(503, "state_gone", msg)
             }

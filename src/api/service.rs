@@ -163,6 +163,7 @@ async fn host(sup: Arc<Supervisor>) -> Result<HostInfo, ApiError> {
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_default(),
         cgroup_mode: sup.mode().as_str().into(),
+        storage_limits: sup.storage_limits().into(),
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         memory_bytes: <procfs::Meminfo as procfs::Current>::current().map_or(0, |m| m.mem_total),
         containers: sup.counts().into(),

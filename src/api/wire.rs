@@ -91,6 +91,8 @@ pub struct HostInfo {
     pub agent_version: String,
     pub kernel: String,
     pub cgroup_mode: String,
+    /// How containers' writable layers are limited: `image`, `none`.
+    pub storage_limits: String,
     pub cpus: usize,
     pub memory_bytes: u64,
     pub containers: ContainerCounts,

@@ -17,6 +17,10 @@ pub struct Stats {
     pub io: Vec<IoStats>,
     /// PSI per resource on v2; null on v1.
     pub pressure: Option<Pressure>,
+    /// The writable layer (not a cgroup counter: filled in by the
+    /// supervisor from the layer's statfs); absent when it is not limited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<crate::model::DiskStats>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

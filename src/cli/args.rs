@@ -121,6 +121,12 @@ pub struct RunArgs {
     pub cpu_weight: Option<u64>,
     #[arg(long)]
     pub pids: Option<u64>,
+    /// Size of the writable layer (e.g. 1Gi); default `[storage] default_disk`.
+    #[arg(long)]
+    pub disk: Option<String>,
+    /// Files the writable layer may hold; default `[storage] default_inodes`.
+    #[arg(long)]
+    pub inodes: Option<u64>,
     /// Container port to map to a host port (needs host networking).
     #[arg(long)]
     pub port: Vec<u16>,
@@ -198,6 +204,8 @@ pub fn spec_from(a: &RunArgs) -> Result<ContainerSpec, UsageError> {
             cpus: a.cpus,
             cpu_weight: a.cpu_weight,
             pids: a.pids,
+            disk: size("disk", &a.disk)?,
+            inodes: a.inodes,
             ..Default::default()
         },
         ports: a

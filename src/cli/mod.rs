@@ -252,6 +252,7 @@ async fn host(c: &Client, json: bool) -> Result<(), ClientError> {
         vec!["agent".into(), h.agent_version.clone()],
         vec!["kernel".into(), h.kernel.clone()],
         vec!["cgroup".into(), h.cgroup_mode.clone()],
+        vec!["storage limits".into(), h.storage_limits.clone()],
         vec!["cpus".into(), h.cpus.to_string()],
         vec!["memory".into(), fmt_bytes(Some(h.memory_bytes))],
         vec![

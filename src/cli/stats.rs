@@ -52,6 +52,8 @@ fn print_totals(v: &Stats) {
             "LIMIT",
             "PIDS",
             "OOM KILLS",
+            "DISK",
+            "FILES",
         ]
         .map(String::from)
         .to_vec(),
@@ -63,8 +65,23 @@ fn print_totals(v: &Stats) {
             fmt_bytes(v.memory.max),
             pids(v),
             v.memory.oom_kill.to_string(),
+            disk(v),
+            files(v),
         ],
     ]);
+}
+
+/// `used/limit` of the writable layer; `-` when it is not limited.
+fn disk(v: &Stats) -> String {
+    v.disk.as_ref().map_or("-".into(), |d| {
+        format!("{}/{}", human(d.used as f64), human(d.limit as f64))
+    })
+}
+
+fn files(v: &Stats) -> String {
+    v.disk.as_ref().map_or("-".into(), |d| {
+        format!("{}/{}", d.inodes_used, d.inodes_limit)
+    })
 }
 
 /// One frame of the live view: the screen cleared and the table redrawn,

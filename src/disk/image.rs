@@ -94,7 +94,12 @@ pub fn make(img: &Path, bytes: u64, inodes: u64) -> Result<u64, DiskError> {
         drop(f);
         let out = Command::new(mke2fs().ok_or_else(|| io::Error::other("mke2fs not found"))?)
             .args(["-t", "ext4", "-q", "-F", "-b", "4096", "-m", "0"])
-            .args(["-O", "^has_journal,^resize_inode", "-E", "lazy_itable_init=0,root_owner=0:0"])
+            .args([
+                "-O",
+                "^has_journal,^resize_inode",
+                "-E",
+                "lazy_itable_init=0,root_owner=0:0",
+            ])
             .arg("-N")
             .arg(n.to_string())
             .arg(&tmp)
@@ -175,8 +180,8 @@ fn attach_and_mount(dir: &Path, mp: &Path) -> Result<(), DiskError> {
         )(e),
         _ => DiskError::io("cannot lock the layer's image", &img)(e),
     })?;
-    let (dev, devf) =
-        crate::sys::loopdev::attach(&f).map_err(DiskError::io("cannot attach a loop device to", &img))?;
+    let (dev, devf) = crate::sys::loopdev::attach(&f)
+        .map_err(DiskError::io("cannot attach a loop device to", &img))?;
     let flags = nix::mount::MsFlags::MS_NOATIME;
     let r = nix::mount::mount(Some(&dev), mp, Some("ext4"), flags, None::<&str>);
     drop(devf); // the mount keeps the device; autoclear frees it with the mount
@@ -203,7 +208,8 @@ pub fn reserve_headroom(dir: &Path) {
     let p = mount_point(dir).join(HEADROOM_FILE);
     if let Ok(f) = File::create(&p) {
         // SAFETY: fallocate on an owned, open fd.
-        let _ = unsafe { libc::fallocate(std::os::fd::AsRawFd::as_raw_fd(&f), 0, 0, HEADROOM as i64) };
+        let _ =
+            unsafe { libc::fallocate(std::os::fd::AsRawFd::as_raw_fd(&f), 0, 0, HEADROOM as i64) };
     }
 }
 

@@ -86,7 +86,10 @@ impl Disks {
     /// devices and has mke2fs) and starts the pool of prepared images.
     pub fn new(cfg: &StorageConfig, state: &Path) -> Disks {
         let (mechanism, why_none) = match cfg.mechanism {
-            StorageMechanism::None => (Mechanism::None, "[storage] mechanism = \"none\"".to_string()),
+            StorageMechanism::None => (
+                Mechanism::None,
+                "[storage] mechanism = \"none\"".to_string(),
+            ),
             _ => match image::available() {
                 Ok(()) => (Mechanism::Image, String::new()),
                 Err(why) => (Mechanism::None, why),
@@ -178,6 +181,11 @@ impl Disks {
     pub fn reset_if_unclean(&self, dir: &Path) -> io::Result<bool> {
         image::reset_if_unclean(dir)
     }
+}
+
+/// Bytes and inodes used by the limited layer of the container in `dir`.
+pub fn usage(dir: &Path) -> Option<Usage> {
+    image::usage(dir)
 }
 
 /// The overlay's upper and work dirs of the container in `dir`.

@@ -29,7 +29,8 @@ impl Pool {
             // kept only if made for this size (the config may have changed)
             let fits = p.extension().is_some_and(|x| x == "img")
                 && super::image::inodes_of(&p).is_ok_and(|n| n >= inodes)
-                && e.metadata().is_ok_and(|m| m.len() == super::image::plan(bytes, inodes).0);
+                && e.metadata()
+                    .is_ok_and(|m| m.len() == super::image::plan(bytes, inodes).0);
             match fits {
                 true => ready.push(p),
                 false => drop(std::fs::remove_file(&p)),

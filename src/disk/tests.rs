@@ -25,7 +25,11 @@ fn fill(dir: &Path) -> u64 {
 fn an_image_holds_its_limit_and_its_inodes() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
-    for (bytes, inodes) in [(32u64 << 20, 1u64 << 20), (64 << 20, 1000), (10 << 30, 1 << 20)] {
+    for (bytes, inodes) in [
+        (32u64 << 20, 1u64 << 20),
+        (64 << 20, 1000),
+        (10 << 30, 1 << 20),
+    ] {
         let (size, n) = image::plan(bytes, inodes);
         assert!(size > bytes && n <= inodes, "{bytes} {inodes}: {size} {n}");
     }
@@ -37,7 +41,10 @@ fn an_image_holds_its_limit_and_its_inodes() {
     image::mount(dir).unwrap();
     let written = fill(dir);
     let lim = 32u64 << 20;
-    assert!(written > lim - (2 << 20) && written <= lim + HEADROOM, "{written}");
+    assert!(
+        written > lim - (2 << 20) && written <= lim + HEADROOM,
+        "{written}"
+    );
     // a full layer mounts its overlay dirs again: the headroom is there
     image::reserve_headroom(dir);
     std::fs::remove_file(image::mount_point(dir).join("upper/fill")).unwrap();
@@ -50,7 +57,10 @@ fn an_image_holds_its_limit_and_its_inodes() {
     let e = image::mount(&other).unwrap_err();
     assert!(e.to_string().contains("attached already"), "{e}");
     // while mounted the filesystem is marked in use; unmounted, clean
-    assert!(image::reset_if_unclean(&other).unwrap(), "a mounted image's superblock says clean");
+    assert!(
+        image::reset_if_unclean(&other).unwrap(),
+        "a mounted image's superblock says clean"
+    );
     image::unmount(dir);
     assert!(!image::reset_if_unclean(dir).unwrap());
     assert!(image::image_path(dir).exists());

@@ -21,6 +21,15 @@ pub struct AppliedLimits {
     pub disk: Option<DiskApplied>,
 }
 
+/// A writable layer's use against its limits (`/stats` `disk`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DiskStats {
+    pub used: u64,
+    pub limit: u64,
+    pub inodes_used: u64,
+    pub inodes_limit: u64,
+}
+
 /// A writable layer's limits as enforced.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct DiskApplied {

@@ -14,7 +14,7 @@ pub mod units;
 pub use cidr::Cidr;
 pub use event::{Action, Event};
 pub use health::{Health, HealthStatus};
-pub use limits::{AppliedLimits, DiskApplied, IoApplied};
+pub use limits::{AppliedLimits, DiskApplied, DiskStats, IoApplied};
 pub use record::{
     Allocation, Exit, Facts, PortMapping, ProcRef, ProcessConfig, Record, Run, RunState, State,
     TransitionError,

@@ -47,9 +47,11 @@ impl Supervisor {
         let state_dir = paths.state.clone();
         let names = loaded_names(&loaded);
         let log_root = cfg.logs.dir.clone();
+        let disks = Arc::new(crate::disk::Disks::new(&cfg.storage, &paths.state));
+        let dk = disks.clone();
         let (network, resets) = blocking("set up the network", move || {
-            clean_remains(&st, &*cgroups, &parent, log_root.as_deref(), &names);
-            let resets = reset_layers_after_reboot(&st, &names.1, &state_dir);
+            clean_remains(&st, &*cgroups, &dk, &parent, log_root.as_deref(), &names);
+            let resets = reset_layers_after_reboot(&st, &names.1, &state_dir, &dk);
             let net = match net_settings {
                 Some(s) => Some(Arc::new(Network::setup(
                     s,
@@ -82,6 +84,7 @@ impl Supervisor {
             events,
             metrics,
             paths,
+            disks,
         });
         let n = sup.adopt(loaded);
         sup.clone().retry_loop();
@@ -202,6 +205,7 @@ fn reset_layers_after_reboot(
     store: &Store,
     names: &BTreeSet<String>,
     state: &std::path::Path,
+    disks: &crate::disk::Disks,
 ) -> Vec<String> {
     use crate::runtime::layer;
     let file = state.join("boot_id");
@@ -216,7 +220,11 @@ fn reset_layers_after_reboot(
     let mut reset = Vec::new();
     for name in names {
         let dir = store.dir(name);
-        match layer::reset_if_unsynced(&dir.join("upper"), &dir.join("work")) {
+        let done = match disks.reset_if_unclean(&dir) {
+            Ok(false) => layer::reset_if_unsynced(&dir.join("upper"), &dir.join("work")),
+            r => r,
+        };
+        match done {
             Ok(true) => {
                 tracing::warn!(container = %name, "writable layer reset: the host went down before it was synced");
                 reset.push(name.clone());
@@ -236,6 +244,7 @@ fn reset_layers_after_reboot(
 fn clean_remains(
     store: &Store,
     cgroups: &dyn crate::cgroup::Cgroups,
+    disks: &crate::disk::Disks,
     parent: &str,
     log_root: Option<&std::path::Path>,
     (orphans, known): &(Vec<String>, BTreeSet<String>),
@@ -247,6 +256,7 @@ fn clean_remains(
         if let Err(e) = cgroups.remove(parent, name) {
             tracing::error!(container = %name, error = %e, "cannot remove the cgroup of a container without a usable record");
         }
+        disks.release(&store.dir(name));
         if let Err(e) = store.remove(name) {
             tracing::error!(container = %name, error = %e, "cannot remove the state of a container without a usable record");
         }

@@ -63,11 +63,20 @@ impl Supervisor {
         taken: &Taken,
     ) -> Result<Record> {
         let dir = self.store.dir(&spec.name);
-        for sub in ["upper", "work", "rootfs"] {
+        let mut disk = self.disks.limits_for(&spec.limits)?;
+        let subs: &[&str] = match disk {
+            Some(_) => &["rootfs"],
+            None => &["upper", "work", "rootfs"],
+        };
+        for sub in subs {
             let d = dir.join(sub);
             std::fs::create_dir_all(&d).map_err(|source| Error::Prepare { path: d, source })?;
         }
-        let limits = self.make_cgroup(&spec)?;
+        if let Some(d) = &mut disk {
+            self.disks.prepare(&dir, d)?;
+        }
+        let mut limits = self.make_cgroup(&spec)?;
+        limits.disk = disk;
         let mut rec = Record::new(Facts {
             process,
             layers,

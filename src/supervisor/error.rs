@@ -43,6 +43,8 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
+    Disk(#[from] crate::disk::DiskError),
+    #[error(transparent)]
     Transition(#[from] TransitionError),
     #[error("cannot prepare {path}")]
     Prepare {
@@ -71,6 +73,7 @@ impl Error {
             Error::Store(crate::store::StoreError::Write(w)) => (&w.path, &w.source),
             Error::Store(crate::store::StoreError::Io { path, source, .. }) => (path, source),
             Error::Prepare { path, source } => (path, source),
+            Error::Disk(crate::disk::DiskError::Io { path, source, .. }) => (path, source),
             _ => return None,
         };
         let fault = match source.raw_os_error()? {

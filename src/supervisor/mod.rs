@@ -74,6 +74,8 @@ pub struct Supervisor {
     uid_ranges: userns::UidRanges,
     events: EventBus,
     metrics: AgentMetrics,
+    /// The writable layers' limits.
+    disks: Arc<crate::disk::Disks>,
 }
 
 impl Supervisor {
@@ -84,6 +86,11 @@ impl Supervisor {
     /// Host networking (None when disabled).
     pub fn network(&self) -> Option<&Arc<Network>> {
         self.network.as_ref()
+    }
+
+    /// How the writable layers are limited here (`GET /v1/host`).
+    pub fn storage_limits(&self) -> &'static str {
+        self.disks.mechanism().as_str()
     }
 
     pub fn metrics(&self) -> &AgentMetrics {

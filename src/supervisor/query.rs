@@ -73,9 +73,22 @@ impl Supervisor {
     /// The container's cgroup counters, read now (on a blocking thread).
     pub async fn stats(&self, name: &str) -> Result<Stats> {
         let r = self.registry.get(name)?.rec();
-        let cg = self.cgroups.clone();
+        let (cg, disks, dir) = (
+            self.cgroups.clone(),
+            self.disks.clone(),
+            self.store.dir(name),
+        );
         blocking("stats", move || {
-            Ok(cg.stats(&r.facts().cgroup_parent, r.name()))
+            let mut s = cg.stats(&r.facts().cgroup_parent, r.name());
+            s.disk = r.facts().limits.disk.as_ref().and_then(|d| {
+                disks.usage(&dir).map(|u| crate::model::DiskStats {
+                    used: u.bytes,
+                    limit: d.bytes,
+                    inodes_used: u.inodes,
+                    inodes_limit: d.inodes,
+                })
+            });
+            Ok(s)
         })
         .await
     }

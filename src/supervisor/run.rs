@@ -14,12 +14,13 @@ impl Supervisor {
         let name = rec.name();
         let dir = self.store.dir(name);
         let logs = self.logs.read().unwrap().clone();
+        let (upper, work) = crate::disk::layer_dirs(&dir, f.limits.disk.is_some());
         Launch {
             name: name.to_string(),
             hostname: name.to_string(),
             lower: f.layers.clone(),
-            upper: dir.join("upper"),
-            work: dir.join("work"),
+            upper,
+            work,
             rootfs: dir.join("rootfs"),
             process: f.process.clone(),
             cgroup_procs: self.cgroups.procs_files(&f.cgroup_parent, name),
@@ -48,6 +49,10 @@ impl Supervisor {
         let _ = std::fs::remove_file(&plan.exit_file);
         let (parent, name) = (rec.facts().cgroup_parent.clone(), rec.name().to_string());
         let oom_base = self.cgroups.oom_kills(&parent, &name);
+        let dir = self.store.dir(&name);
+        if let Some(d) = &rec.facts().limits.disk {
+            self.disks.before_start(&dir, d)?;
+        }
         let started = match self.runtime.start(&plan) {
             Ok(s) => s,
             Err(e) => {
@@ -57,6 +62,9 @@ impl Supervisor {
                 return Err(e.into());
             }
         };
+        if rec.facts().limits.disk.is_some() {
+            self.disks.after_start(&dir);
+        }
         rec.start(Run {
             init: started.init,
             shim: started.shim,

@@ -33,6 +33,7 @@ impl Supervisor {
 
     /// Removes cgroup, state and logs; false if the cgroup could not go.
     fn teardown_files(&self, name: &str, parent: &str, background: bool) -> bool {
+        self.disks.release(&self.store.dir(name));
         let gone = match self.cgroups.remove(parent, name) {
             Ok(()) => true,
             Err(e) => {

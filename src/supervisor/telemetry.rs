@@ -35,6 +35,11 @@ impl Supervisor {
                     }),
                     generation: f.created_at.as_str().into(),
                     cgroup: Arc::new(cg),
+                    disk: f
+                        .limits
+                        .disk
+                        .clone()
+                        .map(|d| Arc::new((self.store.dir(name), d))),
                 };
                 known.insert(name.to_string(), t);
             }

@@ -37,6 +37,20 @@ pub struct Target {
     pub labels: Arc<Labels>,
     pub generation: Arc<str>,
     pub cgroup: Arc<ContainerCgroup>,
+    /// The writable layer's dir and limits, when limited.
+    pub disk: Option<Arc<(std::path::PathBuf, crate::model::DiskApplied)>>,
+}
+
+fn layer_use(
+    dir: &std::path::Path,
+    d: &crate::model::DiskApplied,
+) -> Option<crate::model::DiskStats> {
+    crate::disk::usage(dir).map(|u| crate::model::DiskStats {
+        used: u.bytes,
+        limit: d.bytes,
+        inodes_used: u.inodes,
+        inodes_limit: d.inodes,
+    })
 }
 
 /// Where each pass goes besides `latest` (remote-write's queue).
@@ -144,7 +158,8 @@ impl Sampler {
                 if !files.is_live() {
                     continue;
                 }
-                let stats = files.read();
+                let mut stats = files.read();
+                stats.disk = t.disk.as_ref().and_then(|d| layer_use(&d.0, &d.1));
                 if !files.ok {
                     // the cgroup went (or is going): no all-zero sample
                     // (Prometheus would read it as a counter reset)

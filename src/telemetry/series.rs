@@ -19,6 +19,14 @@ fn one(v: f64) -> Vec<(Extra, f64)> {
     vec![(Vec::new(), v)]
 }
 
+/// A value of the writable layer's use; none when it is not limited.
+fn disk(s: &Sample, f: fn(&crate::model::DiskStats) -> u64) -> Vec<(Extra, f64)> {
+    s.stats
+        .disk
+        .as_ref()
+        .map_or(Vec::new(), |d| one(f(d) as f64))
+}
+
 /// Every per-container series; also what remote-write sends.
 pub const SERIES: &[Series] = &[
     (
@@ -124,6 +132,30 @@ pub const SERIES: &[Series] = &[
         "gauge",
         "Processes and threads.",
         |s| one(s.stats.pids.current as f64),
+    ),
+    (
+        "hydra_container_disk_bytes",
+        "gauge",
+        "Bytes in the writable layer (limited layers only).",
+        |s| disk(s, |d| d.used),
+    ),
+    (
+        "hydra_container_disk_limit_bytes",
+        "gauge",
+        "The writable layer's limit, bytes (limits.disk).",
+        |s| disk(s, |d| d.limit),
+    ),
+    (
+        "hydra_container_disk_inodes",
+        "gauge",
+        "Files (inodes) in the writable layer.",
+        |s| disk(s, |d| d.inodes_used),
+    ),
+    (
+        "hydra_container_disk_inodes_limit",
+        "gauge",
+        "The writable layer's inode limit (limits.inodes).",
+        |s| disk(s, |d| d.inodes_limit),
     ),
     (
         "hydra_container_pids_limit_hits_total",

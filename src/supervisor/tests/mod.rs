@@ -24,7 +24,10 @@ pub struct Harness {
 }
 
 impl Harness {
-    pub fn new(cfg: Config) -> Harness {
+    pub fn new(mut cfg: Config) -> Harness {
+        // the fakes have no layers to limit (tests/disk_limits.rs has)
+        cfg.storage.mechanism = crate::config::StorageMechanism::None;
+        cfg.storage.require_limits = false;
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("img")).unwrap();
         let (cg, rt) = (
