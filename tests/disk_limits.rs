@@ -203,3 +203,57 @@ async fn without_a_mechanism_creates_are_refused_unless_opted_out() {
     b.wait("x").await;
     assert!(b.stats("x").await.disk.is_none());
 }
+
+/// After a reboot (simulated: the layer unmounted as a shutdown would,
+/// this boot's id forgotten), a cleanly unmounted image is mounted again
+/// with what it held; one a crash left unclean is dropped, with a
+/// `layer_reset` event, and the container starts from its image.
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_reboot_a_clean_layer_is_kept_and_an_unclean_one_reset() {
+    require_root!();
+    let mut a = Agent::start("").await;
+    let sh = "echo \"before: $(cat /kept 2>/dev/null | wc -l)\"; echo x >> /kept";
+    for n in ["clean", "crashed"] {
+        let spec = json!({"name": n, "image": busybox(), "limits": {"disk": "16Mi"}, "command": ["sh", "-c", sh]});
+        a.run(spec).await.unwrap();
+        assert_eq!(a.wait(n).await.exit_code, Some(0));
+    }
+    a.kill9();
+    for n in ["clean", "crashed"] {
+        let mp = a.state().join(format!("containers/{n}/layer"));
+        a.host.sh(&format!("umount {}", mp.display()));
+    }
+    // a crash: the superblock still says "in use" (s_state bit 0 clear)
+    let img = a.state().join("containers/crashed/disk.img");
+    let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[0, 0], 1024 + 58).unwrap();
+    drop(f);
+    std::fs::write(a.state().join("boot_id"), "00000000-previous-boot\n").unwrap();
+    a.spawn().await;
+    for (n, want) in [("clean", "before: 1"), ("crashed", "before: 0")] {
+        let (st, body) = a
+            .client
+            .raw("POST", &format!("/v1/containers/{n}/start"), None)
+            .await
+            .unwrap();
+        assert!(st < 300, "{st} {body:?}");
+        a.wait(n).await;
+        let lines: Vec<String> = a.logs(n).await.into_iter().map(|r| r.line).collect();
+        assert_eq!(
+            lines.last().map(String::as_str),
+            Some(want),
+            "{n}: {lines:?}"
+        );
+    }
+    let events = std::fs::read_dir(a.state().join("events"))
+        .unwrap()
+        .flatten();
+    let text: String = events
+        .map(|f| std::fs::read_to_string(f.path()).unwrap_or_default())
+        .collect();
+    let reset = |n: &str| {
+        text.lines()
+            .any(|l| l.contains(n) && l.contains("layer_reset"))
+    };
+    assert!(reset("crashed") && !reset("clean"), "{text}");
+}

@@ -100,7 +100,7 @@ exec sleep 100000
     // image layers are untouched
     let ids = format!("{START} {START} {START} {START}");
     assert_eq!(host_ids(pid), (ids.clone(), ids));
-    let upper = a.state().join("containers/u1/upper");
+    let upper = a.state().join("containers/u1/layer/upper");
     for f in ["made", "srv/app"] {
         let m = std::fs::metadata(upper.join(f)).unwrap();
         assert_eq!((m.uid(), m.gid()), (START, START), "{f}");

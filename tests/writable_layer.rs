@@ -36,7 +36,9 @@ fn journal_mentions(a: &Agent, what: &str) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_writable_layer_lives_for_one_boot() {
     require_root!();
-    let mut a = Agent::start("").await;
+    // the overlay's dirs on the state filesystem itself (no storage
+    // limits; tests/disk_limits.rs has the layer on its own image)
+    let mut a = Agent::start("[storage]\nmechanism = \"none\"\nrequire_limits = false\n").await;
     // each run prints what the previous runs left, then adds a line
     let spec = json!({"name": "scratch", "image": busybox(),
         "command": ["sh", "-c", "echo \"runs before: $(cat /kept 2>/dev/null | wc -l)\"; echo x >> /kept"]});
