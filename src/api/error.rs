@@ -168,6 +168,9 @@ impl From<SupError> for ApiError {
             SupError::Disk(crate::disk::DiskError::Unsupported(_)) => {
                 ApiError::unprocessable("limits.disk", msg)
             }
+            SupError::Disk(crate::disk::DiskError::Exhausted(_)) => {
+                ApiError::new(409, "exhausted", msg).with_field("limits.disk")
+            }
             SupError::Store(crate::store::StoreError::Gone { .. }) => {
                 ApiError::new(503, "state_gone", msg)
             }

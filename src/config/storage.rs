@@ -9,10 +9,13 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Mechanism {
-    /// The best the host has: `image` where loop devices and mke2fs work,
-    /// else `none`.
+    /// The best the host has: `project_quota` where the state filesystem
+    /// has project quotas on, else `image` where loop devices and mke2fs
+    /// work, else `none`.
     #[default]
     Auto,
+    /// Project quotas on the state filesystem (ext4 `prjquota`, XFS `pquota`).
+    ProjectQuota,
     /// A sparse ext4 image per container, loop-mounted.
     Image,
     /// No limit can be enforced (the spec's `limits.disk` is refused unless
@@ -34,6 +37,51 @@ pub struct StorageConfig {
     pub require_limits: bool,
     /// Images of the default size made ahead, off the creates' path.
     pub prepared_images: u32,
+    /// Project ids the agent gives containers' layers (`project_quota`).
+    pub project_ids: IdRange,
+}
+
+/// `START-END` of u32 ids, 1 <= START <= END.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdRange {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl std::str::FromStr for IdRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<IdRange, String> {
+        let bad = || format!("{s:?} is not START-END (1 <= START <= END <= 4294967294)");
+        let (a, b) = s.split_once('-').ok_or_else(bad)?;
+        let (start, end): (u32, u32) = (
+            a.trim().parse().map_err(|_| bad())?,
+            b.trim().parse().map_err(|_| bad())?,
+        );
+        match 1 <= start && start <= end && end < u32::MAX {
+            true => Ok(IdRange { start, end }),
+            false => Err(bad()),
+        }
+    }
+}
+
+impl std::fmt::Display for IdRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.start, self.end)
+    }
+}
+
+impl Serialize for IdRange {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for IdRange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 impl Default for StorageConfig {
@@ -44,6 +92,10 @@ impl Default for StorageConfig {
             default_inodes: 1 << 20,
             require_limits: true,
             prepared_images: 2,
+            project_ids: IdRange {
+                start: 1_000_000,
+                end: 1_999_999,
+            },
         }
     }
 }

@@ -154,6 +154,12 @@ pub fn mount(dir: &Path) -> Result<(), DiskError> {
     if !is_mounted(dir) {
         attach_and_mount(dir, &mp)?;
     }
+    make_dirs(dir)
+}
+
+/// The overlay's dirs in `<dir>/layer`, and its headroom freed.
+pub fn make_dirs(dir: &Path) -> Result<(), DiskError> {
+    let mp = mount_point(dir);
     let mk = |d: PathBuf| fs::create_dir_all(&d).map_err(DiskError::io("cannot make", &d));
     mk(mp.join("upper"))?;
     mk(mp.join("work"))?;
@@ -229,13 +235,18 @@ pub struct Usage {
     pub inodes: u64,
 }
 
+/// Bytes the headroom file holds now.
+pub fn headroom_held(dir: &Path) -> u64 {
+    fs::metadata(mount_point(dir).join(HEADROOM_FILE)).map_or(0, |m| m.blocks() * 512)
+}
+
 pub fn usage(dir: &Path) -> Option<Usage> {
     if !is_mounted(dir) {
         return None;
     }
     let mp = mount_point(dir);
     let s = nix::sys::statvfs::statvfs(&mp).ok()?;
-    let head = fs::metadata(mp.join(HEADROOM_FILE)).map_or(0, |m| m.blocks() * 512);
+    let head = headroom_held(dir);
     let used = (s.blocks() - s.blocks_free()) * s.fragment_size();
     // the root dir, lost+found, upper and work are the filesystem's own
     Some(Usage {

@@ -2,19 +2,21 @@
 //! `limits.inodes` files, enforced by the kernel.
 //!
 //! Mechanisms (`[storage] mechanism`, the one in use shown by `GET /v1/host`
-//! as `storage_limits`):
-//! - `image`: the layer (the overlay's upper and work dirs) lives on an ext4
-//!   of its own, a sparse file `<dir>/disk.img` of the limit's size and
-//!   inode count, attached to a loop device and mounted at `<dir>/layer`
-//!   by the agent. A write past the limit gets `ENOSPC` in that container
-//!   only; the image takes on the host only what was written. See
-//!   [`image`] for its life (one mount for the container's life, kept
-//!   across an agent crash, checked after a reboot).
+//! as `storage_limits`; `auto` takes the first that works here):
+//! - `project_quota` ([`project`]): where the state filesystem has project
+//!   quotas on, the layer's directory tree is a quota project of its own;
+//! - `image` ([`image`]): elsewhere, the layer (the overlay's upper and work
+//!   dirs) lives on an ext4 of its own, a sparse file loop-mounted by the
+//!   agent. A write past the limit gets `ENOSPC` in that container only;
 //! - `none`: no mechanism works here; creates are refused naming
 //!   `limits.disk` unless `[storage] require_limits = false`.
+//!
+//! A record keeps the mechanism its layer was made with: a layer is always
+//! handled by its own, whatever the host's config says later.
 
 mod image;
 mod pool;
+mod project;
 
 pub use image::Usage;
 
@@ -26,6 +28,7 @@ use std::path::{Path, PathBuf};
 /// The mechanism in use on this host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mechanism {
+    ProjectQuota,
     Image,
     None,
 }
@@ -33,6 +36,7 @@ pub enum Mechanism {
 impl Mechanism {
     pub fn as_str(self) -> &'static str {
         match self {
+            Mechanism::ProjectQuota => "project_quota",
             Mechanism::Image => "image",
             Mechanism::None => "none",
         }
@@ -44,6 +48,9 @@ pub enum DiskError {
     /// `limits.disk` cannot be enforced here (the message says why).
     #[error("{0}")]
     Unsupported(String),
+    /// No project id left.
+    #[error("{0}")]
+    Exhausted(String),
     /// Making, attaching or mounting a layer's image failed.
     #[error("{what} {}", path.display())]
     Io {
@@ -67,7 +74,7 @@ impl DiskError {
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
             DiskError::Io { source, .. } => source.raw_os_error(),
-            DiskError::Unsupported(_) => None,
+            DiskError::Unsupported(_) | DiskError::Exhausted(_) => None,
         }
     }
 }
@@ -75,38 +82,66 @@ impl DiskError {
 /// The writable layers of this agent's containers.
 pub struct Disks {
     mechanism: Mechanism,
-    /// Why `auto` found no mechanism (for the refusal's message).
+    /// Why no mechanism works (for the refusal's message).
     why_none: String,
     cfg: StorageConfig,
     pool: Option<pool::Pool>,
+    projects: Option<project::Projects>,
 }
 
 impl Disks {
-    /// Picks the mechanism (`auto`: `image` if this host can attach loop
-    /// devices and has mke2fs) and starts the pool of prepared images.
-    pub fn new(cfg: &StorageConfig, state: &Path) -> Disks {
-        let (mechanism, why_none) = match cfg.mechanism {
-            StorageMechanism::None => (
-                Mechanism::None,
-                "[storage] mechanism = \"none\"".to_string(),
-            ),
-            _ => match image::available() {
-                Ok(()) => (Mechanism::Image, String::new()),
-                Err(why) => (Mechanism::None, why),
-            },
+    /// Picks the mechanism for the containers under `containers` and
+    /// starts the pool of prepared images if it is `image`.
+    pub fn new(cfg: &StorageConfig, state: &Path, containers: &Path) -> Disks {
+        use StorageMechanism as M;
+        let mut why = Vec::new();
+        let projects = match cfg.mechanism {
+            M::Auto | M::ProjectQuota => {
+                let (lo, hi) = (cfg.project_ids.start, cfg.project_ids.end);
+                project::Projects::open(containers, lo, hi)
+                    .map_err(|e| why.push(e))
+                    .ok()
+            }
+            _ => None,
         };
-        if cfg.mechanism == StorageMechanism::Image && mechanism == Mechanism::None {
-            tracing::error!(reason = %why_none, "[storage] mechanism = \"image\" cannot work on this host");
+        let image = match cfg.mechanism {
+            M::Auto | M::Image if projects.is_none() => {
+                image::available().map_err(|e| why.push(e)).is_ok()
+            }
+            _ => false,
+        };
+        let mechanism = match (&projects, image) {
+            (Some(_), _) => Mechanism::ProjectQuota,
+            (None, true) => Mechanism::Image,
+            (None, false) => Mechanism::None,
+        };
+        if cfg.mechanism == M::None {
+            why.push("[storage] mechanism = \"none\"".into());
+        } else if cfg.mechanism != M::Auto && mechanism == Mechanism::None {
+            tracing::error!(reason = %why.join("; "), "the [storage] mechanism cannot work on this host");
         }
         let pool = (mechanism == Mechanism::Image && cfg.prepared_images > 0).then(|| {
-            let (bytes, inodes) = image::plan(cfg.default_disk.0, cfg.default_inodes);
-            pool::Pool::start(state.join("disk-pool"), bytes, inodes, cfg.prepared_images)
+            let (_, inodes) = image::plan(cfg.default_disk.0, cfg.default_inodes);
+            pool::Pool::start(
+                state.join("disk-pool"),
+                cfg.default_disk.0,
+                inodes,
+                cfg.prepared_images,
+            )
         });
         Disks {
             mechanism,
-            why_none,
+            why_none: why.join("; "),
             cfg: cfg.clone(),
             pool,
+            projects,
+        }
+    }
+
+    /// Marks the project ids of existing containers as taken.
+    pub fn adopt<'a>(&self, layers: impl Iterator<Item = &'a DiskApplied>) {
+        if let Some(p) = &self.projects {
+            p.adopt(layers.filter_map(|d| d.project));
         }
     }
 
@@ -119,15 +154,18 @@ impl Disks {
     pub fn limits_for(&self, l: &Limits) -> Result<Option<DiskApplied>, DiskError> {
         let bytes = l.disk.map_or(self.cfg.default_disk.0, |d| d.0);
         let inodes = l.inodes.unwrap_or(self.cfg.default_inodes);
+        let applied = |mechanism: Mechanism, inodes: u64| DiskApplied {
+            bytes,
+            inodes,
+            mechanism: mechanism.as_str().into(),
+            project: None,
+        };
         match self.mechanism {
-            Mechanism::Image => {
-                let (_, inodes) = image::plan(bytes, inodes);
-                Ok(Some(DiskApplied {
-                    bytes,
-                    inodes,
-                    mechanism: "image".into(),
-                }))
-            }
+            Mechanism::ProjectQuota => Ok(Some(applied(Mechanism::ProjectQuota, inodes))),
+            Mechanism::Image => Ok(Some(applied(
+                Mechanism::Image,
+                image::plan(bytes, inodes).1,
+            ))),
             Mechanism::None if !self.cfg.require_limits => Ok(None),
             Mechanism::None => Err(DiskError::Unsupported(format!(
                 "the writable layer's size cannot be limited on this host ({}); \
@@ -141,6 +179,10 @@ impl Disks {
     /// size). Called by the create, before the first start; `d.inodes`
     /// becomes what the filesystem holds.
     pub fn prepare(&self, dir: &Path, d: &mut DiskApplied) -> Result<(), DiskError> {
+        if d.mechanism == Mechanism::ProjectQuota.as_str() {
+            let p = self.projects.as_ref().ok_or_else(|| self.gone(d))?;
+            return p.prepare(dir, d);
+        }
         let img = image::image_path(dir);
         if let Some(p) = &self.pool {
             if p.take_if(d.bytes, d.inodes, &img) {
@@ -152,9 +194,22 @@ impl Disks {
         Ok(())
     }
 
+    /// A layer made with a mechanism this agent does not have (its config
+    /// or its state filesystem changed).
+    fn gone(&self, d: &DiskApplied) -> DiskError {
+        DiskError::Unsupported(format!(
+            "the layer was made with {} storage limits, which this host no longer has ({})",
+            d.mechanism, self.why_none
+        ))
+    }
+
     /// Before each start: the layer mounted (made again if a reboot reset
     /// it), its headroom freed for the overlay's own dirs.
     pub fn before_start(&self, dir: &Path, d: &DiskApplied) -> Result<(), DiskError> {
+        if d.mechanism == Mechanism::ProjectQuota.as_str() {
+            self.projects.as_ref().ok_or_else(|| self.gone(d))?;
+            return image::make_dirs(dir);
+        }
         if !image::image_path(dir).exists() {
             self.prepare(dir, &mut d.clone())?;
         }
@@ -166,14 +221,18 @@ impl Disks {
         image::reserve_headroom(dir);
     }
 
-    /// Unmounts the layer (its loop device goes with the mount).
+    /// Unmounts the layer (its loop device goes with the mount), or lifts
+    /// its project's quota and frees the id.
     pub fn release(&self, dir: &Path) {
-        image::unmount(dir)
+        image::unmount(dir);
+        if let Some(p) = &self.projects {
+            p.release_dir(&image::mount_point(dir));
+        }
     }
 
-    /// Bytes and inodes used, from the layer's statfs.
-    pub fn usage(&self, dir: &Path) -> Option<Usage> {
-        image::usage(dir)
+    /// Bytes and inodes used.
+    pub fn usage(&self, dir: &Path, d: &DiskApplied) -> Option<Usage> {
+        usage(dir, d)
     }
 
     /// After a reboot: a layer whose filesystem was not cleanly unmounted
@@ -183,9 +242,22 @@ impl Disks {
     }
 }
 
-/// Bytes and inodes used by the limited layer of the container in `dir`.
-pub fn usage(dir: &Path) -> Option<Usage> {
-    image::usage(dir)
+/// Bytes and inodes used by the limited layer of the container in `dir`
+/// (the quota's count, or the image's statfs), the headroom not counted.
+pub fn usage(dir: &Path, d: &DiskApplied) -> Option<Usage> {
+    match d.project {
+        Some(id) => {
+            let layer = image::mount_point(dir);
+            let (bytes, inodes) =
+                crate::sys::quota::usage(&std::fs::File::open(&layer).ok()?, id).ok()?;
+            let head = image::headroom_held(dir);
+            Some(Usage {
+                bytes: bytes.saturating_sub(head),
+                inodes: inodes.saturating_sub(head.min(1)),
+            })
+        }
+        None => image::usage(dir),
+    }
 }
 
 /// The overlay's upper and work dirs of the container in `dir`.

@@ -35,8 +35,11 @@ pub struct DiskStats {
 pub struct DiskApplied {
     pub bytes: u64,
     pub inodes: u64,
-    /// `image` (a loop-mounted ext4 of its own).
+    /// `image` (a loop-mounted ext4 of its own) or `project_quota`.
     pub mechanism: String,
+    /// The layer's project id (`project_quota`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -116,7 +116,21 @@ fn build_root(l: &Launch, userns: Option<BorrowedFd>, owner: Option<u32>) -> Res
     if let (Some(ns), Some(base)) = (userns, owner) {
         mounts::idmap_layers(l, ns, base)?;
     }
-    mounts::mount_rootfs(l)?;
+    // overlayfs writes the upper layer with its mounter's credentials: a
+    // mounter with CAP_SYS_RESOURCE would let every write past the layer's
+    // project quota (and ext4's reserved blocks)
+    let res = caps::Capability::CAP_SYS_RESOURCE;
+    let had = caps::has_cap(None, caps::CapSet::Effective, res).unwrap_or(false);
+    if had {
+        caps::drop(None, caps::CapSet::Effective, res)
+            .map_err(|e| fail("runtime", format!("drop CAP_SYS_RESOURCE: {e}")))?;
+    }
+    let mounted = mounts::mount_rootfs(l);
+    if had {
+        caps::raise(None, caps::CapSet::Effective, res)
+            .map_err(|e| fail("runtime", format!("raise CAP_SYS_RESOURCE: {e}")))?;
+    }
+    mounted?;
     let root = &l.rootfs;
     mounts::mount_proc_sys_dev(root, l, owner)?;
     if owner.is_some() && l.hardening.caps.iter().any(|c| c == "CAP_NET_BIND_SERVICE") {

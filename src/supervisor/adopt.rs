@@ -47,7 +47,7 @@ impl Supervisor {
         let state_dir = paths.state.clone();
         let names = loaded_names(&loaded);
         let log_root = cfg.logs.dir.clone();
-        let disks = Arc::new(crate::disk::Disks::new(&cfg.storage, &paths.state));
+        let disks = disks(cfg, &paths, &loaded.records);
         let dk = disks.clone();
         let (network, resets) = blocking("set up the network", move || {
             clean_remains(&st, &*cgroups, &dk, &parent, log_root.as_deref(), &names);
@@ -196,6 +196,17 @@ fn loaded_names(l: &Loaded) -> (Vec<String>, BTreeSet<String>) {
     (l.orphans.clone(), known)
 }
 
+/// The writable layers' mechanism, with the project ids of `records` taken.
+fn disks(cfg: &Config, paths: &Paths, records: &[Record]) -> Arc<crate::disk::Disks> {
+    let d = crate::disk::Disks::new(&cfg.storage, &paths.state, &paths.containers());
+    d.adopt(
+        records
+            .iter()
+            .filter_map(|r| r.facts().limits.disk.as_ref()),
+    );
+    Arc::new(d)
+}
+
 /// Removes the remains of creates cut short: directories without a usable
 /// record, and cgroups no record knows.
 /// Once per boot: the writable layers whose volatile mount was never synced
@@ -220,8 +231,11 @@ fn reset_layers_after_reboot(
     let mut reset = Vec::new();
     for name in names {
         let dir = store.dir(name);
+        // a project_quota layer's dirs are in layer/, on the state filesystem
+        let limited = dir.join("layer/work").is_dir() && !dir.join("disk.img").exists();
+        let (upper, work) = crate::disk::layer_dirs(&dir, limited);
         let done = match disks.reset_if_unclean(&dir) {
-            Ok(false) => layer::reset_if_unsynced(&dir.join("upper"), &dir.join("work")),
+            Ok(false) => layer::reset_if_unsynced(&upper, &work),
             r => r,
         };
         match done {

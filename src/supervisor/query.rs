@@ -81,7 +81,7 @@ impl Supervisor {
         blocking("stats", move || {
             let mut s = cg.stats(&r.facts().cgroup_parent, r.name());
             s.disk = r.facts().limits.disk.as_ref().and_then(|d| {
-                disks.usage(&dir).map(|u| crate::model::DiskStats {
+                disks.usage(&dir, d).map(|u| crate::model::DiskStats {
                     used: u.bytes,
                     limit: d.bytes,
                     inodes_used: u.inodes,

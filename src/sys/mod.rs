@@ -13,6 +13,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 mod bpf;
 pub mod loopdev;
 mod mount;
+pub mod quota;
 
 pub use bpf::{bpf_attach_device_filter, bpf_load_device_filter, BpfInsn};
 pub use mount::{idmapped_bind_over, new_userns};

@@ -45,7 +45,7 @@ fn layer_use(
     dir: &std::path::Path,
     d: &crate::model::DiskApplied,
 ) -> Option<crate::model::DiskStats> {
-    crate::disk::usage(dir).map(|u| crate::model::DiskStats {
+    crate::disk::usage(dir, d).map(|u| crate::model::DiskStats {
         used: u.bytes,
         limit: d.bytes,
         inodes_used: u.inodes,

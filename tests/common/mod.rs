@@ -269,9 +269,12 @@ impl Agent {
         let layout = Self::layout();
         let mut files: Vec<String> = walk(&self.state());
         files.sort();
+        let root = self.root.path().display().to_string();
+        // the agent's mounts are in its host's mount namespace
+        let mountinfo = format!("/proc/{}/mountinfo", self.host.pid());
         Snapshot {
             cgroups: layout.children(&self.parent),
-            mounts: std::fs::read_to_string("/proc/self/mountinfo")
+            mounts: std::fs::read_to_string(mountinfo)
                 .unwrap()
                 .lines()
                 .filter(|l| l.contains("hydra"))
@@ -279,6 +282,7 @@ impl Agent {
                 .collect(),
             processes: processes_mentioning(self.root.path()),
             files,
+            loop_devices: loop_devices_of(&root),
         }
     }
 }
@@ -289,6 +293,20 @@ pub struct Snapshot {
     pub mounts: Vec<String>,
     pub processes: Vec<i32>,
     pub files: Vec<String>,
+    /// Loop devices whose backing file is under the agent's root (the
+    /// layers' images).
+    pub loop_devices: Vec<String>,
+}
+
+pub fn loop_devices_of(root: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir("/sys/block")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("loop/backing_file")).ok())
+        .filter(|b| b.contains(root))
+        .collect();
+    v.sort();
+    v
 }
 
 fn walk(d: &Path) -> Vec<String> {
@@ -296,11 +314,12 @@ fn walk(d: &Path) -> Vec<String> {
     if let Ok(rd) = std::fs::read_dir(d) {
         for e in rd.flatten() {
             let p = e.path();
-            // the layer store only grows (content-addressed, shared)
-            if p.ends_with("layers") {
+            out.push(p.display().to_string());
+            // the layer store only grows (content-addressed, shared); the
+            // pool of prepared layer images is the agent's to refill
+            if p.ends_with("layers") || p.ends_with("disk-pool") {
                 continue;
             }
-            out.push(p.display().to_string());
             if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
                 out.extend(walk(&p));
             }
