@@ -100,7 +100,12 @@ exec sleep 100000
     // image layers are untouched
     let ids = format!("{START} {START} {START} {START}");
     assert_eq!(host_ids(pid), (ids.clone(), ids));
-    let upper = a.state().join("containers/u1/layer/upper");
+    // the layer is mounted in the agent's mount namespace (its host's)
+    let upper = std::path::PathBuf::from(format!(
+        "/proc/{}/root{}",
+        a.host.pid(),
+        a.state().join("containers/u1/layer/upper").display()
+    ));
     for f in ["made", "srv/app"] {
         let m = std::fs::metadata(upper.join(f)).unwrap();
         assert_eq!((m.uid(), m.gid()), (START, START), "{f}");
