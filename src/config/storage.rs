@@ -123,3 +123,96 @@ impl StorageConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ConfigError, StorageMechanism};
+
+    fn key_of(text: &str) -> String {
+        match Config::parse(text) {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn storage_keys_parse_and_bad_values_are_named() {
+        let c = Config::parse(
+            "[storage]\nmechanism = \"project_quota\"\ndefault_disk = \"1Gi\"\nproject_ids = \"10-20\"\nrequire_limits = false\n",
+        )
+        .unwrap();
+        assert_eq!(c.storage.mechanism, StorageMechanism::ProjectQuota);
+        assert_eq!(c.storage.default_disk.0, 1 << 30);
+        assert_eq!(
+            (c.storage.project_ids.start, c.storage.project_ids.end),
+            (10, 20)
+        );
+        assert!(!c.storage.require_limits);
+        assert_eq!(
+            Config::parse("").unwrap().storage.mechanism,
+            StorageMechanism::Auto
+        );
+        for (text, key) in [
+            ("[storage]\nmechanism = \"zfs\"\n", "storage.mechanism"),
+            (
+                "[storage]\ndefault_disk = \"1Mi\"\n",
+                "storage.default_disk",
+            ),
+            ("[storage]\ndefault_inodes = 3\n", "storage.default_inodes"),
+            (
+                "[storage]\nproject_ids = \"20-10\"\n",
+                "storage.project_ids",
+            ),
+            ("[storage]\nproject_ids = \"0-10\"\n", "storage.project_ids"),
+            (
+                "[storage]\nprepared_images = 17\n",
+                "storage.prepared_images",
+            ),
+        ] {
+            assert_eq!(key_of(text), key, "{text}");
+        }
+    }
+
+    #[test]
+    fn disk_limits_out_of_range_are_named() {
+        let spec = |disk: Option<u64>, inodes: Option<u64>| crate::model::ContainerSpec {
+            name: "d".into(),
+            app: None,
+            version: None,
+            image: "rootfs:/x".into(),
+            command: None,
+            env: Default::default(),
+            workdir: None,
+            user: None,
+            limits: crate::model::Limits {
+                disk: disk.map(crate::model::Size),
+                inodes,
+                ..Default::default()
+            },
+            ports: vec![],
+            restart: Default::default(),
+            health: None,
+            capabilities: Default::default(),
+            userns: false,
+        };
+        assert!(crate::model::spec::validate(&spec(Some(8 << 20), Some(16))).is_ok());
+        assert_eq!(
+            crate::model::spec::validate(&spec(Some(1 << 20), None))
+                .unwrap_err()
+                .field,
+            "limits.disk"
+        );
+        assert_eq!(
+            crate::model::spec::validate(&spec(None, Some(15)))
+                .unwrap_err()
+                .field,
+            "limits.inodes"
+        );
+        assert_eq!(
+            crate::model::spec::validate(&spec(None, Some(1 << 33)))
+                .unwrap_err()
+                .field,
+            "limits.inodes"
+        );
+    }
+}
