@@ -82,43 +82,113 @@ fn fs_size(bytes: u64, inodes: u64) -> u64 {
     (raw + groups * 4 * BLOCK).div_ceil(BLOCK) * BLOCK
 }
 
-/// Makes the image for `bytes` and `inodes` at `img` (through a temporary
-/// file, so a crash leaves no half-made image under the final name).
-/// Answers the inodes it holds.
-pub fn make(img: &Path, bytes: u64, inodes: u64) -> Result<u64, DiskError> {
+/// Makes the image for `bytes` and `inodes` at `img`: a sparse copy of
+/// the template for that size in `templates` (made by mke2fs the first
+/// time), through a temporary file, so a crash leaves no half-made image
+/// under the final name. Answers the inodes it holds.
+///
+/// The copy reads and writes only the template's data (~200 KiB for 10Gi
+/// and a million inodes: SEEK_DATA/SEEK_HOLE and copy_file_range), ~1 ms
+/// against ~10 ms for mke2fs, which also walks every loop device of the
+/// host to check that the file is not in use. The copies share the
+/// template's filesystem UUID (nothing of the agent's depends on it).
+pub fn make(img: &Path, bytes: u64, inodes: u64, templates: &Path) -> Result<u64, DiskError> {
     let (size, n) = plan(bytes, inodes);
+    let tmpl = template(templates, size, n)?;
     let tmp = img.with_extension("img.tmp");
-    let made = (|| {
-        let f = File::create(&tmp)?;
-        f.set_len(size)?;
-        drop(f);
-        let out = Command::new(mke2fs().ok_or_else(|| io::Error::other("mke2fs not found"))?)
-            .args(["-t", "ext4", "-q", "-F", "-b", "4096", "-m", "0"])
-            .args([
-                "-O",
-                "^has_journal,^resize_inode",
-                "-E",
-                "lazy_itable_init=0,root_owner=0:0",
-            ])
-            .arg("-N")
-            .arg(n.to_string())
-            .arg(&tmp)
-            .output()?;
-        if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
-            // mke2fs says "Could not allocate block" on a full disk
-            return Err(match free_bytes(img) < 64 << 20 {
-                true => io::Error::from_raw_os_error(libc::ENOSPC),
-                false => io::Error::other(format!("mke2fs failed: {}", err.trim())),
-            });
-        }
+    let made = sparse_copy(&tmpl, &tmp, size).and_then(|()| {
         fs::rename(&tmp, img)?;
         inodes_of(img)
-    })();
+    });
     if made.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     made.map_err(DiskError::io("cannot make the layer's image", img))
+}
+
+/// The template for a filesystem of `size` bytes and `n` inodes, made
+/// if missing (under a name of its own first: two makers race harmlessly).
+fn template(dir: &Path, size: u64, n: u64) -> Result<PathBuf, DiskError> {
+    let path = dir.join(format!("{size}-{n}.img"));
+    if path.exists() {
+        return Ok(path);
+    }
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!("{size}-{n}.{}-{seq}.tmp", std::process::id()));
+    let made = fs::create_dir_all(dir)
+        .and_then(|()| mkfs(&tmp, size, n))
+        .and_then(|()| fs::rename(&tmp, &path));
+    if made.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    made.map_err(DiskError::io("cannot make the layer template", &path))?;
+    Ok(path)
+}
+
+/// Removes half-made templates (a crash during mke2fs).
+pub fn clean_templates(dir: &Path) {
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path().extension().is_some_and(|x| x == "tmp") {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+fn mkfs(path: &Path, size: u64, n: u64) -> io::Result<()> {
+    let f = File::create(path)?;
+    f.set_len(size)?;
+    drop(f);
+    let out = Command::new(mke2fs().ok_or_else(|| io::Error::other("mke2fs not found"))?)
+        .args(["-t", "ext4", "-q", "-F", "-b", "4096", "-m", "0"])
+        .args([
+            "-O",
+            "^has_journal,^resize_inode",
+            "-E",
+            "lazy_itable_init=0,root_owner=0:0",
+        ])
+        .arg("-N")
+        .arg(n.to_string())
+        .arg(path)
+        .output()?;
+    if out.status.success() {
+        return Ok(());
+    }
+    // mke2fs says "Could not allocate block" on a full disk
+    Err(match free_bytes(path) < 64 << 20 {
+        true => io::Error::from_raw_os_error(libc::ENOSPC),
+        false => io::Error::other(format!(
+            "mke2fs failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+    })
+}
+
+/// Copies the data extents of `src` into a new sparse file `dst` of `size`.
+fn sparse_copy(src: &Path, dst: &Path, size: u64) -> io::Result<()> {
+    use nix::unistd::{lseek64, Whence};
+    use std::os::fd::AsRawFd;
+    let from = File::open(src)?;
+    let to = File::create(dst)?;
+    to.set_len(size)?;
+    let mut pos: i64 = 0;
+    loop {
+        let start = match lseek64(from.as_raw_fd(), pos, Whence::SeekData) {
+            Ok(o) => o,
+            Err(nix::errno::Errno::ENXIO) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let end = lseek64(from.as_raw_fd(), start, Whence::SeekHole)?;
+        let (mut a, mut b) = (start, start);
+        while a < end {
+            let len = (end - a) as usize;
+            let n = nix::fcntl::copy_file_range(&from, Some(&mut a), &to, Some(&mut b), len)?;
+            if n == 0 {
+                return Err(io::Error::other("the template ended early"));
+            }
+        }
+        pos = end;
+    }
 }
 
 fn free_bytes(p: &Path) -> u64 {

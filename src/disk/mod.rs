@@ -87,6 +87,8 @@ pub struct Disks {
     cfg: StorageConfig,
     pool: Option<pool::Pool>,
     projects: Option<project::Projects>,
+    /// One mke2fs'd image per (size, inodes), copied for each layer.
+    templates: PathBuf,
 }
 
 impl Disks {
@@ -120,14 +122,12 @@ impl Disks {
         } else if cfg.mechanism != M::Auto && mechanism == Mechanism::None {
             tracing::error!(reason = %why.join("; "), "the [storage] mechanism cannot work on this host");
         }
+        let templates = state.join("disk-templates");
+        image::clean_templates(&templates);
         let pool = (mechanism == Mechanism::Image && cfg.prepared_images > 0).then(|| {
             let (_, inodes) = image::plan(cfg.default_disk.0, cfg.default_inodes);
-            pool::Pool::start(
-                state.join("disk-pool"),
-                cfg.default_disk.0,
-                inodes,
-                cfg.prepared_images,
-            )
+            let dirs = (state.join("disk-pool"), templates.clone());
+            pool::Pool::start(dirs, cfg.default_disk.0, inodes, cfg.prepared_images)
         });
         Disks {
             mechanism,
@@ -135,6 +135,7 @@ impl Disks {
             cfg: cfg.clone(),
             pool,
             projects,
+            templates,
         }
     }
 
@@ -190,7 +191,7 @@ impl Disks {
                 return Ok(());
             }
         }
-        d.inodes = image::make(&img, d.bytes, d.inodes)?;
+        d.inodes = image::make(&img, d.bytes, d.inodes, &self.templates)?;
         Ok(())
     }
 

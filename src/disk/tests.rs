@@ -33,7 +33,23 @@ fn an_image_holds_its_limit_and_its_inodes() {
         let (size, n) = image::plan(bytes, inodes);
         assert!(size > bytes && n <= inodes, "{bytes} {inodes}: {size} {n}");
     }
-    let got = image::make(&image::image_path(dir), 32 << 20, 1000).unwrap();
+    let got = image::make(
+        &image::image_path(dir),
+        32 << 20,
+        1000,
+        &dir.join("templates"),
+    )
+    .unwrap();
+    // a second layer of that size is a copy of the same template
+    image::make(
+        &dir.join("second.img"),
+        32 << 20,
+        1000,
+        &dir.join("templates"),
+    )
+    .unwrap();
+    assert_eq!(std::fs::read_dir(dir.join("templates")).unwrap().count(), 1);
+    std::fs::remove_file(dir.join("second.img")).unwrap();
     assert!((1000..1100).contains(&got), "{got}");
     // sparse: the host pays for what is written, not for the limit
     let held = std::fs::metadata(image::image_path(dir)).unwrap();

@@ -316,8 +316,9 @@ fn walk(d: &Path) -> Vec<String> {
             let p = e.path();
             out.push(p.display().to_string());
             // the layer store only grows (content-addressed, shared); the
-            // pool of prepared layer images is the agent's to refill
-            if p.ends_with("layers") || p.ends_with("disk-pool") {
+            // pool of prepared layer images is the agent's to refill, and
+            // a layer template is made at the first layer of its size
+            if p.ends_with("layers") || p.ends_with("disk-pool") || p.ends_with("disk-templates") {
                 continue;
             }
             if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
