@@ -6,23 +6,6 @@ mod common;
 use common::*;
 use serde_json::json;
 
-/// Bytes `dd bs=64k` wrote, from its `N+M records out` line (the partial
-/// last record is under 64 KiB).
-fn copied(lines: &[String]) -> u64 {
-    lines
-        .iter()
-        .find_map(|l| {
-            let n: u64 = l
-                .strip_suffix(" records out")?
-                .split('+')
-                .next()?
-                .parse()
-                .ok()?;
-            Some(n * 65536)
-        })
-        .unwrap_or_else(|| panic!("no dd summary in {lines:?}"))
-}
-
 /// Mounts of the agent's state dir in its mount namespace.
 fn layer_mounts(a: &Agent) -> usize {
     let st = a.state().display().to_string();
@@ -54,7 +37,7 @@ async fn a_full_layer_stops_at_its_limit_and_nothing_else_notices() {
         lines.iter().any(|l| l.contains("No space left on device")),
         "{lines:?}"
     );
-    let n = copied(&lines);
+    let n = dd_copied(&lines);
     assert!(
         n > 30 << 20 && n <= 33 << 20,
         "wrote {n} bytes under a 32Mi limit"

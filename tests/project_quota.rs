@@ -8,22 +8,6 @@ use common::*;
 use serde_json::json;
 use std::path::Path;
 
-/// `dd bs=64k` records written, in bytes.
-fn copied(lines: &[String]) -> u64 {
-    lines
-        .iter()
-        .find_map(|l| {
-            let n: u64 = l
-                .strip_suffix(" records out")?
-                .split('+')
-                .next()?
-                .parse()
-                .ok()?;
-            Some(n * 65536)
-        })
-        .unwrap_or_else(|| panic!("no dd summary in {lines:?}"))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn project_quotas_bound_layers_on_a_prjquota_filesystem() {
     require_root!();
@@ -84,7 +68,7 @@ async fn project_quotas_bound_layers_on_a_prjquota_filesystem() {
         lines.iter().any(|l| l.contains("Disk quota exceeded")),
         "{lines:?}"
     );
-    let n = copied(&lines);
+    let n = dd_copied(&lines);
     assert!(
         n > 30 << 20 && n <= 33 << 20,
         "wrote {n} bytes under a 32Mi limit"

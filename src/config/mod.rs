@@ -8,7 +8,7 @@ mod types;
 
 pub use paths::Paths;
 pub use storage::{Mechanism as StorageMechanism, StorageConfig};
-pub use types::{Endpoint, HttpUrl, PortRange};
+pub use types::{Endpoint, HttpUrl, IdRange, PortRange};
 
 use crate::model::caps::canonical_cap;
 use crate::model::{Cidr, Size, USERNS_SIZE};

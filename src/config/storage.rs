@@ -1,6 +1,7 @@
 //! `[storage]`: how the containers' writable layers are bounded.
 
 use super::ConfigError;
+use super::IdRange;
 use crate::model::spec::{MAX_INODES, MIN_DISK};
 use crate::model::Size;
 use serde::{Deserialize, Serialize};
@@ -39,49 +40,6 @@ pub struct StorageConfig {
     pub prepared_images: u32,
     /// Project ids the agent gives containers' layers (`project_quota`).
     pub project_ids: IdRange,
-}
-
-/// `START-END` of u32 ids, 1 <= START <= END.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IdRange {
-    pub start: u32,
-    pub end: u32,
-}
-
-impl std::str::FromStr for IdRange {
-    type Err = String;
-    fn from_str(s: &str) -> Result<IdRange, String> {
-        let bad = || format!("{s:?} is not START-END (1 <= START <= END <= 4294967294)");
-        let (a, b) = s.split_once('-').ok_or_else(bad)?;
-        let (start, end): (u32, u32) = (
-            a.trim().parse().map_err(|_| bad())?,
-            b.trim().parse().map_err(|_| bad())?,
-        );
-        match 1 <= start && start <= end && end < u32::MAX {
-            true => Ok(IdRange { start, end }),
-            false => Err(bad()),
-        }
-    }
-}
-
-impl std::fmt::Display for IdRange {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}", self.start, self.end)
-    }
-}
-
-impl Serialize for IdRange {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for IdRange {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
-    }
 }
 
 impl Default for StorageConfig {

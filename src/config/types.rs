@@ -130,6 +130,37 @@ impl fmt::Display for HttpUrl {
 }
 string_serde!(HttpUrl);
 
+/// `START-END` of u32 ids, 1 <= START <= END.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdRange {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl std::str::FromStr for IdRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<IdRange, String> {
+        let bad = || format!("{s:?} is not START-END (1 <= START <= END <= 4294967294)");
+        let (a, b) = s.split_once('-').ok_or_else(bad)?;
+        let (start, end): (u32, u32) = (
+            a.trim().parse().map_err(|_| bad())?,
+            b.trim().parse().map_err(|_| bad())?,
+        );
+        match 1 <= start && start <= end && end < u32::MAX {
+            true => Ok(IdRange { start, end }),
+            false => Err(bad()),
+        }
+    }
+}
+
+impl std::fmt::Display for IdRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.start, self.end)
+    }
+}
+
+string_serde!(IdRange);
+
 #[cfg(test)]
 mod tests {
     use super::*;

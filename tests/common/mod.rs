@@ -482,3 +482,19 @@ pub fn lacks(prog: &str, version_arg: &str) -> bool {
     }
     missing
 }
+
+/// Bytes `dd bs=64k` wrote, from `N+M records out` (the partial one is < 64 KiB).
+pub fn dd_copied(lines: &[String]) -> u64 {
+    lines
+        .iter()
+        .find_map(|l| {
+            let n: u64 = l
+                .strip_suffix(" records out")?
+                .split('+')
+                .next()?
+                .parse()
+                .ok()?;
+            Some(n * 65536)
+        })
+        .unwrap_or_else(|| panic!("no dd summary in {lines:?}"))
+}
