@@ -4,8 +4,11 @@
 //!   stats  AGENT_SOCKET PARENT IMAGE SIZES PASSES   -> sampler CPU per container-sample at each size
 //!   scale  AGENT_SOCKET AGENT_PID IMAGE SIZES PROBES -> create and API latency, RSS, as the host fills
 //!   ready  AGENT_SOCKET N                          -> returns once the agent lists N running
+//!   layers STATE N                                 -> the storage mechanisms' part of a create
 //! Prints a Markdown table.
 
+#[path = "bench/layers.rs"]
+mod layers;
 #[path = "bench/scale.rs"]
 mod scale;
 
@@ -390,6 +393,7 @@ async fn main() {
             .await
         }
         Some("ready") => scale::ready(&a[2], a[3].parse().unwrap()).await,
+        Some("layers") => layers::layers(std::path::Path::new(&a[2]), a[3].parse().unwrap()),
         Some("veth") => veth(a[2].parse().unwrap()),
         Some("stats") => {
             let sizes: Vec<usize> = a[5].split(',').map(|n| n.parse().unwrap()).collect();
