@@ -50,6 +50,26 @@ fn usage(pid: i32) -> (usize, u64, usize) {
     (fds, val("VmRSS:"), val("Threads:") as usize)
 }
 
+/// The agent's heap as its allocator counts it (in use, held), in KiB,
+/// from its /metrics: RSS cannot tell a leak from memory the allocator keeps.
+async fn heap(a: &Agent) -> (u64, u64) {
+    let (_, body) = a
+        .client
+        .raw("GET", "/metrics", None)
+        .await
+        .expect("/metrics");
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let gauge = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in /metrics"))
+    };
+    (
+        gauge("hydra_agent_heap_in_use_bytes") >> 10,
+        gauge("hydra_agent_heap_held_bytes") >> 10,
+    )
+}
+
 fn spec(kind: u64, name: &str) -> serde_json::Value {
     match kind {
         // the demo cloud-code app: HTTP on 8080 behind a host port, heartbeat checked
@@ -219,7 +239,13 @@ async fn step(a: &Agent, rng: &mut Rng, slots: &mut [Option<String>], i: usize, 
                 .raw("DELETE", &format!("/v1/containers/{name}?force=true"), None)
                 .await
                 .expect("delete");
-            assert_eq!(st, 204, "rm {name}: {}", String::from_utf8_lossy(&body));
+            assert_eq!(
+                st,
+                204,
+                "rm {name}: {}; the agent's log of it:\n{}",
+                String::from_utf8_lossy(&body),
+                log_of(a, &name)
+            );
             slots[i] = None;
             return;
         }
@@ -227,8 +253,22 @@ async fn step(a: &Agent, rng: &mut Rng, slots: &mut [Option<String>], i: usize, 
     match a.client.send::<serde_json::Value>(&req).await {
         Ok(_) => {}
         Err(ClientError::Api { status: 409, .. }) => t.conflicts += 1,
-        Err(e) => panic!("{req:?}: {e}"),
+        Err(e) => panic!("{req:?}: {e}; the agent's log of it:\n{}", log_of(a, &name)),
     }
+}
+
+/// The agent's log lines (of every run of it) that name `name`.
+fn log_of(a: &Agent, name: &str) -> String {
+    // s1.2-30 is not s1.2-300
+    let names_it = |l: &str| {
+        l.match_indices(name)
+            .any(|(i, _)| !l[i + name.len()..].starts_with(|c: char| c.is_ascii_digit()))
+    };
+    a.log()
+        .lines()
+        .filter(|l| names_it(l))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 async fn remove_all(a: &Agent) {
@@ -312,20 +352,21 @@ async fn churn_all(
     }
 }
 
-/// A line every 5 minutes: how far a long run got, and the agent's usage
+/// A line every tenth of the run (30 s to 5 minutes): how far a long run got, and the agent's usage
 /// then (a leak grows with the containers; a heap's high-water mark does
 /// not).
-fn report_progress(watched: Arc<RwLock<Agent>>, start: Instant) {
+fn report_progress(watched: Arc<RwLock<Agent>>, start: Instant, secs: u64) {
     tokio::spawn(async move {
         loop {
-            tokio::time::sleep(Duration::from_secs(300)).await;
+            tokio::time::sleep(Duration::from_secs((secs / 10).clamp(30, 300))).await;
             let n = CREATED.load(std::sync::atomic::Ordering::Relaxed);
-            let (pid, live) = {
+            let (pid, live, heap) = {
                 let a = watched.read().await;
-                (a.agent_pid(), a.client.list().await.map_or(0, |l| l.len()))
+                let live = a.client.list().await.map_or(0, |l| l.len());
+                (a.agent_pid(), live, heap(&a).await)
             };
             eprintln!(
-                "soak: {n} containers after {} s; {live} live; agent (fds, RSS KiB, threads) {:?}",
+                "soak: {n} containers after {} s; {live} live; agent (fds, RSS KiB, threads) {:?}, heap (in use, held) KiB {heap:?}",
                 start.elapsed().as_secs(),
                 usage(pid)
             );
@@ -357,18 +398,19 @@ async fn a_day_of_churn_leaves_nothing_behind() {
     ));
     let mut t = Tally::default();
     let start = Instant::now();
-    report_progress(shared.clone(), start);
+    report_progress(shared.clone(), start, secs);
     let calm_at = start + Duration::from_secs(secs * 2 / 3);
     let end = start + Duration::from_secs(secs);
     // the chaos: kills and flushes among the churn
     churn_all(&shared, workers, seed, calm_at, true, &mut t).await;
     // the calm: from nothing to nothing, the agent's usage compared
-    let (before, layers_before, calm_creates) = {
+    let (before, heap_before, layers_before, calm_creates) = {
         let a = shared.read().await;
         remove_all(&a).await;
         nothing_left(&a, "before the calm").await;
         (
             usage(a.agent_pid()),
+            heap(&a).await,
             walk_count(&a.state().join("layers")),
             t.creates,
         )
@@ -383,10 +425,18 @@ async fn a_day_of_churn_leaves_nothing_behind() {
         after.0 <= before.0 && after.2 <= before.2
     })
     .await;
+    let heap_after = heap(&a).await;
     eprintln!(
-        "soak: {t:?}; {} containers in the calm third; agent (fds, RSS KiB, threads) at its start {before:?}, at the end {after:?}; layers {layers_before} -> {}",
+        "soak: {t:?}; {} containers in the calm third; agent (fds, RSS KiB, threads) at its start {before:?}, at the end {after:?}; heap (in use, held) KiB {heap_before:?} -> {heap_after:?}; layers {layers_before} -> {}",
         t.creates - calm_creates,
         walk_count(&a.state().join("layers"))
+    );
+    // a leak is memory in use that grows with the containers made
+    assert!(
+        heap_after.0 <= heap_before.0 + 2 * 1024,
+        "heap in use grew: {} -> {} KiB",
+        heap_before.0,
+        heap_after.0
     );
     assert!(
         after.1 <= before.1 + 8 * 1024,

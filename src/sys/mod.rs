@@ -11,6 +11,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 mod bpf;
+pub mod heap;
 pub mod loopdev;
 mod mount;
 pub mod quota;

@@ -102,7 +102,45 @@ pub fn registry(agent: &AgentMetrics, cgroup_mode: &str, host: &str) -> Registry
         "Restarts by policy.",
         agent.restarts.clone(),
     );
+    r.register_collector(Box::new(AgentMemory));
     r
+}
+
+/// The agent's own memory: RSS and the allocator's heap, read at each
+/// scrape, so that a slow leak and memory merely held after a busy hour can
+/// be told apart.
+#[derive(Debug)]
+struct AgentMemory;
+
+impl Collector for AgentMemory {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let rss = procfs::process::Process::myself()
+            .and_then(|p| p.statm())
+            .map(|s| s.resident * procfs::page_size())
+            .unwrap_or(0);
+        let heap = crate::sys::heap::heap().unwrap_or_default();
+        for (name, help, v) in [
+            (
+                "hydra_agent_resident_bytes",
+                "The agent's resident memory.",
+                rss,
+            ),
+            (
+                "hydra_agent_heap_in_use_bytes",
+                "Heap allocated by the agent and not freed (glibc mallinfo2).",
+                heap.in_use,
+            ),
+            (
+                "hydra_agent_heap_held_bytes",
+                "Heap the allocator holds from the kernel, used or free.",
+                heap.held,
+            ),
+        ] {
+            let m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            ConstGauge::new(v as i64).encode(m)?;
+        }
+        Ok(())
+    }
 }
 
 /// Encodes the registry as OpenMetrics text.
@@ -180,6 +218,19 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("hydra_agent_info{version=\""), "{text}");
+        let gauge = |name: &str| -> i64 {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(&format!("{name} ")))
+                .unwrap();
+            line.split(' ').nth(1).unwrap().parse().unwrap()
+        };
+        assert!(gauge("hydra_agent_resident_bytes") > 1 << 20, "{text}");
+        assert!(gauge("hydra_agent_heap_in_use_bytes") > 0, "{text}");
+        assert!(
+            gauge("hydra_agent_heap_held_bytes") >= gauge("hydra_agent_heap_in_use_bytes"),
+            "{text}"
+        );
         assert!(
             text.contains("# TYPE hydra_container_cpu_usage_seconds counter"),
             "{text}"
