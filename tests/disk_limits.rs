@@ -75,7 +75,8 @@ async fn a_full_layer_stops_at_its_limit_and_nothing_else_notices() {
         })
     })
     .await;
-    // removal unmounts and deletes the layer; its loop device goes with it
+    // removal unmounts (in the trash's thread) and deletes the layer; its
+    // loop device goes with it
     assert_eq!(layer_mounts(&a), 2);
     for n in ["filler", "other"] {
         let (st, _) = a
@@ -85,13 +86,10 @@ async fn a_full_layer_stops_at_its_limit_and_nothing_else_notices() {
             .unwrap();
         assert_eq!(st, 204);
     }
-    assert_eq!(layer_mounts(&a), 0);
+    eventually(10, "the layers unmounted", async || layer_mounts(&a) == 0).await;
     let st = a.state().display().to_string();
     eventually(10, "the loop devices detached", async || {
-        !std::fs::read_dir("/sys/block").unwrap().flatten().any(|e| {
-            std::fs::read_to_string(e.path().join("loop/backing_file"))
-                .is_ok_and(|b| b.contains(&st))
-        })
+        loop_devices_of(&st).is_empty()
     })
     .await;
 }
@@ -239,4 +237,68 @@ async fn after_a_reboot_a_clean_layer_is_kept_and_an_unclean_one_reset() {
             .any(|l| l.contains(n) && l.contains("layer_reset"))
     };
     assert!(reset("crashed") && !reset("clean"), "{text}");
+}
+
+/// Loop devices backed by a file whose path contains `part`: (device, file).
+fn loops_with(part: &str) -> Vec<(String, String)> {
+    std::fs::read_dir("/sys/block")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let b = std::fs::read_to_string(e.path().join("loop/backing_file")).ok()?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            b.contains(part).then(|| (name, b.trim().to_string()))
+        })
+        .collect()
+}
+
+/// The pool's images are mounted ahead, attached to no directory: a create
+/// moves one into place (same loop device, no new mount on its path), and
+/// a killed agent takes the pool's mounts with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn prepared_layers_are_mounted_ahead_and_go_with_the_agent() {
+    require_root!();
+    let mut a = Agent::start("[storage]\nprepared_images = 1\n").await;
+    let pool = format!("{}/disk-pool/", a.state().display());
+    eventually(30, "an image mounted ahead", async || {
+        loops_with(&pool).len() == 1
+    })
+    .await;
+    let (dev, _) = loops_with(&pool).remove(0);
+    // attached to no directory: not in the agent's mount table
+    assert_eq!(layer_mounts(&a), 0);
+    a.run(json!({"name": "c1", "image": busybox(), "command": ["sleep", "600"]}))
+        .await
+        .unwrap();
+    let backing = std::fs::read_to_string(format!("/sys/block/{dev}/loop/backing_file")).unwrap();
+    assert!(
+        backing.trim().ends_with("/c1/disk.img"),
+        "the pool's device now holds c1's layer: {backing}"
+    );
+    assert_eq!(layer_mounts(&a), 1);
+    eventually(30, "the pool refilled", async || {
+        loops_with(&pool).len() == 1
+    })
+    .await;
+    a.kill9();
+    eventually(10, "the pool's mounts gone with the agent", async || {
+        loops_with(&pool).is_empty()
+    })
+    .await;
+    // c1's layer stays mounted across the crash; the next agent mounts
+    // the pool's image again
+    assert_eq!(layer_mounts(&a), 1);
+    a.spawn().await;
+    eventually(30, "mounted ahead again", async || {
+        loops_with(&pool).len() == 1
+    })
+    .await;
+    eprintln!("{}", a.log());
+    let (st, _) = a
+        .client
+        .raw("DELETE", "/v1/containers/c1?force=true", None)
+        .await
+        .unwrap();
+    assert_eq!(st, 204);
+    eventually(10, "c1's layer unmounted", async || layer_mounts(&a) == 0).await;
 }

@@ -36,7 +36,7 @@ pub fn layers(state: &Path, n: usize) {
             disks.prepare(&dir, &mut d).unwrap();
             disks.before_start(&dir, &d).unwrap();
             let t1 = Instant::now();
-            disks.release(&dir);
+            disks.release(&dir, true);
             let t2 = Instant::now();
             std::fs::remove_dir_all(&dir).unwrap();
             if i >= 5 {

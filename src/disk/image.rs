@@ -1,16 +1,19 @@
 //! The `image` mechanism: a container's writable layer on an ext4 of its
 //! own, `<dir>/disk.img`, loop-mounted at `<dir>/layer`.
 //!
-//! - Made by mke2fs at the create (or taken from the prepared pool): sparse,
-//!   without a journal (the overlay above is volatile anyway), its inode
-//!   tables left as holes: an empty 10 GiB image takes ~200 KiB.
-//! - Mounted once, by the agent, in its own mount namespace, at the first
-//!   start; it stays mounted while the container exists (stopped or not), so
+//! - A copy of a template made by mke2fs, at the create (or taken from the
+//!   prepared pool): sparse, without a journal (the overlay above is
+//!   volatile anyway), its inode tables left as holes: an empty 10 GiB
+//!   image takes ~200 KiB.
+//! - Mounted once, by the agent, in its own mount namespace: at the
+//!   create when the pool had it mounted ahead, else at the first start;
+//!   it stays mounted while the container exists (stopped or not), so
 //!   restarts cost nothing and an agent crash leaves running containers'
 //!   layers in place. The image is locked (an OFD lock on the open file
 //!   the loop device keeps), so a second attach, e.g. by an agent started
 //!   in another mount namespace, is refused instead of mounting one ext4
-//!   twice. Unmounted at the removal; the loop device goes with the mount.
+//!   twice. Unmounted after the removal, by the store's trash (or at once
+//!   when a create fails); the loop device goes with the mount.
 //! - After a reboot, an image that was not cleanly unmounted is dropped and
 //!   made again, empty, at the next start (like the volatile overlay's own
 //!   rule in `runtime::layer`).
@@ -242,26 +245,75 @@ pub fn make_dirs(dir: &Path) -> Result<(), DiskError> {
 }
 
 fn attach_and_mount(dir: &Path, mp: &Path) -> Result<(), DiskError> {
-    let img = image_path(dir);
     fs::create_dir_all(mp).map_err(DiskError::io("cannot make", mp))?;
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&img)
-        .map_err(DiskError::io("cannot open the layer's image", &img))?;
-    lock(&f).map_err(|e| match e.raw_os_error() {
-        Some(libc::EAGAIN) | Some(libc::EACCES) => DiskError::io(
-            "the layer's image is attached already (still mounted in another mount namespace?):",
-            &img,
-        )(e),
-        _ => DiskError::io("cannot lock the layer's image", &img)(e),
-    })?;
-    let (dev, devf) = crate::sys::loopdev::attach(&f)
-        .map_err(DiskError::io("cannot attach a loop device to", &img))?;
+    let (dev, devf) = attach(&image_path(dir))?;
     let flags = nix::mount::MsFlags::MS_NOATIME;
     let r = nix::mount::mount(Some(&dev), mp, Some("ext4"), flags, None::<&str>);
     drop(devf); // the mount keeps the device; autoclear frees it with the mount
     r.map_err(|e| DiskError::io("cannot mount the layer's image at", mp)(e.into()))
+}
+
+/// Opens and locks `img` and attaches it to a loop device: the device's
+/// path and open fd (dropped once mounted: autoclear frees the device
+/// with its last user).
+fn attach(img: &Path) -> Result<(PathBuf, File), DiskError> {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(img)
+        .map_err(DiskError::io("cannot open the layer's image", img))?;
+    lock(&f).map_err(|e| match e.raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EACCES) => DiskError::io(
+            "the layer's image is attached already (still mounted in another mount namespace?):",
+            img,
+        )(e),
+        _ => DiskError::io("cannot lock the layer's image", img)(e),
+    })?;
+    crate::sys::loopdev::attach(&f).map_err(DiskError::io("cannot attach a loop device to", img))
+}
+
+/// A layer mounted ahead by the pool but attached nowhere yet (the new
+/// mount API's `fsmount(2)`), its overlay dirs made: a create moves it
+/// into place. Dropped, it unmounts itself, and autoclear frees its loop
+/// device: an agent that dies leaves no mount of the pool's behind.
+#[derive(Debug)]
+pub struct Detached(std::os::fd::OwnedFd);
+
+/// Attaches and mounts `img` detached.
+pub fn mount_detached(img: &Path) -> Result<Detached, DiskError> {
+    use rustix::mount::{fsconfig_create, fsconfig_set_string, fsmount, fsopen};
+    use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags};
+    let (dev, devf) = attach(img)?;
+    let mounted = (|| -> rustix::io::Result<std::os::fd::OwnedFd> {
+        let fs = fsopen("ext4", FsOpenFlags::FSOPEN_CLOEXEC)?;
+        fsconfig_set_string(&fs, "source", &dev)?;
+        fsconfig_create(&fs)?;
+        let flags = MountAttrFlags::MOUNT_ATTR_NOATIME;
+        let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, flags)?;
+        for d in ["upper", "work"] {
+            // the mode as create_dir_all's: 0777 less the umask; an image
+            // an earlier agent mounted ahead has them already
+            match rustix::fs::mkdirat(&mnt, d, rustix::fs::Mode::from_raw_mode(0o777)) {
+                Err(e) if e != rustix::io::Errno::EXIST => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(mnt)
+    })();
+    drop(devf);
+    mounted
+        .map(Detached)
+        .map_err(|e| DiskError::io("cannot mount ahead the layer's image", img)(e.into()))
+}
+
+/// Moves a layer mounted ahead to `<dir>/layer`.
+pub fn place(m: Detached, dir: &Path) -> Result<(), DiskError> {
+    use rustix::mount::{move_mount, MoveMountFlags};
+    let mp = mount_point(dir);
+    fs::create_dir_all(&mp).map_err(DiskError::io("cannot make", &mp))?;
+    let flags = MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH;
+    move_mount(&m.0, "", rustix::fs::CWD, &mp, flags)
+        .map_err(|e| DiskError::io("cannot move a layer mounted ahead to", &mp)(e.into()))
 }
 
 /// An exclusive OFD lock on the image: it lives as long as the open file,

@@ -186,7 +186,7 @@ impl Disks {
         }
         let img = image::image_path(dir);
         if let Some(p) = &self.pool {
-            if p.take_if(d.bytes, d.inodes, &img) {
+            if p.take_if(d.bytes, d.inodes, dir) {
                 d.inodes = image::inodes_of(&img).map_err(DiskError::io("cannot read", &img))?;
                 return Ok(());
             }
@@ -223,9 +223,13 @@ impl Disks {
     }
 
     /// Unmounts the layer (its loop device goes with the mount), or lifts
-    /// its project's quota and frees the id.
-    pub fn release(&self, dir: &Path) {
-        image::unmount(dir);
+    /// its project's quota and frees the id. Without `unmount` an image
+    /// stays mounted, for the store's trash to unmount once the directory
+    /// has moved there: a removal then does not wait for ext4's unmount.
+    pub fn release(&self, dir: &Path, unmount: bool) {
+        if unmount {
+            image::unmount(dir);
+        }
         if let Some(p) = &self.projects {
             p.release_dir(&image::mount_point(dir));
         }

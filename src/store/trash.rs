@@ -4,6 +4,10 @@
 //! file system to free a writable layer's and its logs' blocks (~2 ms of a
 //! container's whole cycle on this machine's ext4, more with big layers).
 //! What a crash left here is deleted after the next start.
+//!
+//! A writable layer's image may still be mounted in a directory moved
+//! here (a removal leaves its unmount, ~1.5 ms, to this thread): what is
+//! mounted on its subdirectories is unmounted first.
 
 use std::fs;
 use std::io;
@@ -19,6 +23,23 @@ pub struct Trash {
     seq: AtomicU64,
 }
 
+/// Unmounts what is mounted on the subdirectories of `p`.
+fn unmount_below(p: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(top) = fs::symlink_metadata(p) else {
+        return;
+    };
+    for e in fs::read_dir(p).into_iter().flatten().flatten() {
+        let sub = e.path();
+        let mounted = fs::symlink_metadata(&sub).is_ok_and(|m| m.is_dir() && m.dev() != top.dev());
+        if mounted {
+            if let Err(e) = nix::mount::umount2(&sub, nix::mount::MntFlags::MNT_DETACH) {
+                tracing::error!(path = %sub.display(), error = %e, "cannot unmount a removed container's layer");
+            }
+        }
+    }
+}
+
 impl Trash {
     /// Opens (makes) the trash and starts its deleting thread, which first
     /// deletes what is there. The thread ends when the trash is dropped.
@@ -32,6 +53,7 @@ impl Trash {
             .name("hydra-trash".into())
             .spawn(move || {
                 for p in rx {
+                    unmount_below(&p);
                     match fs::remove_dir_all(&p) {
                         Ok(()) => {}
                         Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -270,7 +270,7 @@ fn clean_remains(
         if let Err(e) = cgroups.remove(parent, name) {
             tracing::error!(container = %name, error = %e, "cannot remove the cgroup of a container without a usable record");
         }
-        disks.release(&store.dir(name));
+        disks.release(&store.dir(name), true);
         if let Err(e) = store.remove(name) {
             tracing::error!(container = %name, error = %e, "cannot remove the state of a container without a usable record");
         }

@@ -33,7 +33,9 @@ impl Supervisor {
 
     /// Removes cgroup, state and logs; false if the cgroup could not go.
     fn teardown_files(&self, name: &str, parent: &str, background: bool) -> bool {
-        self.disks.release(&self.store.dir(name));
+        let dir = self.store.dir(name);
+        // a layer moved into the trash is unmounted there
+        self.disks.release(&dir, !background);
         let gone = match self.cgroups.remove(parent, name) {
             Ok(()) => true,
             Err(e) => {
@@ -47,6 +49,7 @@ impl Supervisor {
         };
         if let Err(e) = removed {
             tracing::error!(container = name, error = %e, "teardown: state");
+            self.disks.release(&dir, true);
         }
         if let Some(d) = &self.logs.read().unwrap().dir {
             let _ = std::fs::remove_dir_all(d.join(name));

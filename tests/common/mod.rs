@@ -294,7 +294,7 @@ pub struct Snapshot {
     pub processes: Vec<i32>,
     pub files: Vec<String>,
     /// Loop devices whose backing file is under the agent's root (the
-    /// layers' images).
+    /// layers' images; not the pool's).
     pub loop_devices: Vec<String>,
 }
 
@@ -303,7 +303,7 @@ pub fn loop_devices_of(root: &str) -> Vec<String> {
         .unwrap()
         .flatten()
         .filter_map(|e| std::fs::read_to_string(e.path().join("loop/backing_file")).ok())
-        .filter(|b| b.contains(root))
+        .filter(|b| b.contains(root) && !b.contains("/disk-pool/"))
         .collect();
     v.sort();
     v
