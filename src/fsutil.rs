@@ -68,9 +68,15 @@ pub fn replace_file(path: &Path, data: &[u8], durable: bool) -> Result<(), Write
     let dir = path
         .parent()
         .expect("atomic writes name a file in a directory");
+    // a name of this write's own: two writers of one file must not share
+    // (and truncate) one temporary file, whose rename would then install
+    // the other's half-written bytes
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().unwrap_or_default().to_string_lossy()
+        ".{}.{}-{}.tmp",
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id(),
+        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let res = (|| {
         let mut f = File::create(&tmp).map_err(|e| err("create", e))?;
@@ -121,6 +127,38 @@ mod tests {
         write_atomic(&p, b"two", false).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         let names: Vec<_> = fs::read_dir(p.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("rec.json")]);
+    }
+
+    #[test]
+    fn concurrent_writers_of_one_file_never_mix_their_bytes() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("rec.json");
+        // contents of different lengths: a mix shows as a wrong length or byte
+        let content = |w: usize| vec![b'a' + w as u8; 100 + 3000 * w];
+        std::thread::scope(|s| {
+            for w in 0..6 {
+                let (p, data) = (&p, content(w));
+                s.spawn(move || {
+                    for _ in 0..300 {
+                        replace_file(p, &data, false).unwrap();
+                    }
+                });
+            }
+            s.spawn(|| {
+                for _ in 0..2000 {
+                    if let Ok(b) = fs::read(&p) {
+                        assert!(!b.is_empty(), "an empty file was installed");
+                        let w = (b[0] - b'a') as usize;
+                        assert_eq!(b, content(w), "bytes of two writers mixed");
+                    }
+                }
+            });
+        });
+        let names: Vec<_> = fs::read_dir(d.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();

@@ -58,10 +58,15 @@ impl Supervisor {
             let res = me.start_run(&mut r);
             // a failed start changes nothing but the count of restarts tried
             if res.is_ok() || restart {
-                *e2.rec.lock().unwrap() = r.clone();
+                let mut held = e2.rec.lock().unwrap();
+                *held = r.clone();
+                // written under the record's lock: saves of one container
+                // land in the order of its changes
+                if res.is_ok() {
+                    me.persist(&held);
+                }
             }
             res?;
-            me.persist(&r);
             me.count_state(Some(from), Some(State::Running));
             if restart {
                 me.restart_counter(&r).inc();
@@ -113,9 +118,9 @@ impl Supervisor {
             let r = {
                 let mut r = e2.rec.lock().unwrap();
                 r.request_stop();
+                me.persist(&r);
                 r.clone()
             };
-            me.persist(&r);
             if let Some((action, signal)) = event {
                 me.events.emit(r.name(), action, None, signal);
             }

@@ -119,7 +119,9 @@ impl Supervisor {
         }
     }
 
-    /// Writes a record's runtime state (blocking). A failure keeps the
+    /// Writes a record's runtime state (blocking); callers hold the
+    /// entry's record lock, so that two saves of one container cannot land
+    /// out of order (an older state last). A failure keeps the
     /// state in memory (reads go on answering from it) and queues the
     /// record for [`Supervisor::retry_unsaved`].
     fn persist(&self, r: &crate::model::Record) {
@@ -142,7 +144,7 @@ impl Supervisor {
         for name in names {
             match self.registry.get(&name) {
                 Ok(e) => {
-                    let r = e.rec();
+                    let r = e.rec.lock().unwrap();
                     if self.store.save(&r, false).is_ok() {
                         self.unsaved.lock().unwrap().remove(&name);
                         tracing::info!(container = %name, "the container's state is persisted again");
