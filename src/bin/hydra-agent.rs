@@ -6,6 +6,10 @@ use clap::Parser;
 use hydra_agent::daemon::{self, Args};
 use hydra_agent::runtime::{shim, LAUNCHER_ARG};
 
+/// Counts the live heap for `/metrics` (`hydra_agent_heap_live_bytes`).
+#[global_allocator]
+static ALLOC: hydra_agent::sys::heap::Counting = hydra_agent::sys::heap::Counting;
+
 fn main() -> anyhow::Result<()> {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if (3..=4).contains(&argv.len()) && argv[1] == LAUNCHER_ARG {

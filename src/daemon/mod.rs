@@ -141,6 +141,7 @@ pub async fn run(args: Args, cfg: Config) -> Result<(), DaemonError> {
         );
         drift_loop(net.clone(), cfg.network.drift_interval_s);
     }
+    trim_loop();
     tracing::info!(
         version = crate::VERSION,
         cgroup_mode = sup.mode().as_str(),
@@ -200,6 +201,19 @@ fn drift_loop(net: Arc<crate::network::Network>, secs: u64) {
                 Ok(Err(e)) => tracing::error!(error = %e, "firewall drift check"),
                 Err(e) => tracing::error!(error = %e, "firewall drift check panicked"),
             }
+        }
+    });
+}
+
+/// Every minute, hands the allocator's free pages back to the kernel
+/// (`malloc_trim`): after a burst of containers the arenas of the threads
+/// that served it keep their freed memory, which counts in the agent's
+/// RSS for as long as nothing reuses it.
+fn trim_loop() {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            let _ = tokio::task::spawn_blocking(crate::sys::heap::trim).await;
         }
     });
 }

@@ -1,8 +1,71 @@
-//! The C allocator's own account of the agent's heap (glibc's
-//! `mallinfo2(3)`) and `malloc_trim(3)`, which hands freed pages back to the
-//! kernel. RSS alone cannot tell a leak from memory the allocator holds
-//! after a busy hour: `in_use` is what the program has allocated and not
-//! freed, `held` what the allocator has from the kernel.
+//! What the agent's heap holds, three ways, because RSS alone cannot tell
+//! a leak from memory the allocator keeps after a busy hour:
+//! - [`live`]: bytes the program has allocated and not freed, counted by
+//!   [`Counting`], the agent binary's global allocator (the system
+//!   allocator plus one relaxed atomic add per call; a soak measured
+//!   ~31,000 allocations a second, so the count costs nothing visible).
+//!   Hand-written: the crates that do this (`stats_alloc`, `cap`) keep
+//!   several counters and region APIs for one number we need.
+//! - [`heap`]: glibc's `mallinfo2(3)`: `in_use` also counts the chunks
+//!   each thread's cache (tcache) keeps after a free, `held` what the
+//!   arenas have from the kernel.
+//! - [`trim`]: `malloc_trim(3)` hands the arenas' free pages back.
+//!
+//! A heaptrack of the agent through a soak (1,554 containers created and
+//! removed, no agent restart) found 460 KiB live at its end while glibc's
+//! `in_use` had grown by 1.2 MiB: the growth was cached chunks, not a leak.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// The system allocator, counting the bytes live. Install it with
+/// `#[global_allocator]` in a binary; [`live`] is 0 where it is not.
+pub struct Counting;
+
+// SAFETY: every call is passed to the system allocator unchanged; the
+// counter only observes sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's promises about `layout` are System's.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: as alloc.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from this allocator, that is from System.
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: as dealloc and alloc.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            LIVE.fetch_add(new_size, Ordering::Relaxed);
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        }
+        p
+    }
+}
+
+/// Bytes allocated and not freed, if [`Counting`] is the global allocator.
+pub fn live() -> u64 {
+    LIVE.load(Ordering::Relaxed) as u64
+}
 
 /// The heap as glibc sees it, in bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

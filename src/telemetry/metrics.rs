@@ -126,8 +126,13 @@ impl Collector for AgentMemory {
                 rss,
             ),
             (
+                "hydra_agent_heap_live_bytes",
+                "Heap allocated by the agent and not freed (counted at each allocation).",
+                crate::sys::heap::live(),
+            ),
+            (
                 "hydra_agent_heap_in_use_bytes",
-                "Heap allocated by the agent and not freed (glibc mallinfo2).",
+                "Heap in use as glibc counts it (mallinfo2: also the chunks threads cache).",
                 heap.in_use,
             ),
             (
