@@ -104,20 +104,34 @@ pub fn trim() -> bool {
     false
 }
 
+/// The unit tests run with the counter, so that it is tested.
+#[cfg(test)]
+#[global_allocator]
+static TEST_ALLOC: Counting = Counting;
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// One test, so that no other test of this file allocates tens of
+    /// MiB at the same time.
     #[test]
-    fn in_use_follows_an_allocation() {
-        let before = heap().expect("glibc").in_use;
+    fn live_and_in_use_follow_allocations_and_frees() {
         // large against what the other tests' threads allocate meanwhile
-        let v: Vec<u8> = vec![1; 64 << 20];
-        let during = heap().unwrap().in_use;
-        assert!(during >= before + (32 << 20), "{before} -> {during}");
+        let (live0, heap0) = (live(), heap().expect("glibc").in_use);
+        let mut v: Vec<u8> = Vec::with_capacity(64 << 20);
+        v.push(1);
+        let (live1, heap1) = (live(), heap().unwrap().in_use);
+        assert!(live1 >= live0 + (32 << 20), "{live0} -> {live1}");
+        assert!(heap1 >= heap0 + (32 << 20), "{heap0} -> {heap1}");
+        v.reserve_exact(128 << 20); // a realloc to 128 MiB
+        let live2 = live();
+        assert!(live2 >= live1 + (32 << 20), "{live1} -> {live2}");
         drop(v);
         let after = heap().unwrap();
-        assert!(after.in_use + (32 << 20) < during, "{during} -> {after:?}");
+        let live3 = live();
+        assert!(live3 + (96 << 20) < live2, "{live2} -> {live3}");
+        assert!(after.in_use + (32 << 20) < heap1, "{heap1} -> {after:?}");
         assert!(after.held >= after.in_use);
         trim();
     }
