@@ -218,6 +218,9 @@ impl Store {
     /// (what a failed create made: its error means nothing is left).
     pub fn remove(&self, name: &str) -> Result<(), StoreError> {
         let d = self.dir(name);
+        // a layer still mounted in it (a discard that could not use the
+        // trash) is unmounted first, as the trash does
+        trash::unmount_below(&d);
         match fs::remove_dir_all(&d) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

@@ -24,7 +24,7 @@ pub struct Trash {
 }
 
 /// Unmounts what is mounted on the subdirectories of `p`.
-fn unmount_below(p: &Path) {
+pub(super) fn unmount_below(p: &Path) {
     use std::os::unix::fs::MetadataExt;
     let Ok(top) = fs::symlink_metadata(p) else {
         return;

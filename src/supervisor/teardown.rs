@@ -49,7 +49,6 @@ impl Supervisor {
         };
         if let Err(e) = removed {
             tracing::error!(container = name, error = %e, "teardown: state");
-            self.disks.release(&dir, true);
         }
         if let Some(d) = &self.logs.read().unwrap().dir {
             let _ = std::fs::remove_dir_all(d.join(name));
