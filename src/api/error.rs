@@ -175,6 +175,18 @@ impl From<SupError> for ApiError {
                 ApiError::new(503, "state_gone", msg)
             }
             SupError::Image(ImageError::Store { .. }) => ApiError::internal(msg),
+            SupError::Image(ImageError::Forbidden { .. }) => {
+                ApiError::new(403, "forbidden", msg).with_field("image")
+            }
+            SupError::Image(ImageError::Unauthorized { .. }) => {
+                ApiError::new(401, "registry_unauthorized", msg).with_field("image")
+            }
+            SupError::Image(ImageError::Unknown { .. }) => {
+                ApiError::new(404, "image_not_found", msg).with_field("image")
+            }
+            SupError::Image(ImageError::Unreachable { .. }) => {
+                ApiError::new(502, "registry_unreachable", msg).with_field("image")
+            }
             SupError::Image(_) => ApiError::unprocessable("image", msg),
             SupError::Network(n) => n.into(),
             SupError::Cgroup(c) => from_cgroup(c),

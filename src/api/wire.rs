@@ -14,6 +14,9 @@ pub struct ContainerInfo {
     pub app: Option<String>,
     pub version: Option<String>,
     pub image: String,
+    /// The digest the image reference resolved to when the container was
+    /// created (registry and OCI-layout images; `null` for `rootfs:`).
+    pub image_digest: Option<String>,
     pub state: String,
     pub pid: Option<i32>,
     pub exit_code: Option<i32>,
@@ -42,6 +45,7 @@ impl From<ContainerView> for ContainerInfo {
             app: f.spec.app.clone(),
             version: f.spec.version.clone(),
             image: f.spec.image.clone(),
+            image_digest: f.image_digest.clone(),
             state: r.state().as_str().into(),
             pid: r.running().map(|x| x.init.pid),
             exit_code: exit.and_then(|e| e.exit_code),

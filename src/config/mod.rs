@@ -2,10 +2,12 @@
 //! values typed when the file is read (addresses, CIDRs, ranges, sizes), and
 //! validation a pure function whose error names the key.
 
+mod images;
 mod paths;
 mod storage;
 mod types;
 
+pub use images::{ImagesConfig, RegistryConfig};
 pub use paths::Paths;
 pub use storage::{Mechanism as StorageMechanism, StorageConfig};
 pub use types::{Endpoint, HttpUrl, IdRange, PortRange};
@@ -47,6 +49,9 @@ pub struct Config {
     pub collector: CollectorConfig,
     pub security: SecurityConfig,
     pub storage: StorageConfig,
+    /// `[[registry]]`: the registries images may be pulled from.
+    pub registry: Vec<RegistryConfig>,
+    pub images: ImagesConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -303,6 +308,7 @@ impl Config {
         self.network.validate()?;
         self.storage.validate()?;
         self.collector.validate()?;
+        images::validate(&self.registry, &self.images)?;
         self.security.validate()
     }
 }

@@ -35,6 +35,10 @@ impl Paths {
     pub fn layers(&self) -> PathBuf {
         self.state.join("layers")
     }
+    /// Pulled images' records (image/records.rs).
+    pub fn images(&self) -> PathBuf {
+        self.state.join("images")
+    }
     pub fn quarantine(&self) -> PathBuf {
         self.state.join("quarantine")
     }

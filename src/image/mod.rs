@@ -3,6 +3,12 @@
 //! into a content-addressed store, digests verified, and stacked by overlayfs).
 
 mod oci;
+pub mod records;
+pub mod registry;
+mod unpack;
+
+pub use records::ImageRecord;
+pub use registry::{Progress, ProgressTx, Puller};
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +18,18 @@ pub enum ImageError {
     Invalid { reference: String, message: String },
     #[error("image {reference:?}: {message}")]
     NotFound { reference: String, message: String },
+    /// The registry is not one the agent may pull from.
+    #[error("image {reference:?}: {message}")]
+    Forbidden { reference: String, message: String },
+    /// The registry has no such repository, tag or blob.
+    #[error("image {reference:?}: {message}")]
+    Unknown { reference: String, message: String },
+    /// The registry refused the agent's credentials.
+    #[error("image {reference:?}: {message}")]
+    Unauthorized { reference: String, message: String },
+    /// The registry could not be reached or stopped answering.
+    #[error("image {reference:?}: {message}")]
+    Unreachable { reference: String, message: String },
     #[error("image {reference:?}: cannot unpack into the layer store {path}: {source}")]
     Store {
         reference: String,
@@ -35,6 +53,8 @@ pub struct Image {
     /// Layer directories, top first.
     pub layers: Vec<PathBuf>,
     pub defaults: ImageDefaults,
+    /// The manifest's digest, `sha256:HEX` (none for `rootfs:`).
+    pub digest: Option<String>,
 }
 
 /// Parsed image reference.
@@ -90,12 +110,19 @@ pub fn resolve(reference: &str, layer_store: &Path) -> Result<Image, ImageError>
                     message: format!("{} is not a directory", dir.display()),
                 });
             }
-            Ok(Image { layers: vec![dir], defaults: ImageDefaults::default() })
+            Ok(Image {
+                layers: vec![dir],
+                defaults: ImageDefaults::default(),
+                digest: None,
+            })
         }
-        Reference::OciLayout { dir, tag } => oci::resolve(reference, &dir, tag.as_deref(), layer_store),
+        Reference::OciLayout { dir, tag } => {
+            oci::resolve(reference, &dir, tag.as_deref(), layer_store)
+        }
         Reference::Registry(_) => Err(ImageError::Invalid {
             reference: reference.into(),
-            message: "pulling from registries is not available yet on this agent; use oci-layout: or rootfs:".into(),
+            message: "a registry image is pulled before it is resolved (Puller::get_or_pull)"
+                .into(),
         }),
     }
 }

@@ -3,14 +3,14 @@
 //! a temp dir and a rename, so a half-unpacked layer is never used, and its
 //! uncompressed digest is checked against the config's diff_ids.
 
-use super::{Image, ImageDefaults, ImageError};
+use super::{unpack, Image, ImageDefaults, ImageError};
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
 use sha2::{Digest as _, Sha256};
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read};
-use std::path::{Component, Path, PathBuf};
+use std::io::{self, BufReader};
+use std::path::{Path, PathBuf};
 
-mod error;
+pub(super) mod error;
 #[cfg(test)]
 mod tests;
 
@@ -55,6 +55,7 @@ fn resolve_layout(dir: &Path, tag: Option<&str>, store: &Path) -> Result<Image, 
     Ok(Image {
         layers,
         defaults: defaults(&config),
+        digest: Some(desc.digest().to_string()),
     })
 }
 
@@ -98,7 +99,7 @@ fn manifest_descriptor(dir: &Path, tag: Option<&str>) -> Result<Descriptor, OciE
 }
 
 /// What the image config sets that a spec may override.
-fn defaults(config: &ImageConfiguration) -> ImageDefaults {
+pub(super) fn defaults(config: &ImageConfiguration) -> ImageDefaults {
     let mut defaults = ImageDefaults::default();
     if let Some(c) = config.config() {
         defaults.entrypoint = c.entrypoint().clone().unwrap_or_default();
@@ -111,7 +112,7 @@ fn defaults(config: &ImageConfiguration) -> ImageDefaults {
 }
 
 /// oci-spec 0.7 requires `history`, which the image spec makes optional.
-fn parse_config(data: &[u8]) -> Result<ImageConfiguration, serde_json::Error> {
+pub(super) fn parse_config(data: &[u8]) -> Result<ImageConfiguration, serde_json::Error> {
     let mut v: serde_json::Value = serde_json::from_slice(data)?;
     if let Some(o) = v.as_object_mut() {
         o.entry("history").or_insert_with(|| serde_json::json!([]));
@@ -171,19 +172,6 @@ fn read_blob(dir: &Path, d: &Descriptor) -> Result<Vec<u8>, OciError> {
     Ok(data)
 }
 
-struct HashingReader<R> {
-    inner: R,
-    hash: Sha256,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hash.update(&buf[..n]);
-        Ok(n)
-    }
-}
-
 /// The layer `d` in the store (`<store>/sha256/<hex>`), unpacked now unless
 /// it already was.
 fn unpack_layer(
@@ -206,22 +194,30 @@ fn unpack_layer(
         source,
     };
     fs::create_dir_all(store.join("sha256")).map_err(store_err)?;
-    let tmp = store
-        .join("sha256")
-        .join(format!(".{hex}.tmp-{}-{}", std::process::id(), unique()));
+    let tmp = store.join("sha256").join(format!(
+        ".{hex}.tmp-{}-{}",
+        std::process::id(),
+        unpack::unique()
+    ));
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir(&tmp).map_err(store_err)?;
-    let res = extract(&blob, &tmp).and_then(|uncompressed| {
-        if format!("sha256:{uncompressed}") != diff_id {
-            Err(OciError::DiffId {
-                digest: d.digest().to_string(),
-                got: uncompressed,
-                diff_id: diff_id.into(),
-            })
-        } else {
-            Ok(())
-        }
-    });
+    let res = File::open(&blob)
+        .map_err(|source| OciError::Layer {
+            blob: blob.clone(),
+            source,
+        })
+        .and_then(|f| unpack::extract(BufReader::new(f), &blob, &tmp))
+        .and_then(|uncompressed| {
+            if format!("sha256:{uncompressed}") != diff_id {
+                Err(OciError::DiffId {
+                    digest: d.digest().to_string(),
+                    got: uncompressed,
+                    diff_id: diff_id.into(),
+                })
+            } else {
+                Ok(())
+            }
+        });
     if let Err(e) = res {
         let _ = fs::remove_dir_all(&tmp);
         return Err(e);
@@ -258,160 +254,4 @@ fn check_layer_digest(blob: &Path, hex: &str, d: &Descriptor) -> Result<(), OciE
         });
     }
     Ok(())
-}
-
-/// Extracts a (gzip or plain) tar layer, turning OCI whiteouts into overlayfs
-/// ones; returns the sha256 of the uncompressed tar.
-fn extract(blob: &Path, dest: &Path) -> Result<String, OciError> {
-    let corrupt = |source| OciError::Corrupt {
-        blob: blob.to_path_buf(),
-        source,
-    };
-    let mut hr = HashingReader {
-        inner: open_layer(blob)?,
-        hash: Sha256::new(),
-    };
-    {
-        let mut ar = tar::Archive::new(&mut hr);
-        ar.set_preserve_permissions(true);
-        ar.set_preserve_ownerships(true);
-        ar.set_preserve_mtime(true);
-        ar.set_unpack_xattrs(false);
-        ar.set_overwrite(true);
-        let entries = ar.entries().map_err(|source| OciError::Layer {
-            blob: blob.to_path_buf(),
-            source,
-        })?;
-        for entry in entries {
-            unpack_entry(&mut entry.map_err(corrupt)?, blob, dest)?;
-        }
-    }
-    // Trailing padding after the end-of-archive blocks counts for diff_id too.
-    io::copy(&mut hr, &mut io::sink()).map_err(corrupt)?;
-    Ok(hex::encode(hr.hash.finalize()))
-}
-
-/// The uncompressed tar stream of a layer blob, gzip or plain.
-fn open_layer(blob: &Path) -> Result<Box<dyn Read>, OciError> {
-    let err = |source| OciError::Layer {
-        blob: blob.to_path_buf(),
-        source,
-    };
-    let mut f = BufReader::new(File::open(blob).map_err(err)?);
-    let gz = {
-        use std::io::BufRead;
-        f.fill_buf().map_err(err)?.starts_with(&[0x1f, 0x8b])
-    };
-    Ok(if gz {
-        Box::new(flate2::read::GzDecoder::new(f))
-    } else {
-        Box::new(f)
-    })
-}
-
-/// One tar entry into `dest`: `..` refused, an absolute path taken as
-/// relative, device nodes dropped, whiteouts made overlayfs ones; the rest
-/// unpacked by the tar crate (which keeps it inside `dest`).
-fn unpack_entry<R: Read>(
-    entry: &mut tar::Entry<'_, R>,
-    blob: &Path,
-    dest: &Path,
-) -> Result<(), OciError> {
-    let path = entry
-        .path()
-        .map_err(|source| OciError::EntryPath {
-            blob: blob.to_path_buf(),
-            source,
-        })?
-        .into_owned();
-    if path.components().any(|c| matches!(c, Component::ParentDir)) {
-        return Err(OciError::Escape {
-            blob: blob.to_path_buf(),
-            entry: path,
-        });
-    }
-    let rel: PathBuf = path
-        .components()
-        .filter(|c| matches!(c, Component::Normal(_)))
-        .collect();
-    let fname = rel
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    // Device nodes are dropped: the container's /dev is the agent's
-    // own, and a node from a layer could open a host disk.
-    if matches!(
-        entry.header().entry_type(),
-        tar::EntryType::Char | tar::EntryType::Block
-    ) {
-        return Ok(());
-    }
-    if let Some(hidden) = fname.strip_prefix(".wh.") {
-        return whiteout(blob, dest, &path, &rel, hidden);
-    }
-    entry.unpack_in(dest).map_err(|source| OciError::Unpack {
-        blob: blob.to_path_buf(),
-        entry: path,
-        source,
-    })?;
-    Ok(())
-}
-
-/// The whiteout entry `path` (`rel` inside `dest`, its file name `.wh.`
-/// and `hidden`): `.wh..opq` makes its directory opaque (an xattr), any
-/// other hides `hidden` (a 0:0 character device in its place).
-fn whiteout(
-    blob: &Path,
-    dest: &Path,
-    path: &Path,
-    rel: &Path,
-    hidden: &str,
-) -> Result<(), OciError> {
-    let rel_parent = rel.parent().unwrap_or(Path::new(""));
-    let parent = dest.join(rel_parent);
-    // a symlink planted by an earlier entry must not carry the
-    // whiteout (a mkdir, mknod or xattr) out of the layer: no
-    // ancestor may be a symlink, checked before creating any
-    let mut at = dest.to_path_buf();
-    let through_symlink = rel_parent.components().any(|c| {
-        at.push(c);
-        fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink())
-    });
-    if through_symlink {
-        return Err(OciError::WhiteoutEscape {
-            blob: blob.to_path_buf(),
-            entry: path.to_path_buf(),
-        });
-    }
-    fs::create_dir_all(&parent).map_err(|source| OciError::WhiteoutDir {
-        dir: parent.clone(),
-        source,
-    })?;
-    if hidden == ".wh..opq" {
-        xattr::set(&parent, "trusted.overlay.opaque", b"y").map_err(|source| OciError::Opaque {
-            dir: parent.clone(),
-            source,
-        })?;
-    } else {
-        let target = parent.join(hidden);
-        let _ = fs::remove_file(&target);
-        nix::sys::stat::mknod(
-            &target,
-            nix::sys::stat::SFlag::S_IFCHR,
-            nix::sys::stat::Mode::empty(),
-            0,
-        )
-        .map_err(|source| OciError::WhiteoutNode {
-            path: target.clone(),
-            source,
-        })?;
-    }
-    Ok(())
-}
-
-/// A number no other unpack in this process is using (two pulls of one
-/// layer must not share a temp dir).
-fn unique() -> u64 {
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }

@@ -47,6 +47,9 @@ pub struct Facts {
     pub process: ProcessConfig,
     /// Image layers, top first (overlay lowerdir order).
     pub layers: Vec<PathBuf>,
+    /// The digest of the image's manifest, as resolved at the create (a
+    /// registry image: the digest its tag pointed to then).
+    pub image_digest: Option<String>,
     /// The agent's `cgroup.parent` when it was created.
     pub cgroup_parent: String,
     pub limits: AppliedLimits,
@@ -279,6 +282,7 @@ mod tests {
             spec: serde_json::from_str(r#"{"name":"a","image":"rootfs:/x"}"#).unwrap(),
             process: ProcessConfig::default(),
             layers: vec![],
+            image_digest: None,
             cgroup_parent: "hydra".into(),
             limits: AppliedLimits::default(),
             net: Allocation::default(),

@@ -20,6 +20,9 @@ pub struct StoredRecord {
     pub spec: ContainerSpec,
     pub process: ProcessConfig,
     pub layers: Vec<PathBuf>,
+    /// The image's manifest digest (a registry or OCI-layout image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
     pub state: State,
     pub pid: Option<i32>,
     pub pid_start: Option<u64>,
@@ -67,6 +70,7 @@ impl From<&Record> for StoredRecord {
             spec: f.spec.clone(),
             process: f.process.clone(),
             layers: f.layers.clone(),
+            image_digest: f.image_digest.clone(),
             state: r.state(),
             pid: run.map(|x| x.init.pid),
             pid_start: run.map(|x| x.init.start),
@@ -124,6 +128,7 @@ impl TryFrom<StoredRecord> for Record {
             spec: s.spec,
             process: s.process,
             layers: s.layers,
+            image_digest: s.image_digest,
             cgroup_parent: s.cgroup_parent,
             limits: s.limits,
             net: Allocation {

@@ -8,6 +8,7 @@ fn facts(name: &str) -> Facts {
         spec: serde_json::from_str(&format!(r#"{{"name":"{name}","image":"rootfs:/x"}}"#)).unwrap(),
         process: ProcessConfig::default(),
         layers: vec!["/layers/a".into()],
+        image_digest: None,
         cgroup_parent: "hydra".into(),
         limits: Default::default(),
         net: Allocation::default(),

@@ -31,10 +31,15 @@ impl Supervisor {
             path: paths.events(),
             source,
         })?;
-        let st = store.clone();
+        let images = puller(cfg, &paths);
+        let (st, im) = (store.clone(), images.clone());
         let boot_file = paths.state.join("boot_id");
         let loaded = blocking("load the records", move || {
             let new_boot = crate::runtime::layer::is_new_boot(&boot_file).unwrap_or(false);
+            let staged = im.sweep_staging();
+            if staged > 0 {
+                tracing::info!(staged, "removed layers an earlier agent was pulling");
+            }
             Ok(sweep_unanswered_creates(st.load_all(), new_boot))
         })
         .await?;
@@ -85,6 +90,7 @@ impl Supervisor {
             metrics,
             paths,
             disks,
+            images,
         });
         let n = sup.adopt(loaded);
         sup.clone().retry_loop();
@@ -287,4 +293,14 @@ fn clean_remains(
             Err(e) => tracing::error!(cgroup = %child, error = %e, "cannot remove a stray cgroup"),
         }
     }
+}
+
+/// The registry puller over the agent's layer store and image records.
+fn puller(cfg: &Config, paths: &Paths) -> Arc<crate::image::Puller> {
+    Arc::new(crate::image::Puller::new(
+        cfg.registry.clone(),
+        cfg.images.clone(),
+        paths.layers(),
+        paths.images(),
+    ))
 }

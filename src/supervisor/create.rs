@@ -8,7 +8,6 @@ use super::{process, Supervisor};
 use crate::image;
 use crate::model::{caps, Allocation, ContainerSpec, Facts, Record};
 use crate::model::{AppliedLimits, ProcessConfig};
-use std::path::PathBuf;
 
 /// What a create has taken so far, to give back if it fails.
 #[derive(Default)]
@@ -18,9 +17,18 @@ pub(super) struct Taken {
 }
 
 impl Supervisor {
-    pub(super) fn create_blocking(&self, spec: ContainerSpec) -> Result<Record> {
+    /// `pulled`: the image, when it came from a registry (pulled before,
+    /// on the reactor); else it is resolved here.
+    pub(super) fn create_blocking(
+        &self,
+        spec: ContainerSpec,
+        pulled: Option<image::Image>,
+    ) -> Result<Record> {
         self.store.check()?;
-        let img = image::resolve(&spec.image, &self.paths.layers())?;
+        let img = match pulled {
+            Some(img) => img,
+            None => image::resolve(&spec.image, &self.paths.layers())?,
+        };
         if let Some((index, cap)) =
             caps::first_not_allowed(&spec.capabilities.add, &self.security.allowed_capabilities)
         {
@@ -32,7 +40,7 @@ impl Supervisor {
         let mut taken = Taken::default();
         let res = self
             .take(&spec, &mut taken)
-            .and_then(|()| self.make(spec.clone(), process, img.layers, &taken));
+            .and_then(|()| self.make(spec.clone(), process, img, &taken));
         if res.is_err() {
             self.teardown(&spec.name, &self.parent, &taken.net, taken.userns, false);
         }
@@ -59,7 +67,7 @@ impl Supervisor {
         &self,
         spec: ContainerSpec,
         process: ProcessConfig,
-        layers: Vec<PathBuf>,
+        img: image::Image,
         taken: &Taken,
     ) -> Result<Record> {
         let dir = self.store.dir(&spec.name);
@@ -79,7 +87,8 @@ impl Supervisor {
         limits.disk = disk;
         let mut rec = Record::new(Facts {
             process,
-            layers,
+            layers: img.layers,
+            image_digest: img.digest,
             cgroup_parent: self.parent.clone(),
             limits,
             net: taken.net.clone(),

@@ -15,9 +15,31 @@ impl Supervisor {
         crate::model::spec::validate(&spec)?;
         let name = spec.name.clone();
         self.registry.reserve(&name)?;
+        // its own task: a caller that goes away mid-create (a pull can take
+        // minutes) must not leave the name reserved or the container unwatched
+        let me = self.clone();
+        tokio::spawn(async move { me.create_reserved(spec).await })
+            .await
+            .unwrap_or(Err(Error::Panicked("create")))
+    }
+
+    /// The create of a reserved name: the image (pulled from its registry
+    /// when not here yet), then the container.
+    async fn create_reserved(self: &Arc<Self>, spec: ContainerSpec) -> Result<ContainerView> {
+        let name = spec.name.clone();
+        let pulled = match crate::image::parse_reference(&spec.image) {
+            Ok(crate::image::Reference::Registry(r)) => match self.images.get_or_pull(&r).await {
+                Ok(img) => Some(img),
+                Err(e) => {
+                    self.registry.settle(&name, None);
+                    return Err(e.into());
+                }
+            },
+            _ => None,
+        };
         let me = self.clone();
         let entry = blocking("create", move || {
-            let res = me.create_blocking(spec);
+            let res = me.create_blocking(spec, pulled);
             let entry = res.as_ref().ok().map(|rec| Entry::new(rec.clone()));
             me.registry.settle(&name, entry.clone());
             let rec = res?;

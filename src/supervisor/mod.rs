@@ -76,6 +76,8 @@ pub struct Supervisor {
     metrics: AgentMetrics,
     /// The writable layers' limits.
     disks: Arc<crate::disk::Disks>,
+    /// Registry pulls and the images' records.
+    images: Arc<crate::image::Puller>,
 }
 
 impl Supervisor {
@@ -99,6 +101,11 @@ impl Supervisor {
 
     pub fn events(&self) -> &EventBus {
         &self.events
+    }
+
+    /// Registry pulls and the pulled images.
+    pub fn images(&self) -> &Arc<crate::image::Puller> {
+        &self.images
     }
 
     /// Applies what can change without a restart; returns what changed.

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 /// Becomes an [`ImageError`] at this module's edge ([`OciError::image`]),
 /// its sources rendered after it (`a: b: c`).
 #[derive(Debug, thiserror::Error)]
-pub(super) enum OciError {
+pub(in crate::image) enum OciError {
     #[error("{} does not exist", path.display())]
     NoIndex { path: PathBuf },
     #[error("no manifest tagged {tag:?} in index.json")]
@@ -93,7 +93,7 @@ pub(super) enum OciError {
 impl OciError {
     /// The module's public error: a missing index or tag is `NotFound`, the
     /// store failing `Store`, anything else `Invalid` with the whole chain.
-    pub(super) fn image(self, reference: &str) -> ImageError {
+    pub(in crate::image) fn image(self, reference: &str) -> ImageError {
         let reference = reference.to_string();
         match self {
             OciError::NoIndex { .. } | OciError::NoTag { .. } | OciError::NoDefault => {
@@ -116,7 +116,7 @@ impl OciError {
 }
 
 /// An error with its sources, `a: b: c`.
-pub(super) fn chain(e: &dyn std::error::Error) -> String {
+pub(in crate::image) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

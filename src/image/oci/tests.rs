@@ -7,7 +7,14 @@ use super::error::chain;
 use super::*;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+/// The layer file `blob` unpacked into `dest` (what a create does).
+fn extract(blob: &Path, dest: &Path) -> Result<String, OciError> {
+    let f = File::open(blob).unwrap();
+    unpack::extract(BufReader::new(f), blob, dest)
+}
 
 /// One tar entry as generated: names and link targets may hold `@ROOT`,
 /// the temp root's absolute path (known only when the test runs).

@@ -1,0 +1,214 @@
+//! One layer from a registry into the layer store, as one pipeline:
+//! download (on the reactor) -> a bounded channel -> decompress and unpack
+//! (on a blocking thread) into a staging directory. The compressed bytes
+//! are counted and hashed as they arrive: a blob longer than its
+//! descriptor is cut off at the first byte too many, a shorter one or one
+//! with another digest is refused, and the uncompressed stream must hash to
+//! the config's diff_id. Only then is the staging directory renamed into
+//! place: a layer in the store is always whole and verified.
+
+use super::super::oci::error::OciError;
+use super::super::unpack;
+use super::super::ImageError;
+use super::Progress;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use oci_client::manifest::OciDescriptor;
+use sha2::{Digest as _, Sha256};
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Chunks in flight between the download and the unpack: what bounds the
+/// memory of a pull whatever the layer's size.
+const CHANNEL: usize = 8;
+
+/// Reads what the download sends; the end of the channel is the end of
+/// the blob.
+struct ChannelReader {
+    rx: mpsc::Receiver<Bytes>,
+    cur: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(b) => self.cur = b,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        let _ = self.cur.split_to(n);
+        Ok(n)
+    }
+}
+
+/// What a fetch needs to know of its pull.
+pub(super) struct Job<'a> {
+    pub reference: &'a str,
+    pub desc: &'a OciDescriptor,
+    pub hex: &'a str,
+    pub diff_id: &'a str,
+    pub store: &'a Path,
+    pub timeout: Duration,
+    pub progress: &'a super::ProgressTx,
+}
+
+/// Downloads and unpacks the layer into `<store>/sha256/<hex>`.
+pub(super) async fn fetch(
+    job: Job<'_>,
+    mut stream: oci_client::client::SizedStream,
+) -> Result<(), ImageError> {
+    let size = job.desc.size as u64;
+    let label = PathBuf::from(format!("{}@{}", job.reference, job.desc.digest));
+    let invalid = |message: String| ImageError::Invalid {
+        reference: job.reference.into(),
+        message,
+    };
+    if stream.content_length.is_some_and(|n| n > size) {
+        return Err(invalid(format!(
+            "layer {}: the registry announces {} bytes, its descriptor says {size}",
+            job.desc.digest,
+            stream.content_length.unwrap_or(0)
+        )));
+    }
+    let dir = job.store.join("sha256");
+    std::fs::create_dir_all(&dir).map_err(|source| store_err(job.reference, &dir, source))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}-{}",
+        job.hex,
+        std::process::id(),
+        unpack::unique()
+    ));
+    std::fs::create_dir(&tmp).map_err(|source| store_err(job.reference, &tmp, source))?;
+    let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL);
+    let (t2, l2) = (tmp.clone(), label.clone());
+    let unpacker = tokio::task::spawn_blocking(move || {
+        let r = BufReader::with_capacity(
+            64 << 10,
+            ChannelReader {
+                rx,
+                cur: Bytes::new(),
+            },
+        );
+        unpack::extract(r, &l2, &t2)
+    });
+    let downloaded = download(&job, &mut stream, tx, size).await;
+    let unpacked = unpacker
+        .await
+        .map_err(|e| invalid(format!("the unpack of {} panicked: {e}", job.desc.digest)));
+    let res = downloaded.and_then(|()| {
+        let uncompressed = unpacked?.map_err(|e| e.image(job.reference))?;
+        if format!("sha256:{uncompressed}") != job.diff_id {
+            return Err(OciError::DiffId {
+                digest: job.desc.digest.clone(),
+                got: uncompressed,
+                diff_id: job.diff_id.into(),
+            }
+            .image(job.reference));
+        }
+        let dest = dir.join(job.hex);
+        match std::fs::rename(&tmp, &dest) {
+            Ok(()) => Ok(()),
+            Err(_) if dest.is_dir() => Ok(()),
+            Err(e) => Err(store_err(job.reference, &dest, e)),
+        }
+    });
+    if tmp.exists() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    res
+}
+
+/// Sends the blob's bytes down the channel, counting and hashing them;
+/// the error says what was wrong with the blob.
+async fn download(
+    job: &Job<'_>,
+    stream: &mut oci_client::client::SizedStream,
+    tx: mpsc::Sender<Bytes>,
+    size: u64,
+) -> Result<(), ImageError> {
+    let invalid = |message: String| ImageError::Invalid {
+        reference: job.reference.into(),
+        message: format!("layer {}: {message}", job.desc.digest),
+    };
+    let mut hash = Sha256::new();
+    let mut got = 0u64;
+    let mut reported = 0u64;
+    loop {
+        let next = tokio::time::timeout(job.timeout, stream.stream.next()).await;
+        let chunk = match next {
+            Err(_) => {
+                return Err(ImageError::Unreachable {
+                    reference: job.reference.into(),
+                    message: format!(
+                        "layer {}: no byte from the registry for {} s after {got} of {size} bytes",
+                        job.desc.digest,
+                        job.timeout.as_secs()
+                    ),
+                })
+            }
+            Ok(None) => break,
+            // the client's own digest check fails at the end: ours says more
+            Ok(Some(Err(_))) if got == size => break,
+            Ok(Some(Err(e))) => {
+                return Err(ImageError::Unreachable {
+                    reference: job.reference.into(),
+                    message: format!(
+                        "layer {}: the download failed after {got} of {size} bytes: {e}",
+                        job.desc.digest
+                    ),
+                })
+            }
+            Ok(Some(Ok(b))) => b,
+        };
+        got += chunk.len() as u64;
+        if got > size {
+            return Err(invalid(format!(
+                "the registry sent more than the descriptor's {size} bytes"
+            )));
+        }
+        hash.update(&chunk);
+        if tx.send(chunk).await.is_err() {
+            // the unpack stopped: its error says why
+            return Ok(());
+        }
+        if got - reported >= 1 << 20 {
+            reported = got;
+            super::report(
+                job.progress,
+                Progress::layer(&job.desc.digest, got, size, false),
+            )
+            .await;
+        }
+    }
+    drop(tx);
+    if got < size {
+        return Err(invalid(format!(
+            "the registry sent {got} of the descriptor's {size} bytes"
+        )));
+    }
+    let hex = hex::encode(hash.finalize());
+    if hex != job.hex {
+        return Err(invalid(format!(
+            "the registry sent a blob with digest sha256:{hex}"
+        )));
+    }
+    super::report(
+        job.progress,
+        Progress::layer(&job.desc.digest, got, size, true),
+    )
+    .await;
+    Ok(())
+}
+
+fn store_err(reference: &str, path: &Path, source: io::Error) -> ImageError {
+    ImageError::Store {
+        reference: reference.into(),
+        path: path.to_path_buf(),
+        source,
+    }
+}

@@ -1,0 +1,403 @@
+//! Pulling images from registries (the OCI distribution API, through the
+//! `oci-client` crate): the reference resolved to a manifest (a
+//! multi-platform index to this host's platform), checked against the
+//! reference's digest, the config and layers verified against their
+//! digests and sizes, layers downloaded in parallel and unpacked as they
+//! stream, each at most once at a time on this host, and the image
+//! recorded only once all its layers are in the store.
+
+mod client;
+mod layer;
+
+use super::oci::parse_config;
+use super::records::{layer_dir, Defaults, ImageRecord, Records};
+use super::{oci, Image, ImageError};
+use crate::config::{ImagesConfig, RegistryConfig};
+use futures_util::StreamExt;
+use oci_client::manifest::OciDescriptor;
+use oci_client::Reference;
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// One line of a pull's progress (`POST /v1/images/pull`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Progress {
+    pub layer: String,
+    /// Bytes of the (compressed) blob downloaded so far.
+    pub bytes: u64,
+    pub total: u64,
+    pub done: bool,
+    /// Already in the layer store: nothing downloaded.
+    pub cached: bool,
+}
+
+impl Progress {
+    fn layer(digest: &str, bytes: u64, total: u64, done: bool) -> Progress {
+        Progress {
+            layer: digest.into(),
+            bytes,
+            total,
+            done,
+            cached: false,
+        }
+    }
+}
+
+/// Where a pull reports its progress, if anyone listens.
+pub type ProgressTx = Option<mpsc::Sender<Progress>>;
+
+async fn report(tx: &ProgressTx, p: Progress) {
+    if let Some(tx) = tx {
+        let _ = tx.send(p).await;
+    }
+}
+
+/// The agent's puller: the registries it may pull from, the layer store
+/// and the images' records.
+pub struct Puller {
+    registries: Vec<RegistryConfig>,
+    cfg: ImagesConfig,
+    store: PathBuf,
+    pub records: Records,
+    clients: Mutex<HashMap<String, Arc<oci_client::Client>>>,
+    /// One lock per layer being fetched: a second pull of it waits for the
+    /// first and then finds it in the store.
+    inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Puller {
+    pub fn new(
+        registries: Vec<RegistryConfig>,
+        cfg: ImagesConfig,
+        store: PathBuf,
+        records: PathBuf,
+    ) -> Puller {
+        Puller {
+            registries,
+            cfg,
+            store,
+            records: Records::new(records),
+            clients: Mutex::default(),
+            inflight: Mutex::default(),
+        }
+    }
+
+    /// Removes the staging directories of pulls that an earlier agent did
+    /// not finish (one agent owns the store: at its start none is live).
+    pub fn sweep_staging(&self) -> usize {
+        let dir = self.store.join("sha256");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.')
+                && name.contains(".tmp-")
+                && std::fs::remove_dir_all(e.path()).is_ok()
+            {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// The image `reference` names, from its record when every layer is
+    /// here (no registry asked), else pulled.
+    pub async fn get_or_pull(&self, reference: &str) -> Result<Image, ImageError> {
+        if let Some(img) = self
+            .records
+            .get(reference)
+            .and_then(|r| r.image(&self.store))
+        {
+            return Ok(img);
+        }
+        if let Some(rec) = self.by_digest(reference) {
+            return rec.image(&self.store).ok_or_else(|| ImageError::NotFound {
+                reference: reference.into(),
+                message: "its layers were removed while it was being looked up".into(),
+            });
+        }
+        let rec = self.pull(reference, &None).await?;
+        rec.image(&self.store).ok_or_else(|| ImageError::NotFound {
+            reference: reference.into(),
+            message: "its layers were removed while it was being pulled".into(),
+        })
+    }
+
+    /// A reference with a digest that an image pulled under another
+    /// reference of the same repository already resolved to: the same
+    /// content (the digest says so), recorded under this reference too,
+    /// with no registry asked.
+    fn by_digest(&self, reference: &str) -> Option<ImageRecord> {
+        let r: Reference = reference.parse().ok()?;
+        let want = r.digest()?;
+        let same = |o: &ImageRecord| {
+            o.reference
+                .parse::<Reference>()
+                .is_ok_and(|x| x.registry() == r.registry() && x.repository() == r.repository())
+        };
+        let found = self.records.all().into_iter().find(|o| {
+            (o.digest == want || o.manifest_digest == want)
+                && same(o)
+                && o.image(&self.store).is_some()
+        })?;
+        let rec = ImageRecord {
+            reference: reference.into(),
+            pulled_at: crate::model::now(),
+            ..found
+        };
+        self.records.save(&rec).ok()?;
+        Some(rec)
+    }
+
+    /// Pulls `reference` (asking the registry what it resolves to now) and
+    /// records it.
+    pub async fn pull(
+        &self,
+        reference: &str,
+        progress: &ProgressTx,
+    ) -> Result<ImageRecord, ImageError> {
+        let invalid = |message: String| ImageError::Invalid {
+            reference: reference.into(),
+            message,
+        };
+        let r: Reference = reference
+            .parse()
+            .map_err(|e| invalid(format!("not a registry reference: {e}")))?;
+        let reg = self.registry(&r, reference)?;
+        let host = reg.host.clone();
+        let client = self.client(&reg, reference)?;
+        let auth = client::auth(&reg, reference)?;
+        let oci_err = |e| client::error(reference, &host, e);
+        let (manifest, manifest_digest, list) = client
+            .pull_image_manifest_and_list_digest(&r, &auth)
+            .await
+            .map_err(oci_err)?;
+        let digest = list.unwrap_or_else(|| manifest_digest.clone());
+        if let Some(want) = r.digest() {
+            if want != digest && want != manifest_digest {
+                return Err(invalid(format!(
+                    "the registry's manifest has digest {digest}, the reference asks for {want}"
+                )));
+            }
+        }
+        let mut size = 0u64;
+        for l in &manifest.layers {
+            size = size.saturating_add(
+                u64::try_from(l.size)
+                    .map_err(|_| invalid(format!("layer {} has a negative size", l.digest)))?,
+            );
+        }
+        if size > self.cfg.max_image_size.0 {
+            return Err(invalid(format!(
+                "its layers add up to {size} bytes, over images.max_image_size ({} bytes)",
+                self.cfg.max_image_size.0
+            )));
+        }
+        let config_bytes = small_blob(&client, &r, &manifest.config, reference, &host).await?;
+        let config = parse_config(&config_bytes)
+            .map_err(|e| invalid(format!("config {}: {e}", manifest.config.digest)))?;
+        let diff_ids = config.rootfs().diff_ids().clone();
+        if diff_ids.len() != manifest.layers.len() {
+            return Err(invalid(format!(
+                "the manifest has {} layers but the config lists {} diff_ids",
+                manifest.layers.len(),
+                diff_ids.len()
+            )));
+        }
+        let sem = tokio::sync::Semaphore::new(self.cfg.max_parallel_layers);
+        let fetches = manifest
+            .layers
+            .iter()
+            .zip(&diff_ids)
+            .map(|(d, id)| self.layer(&client, &r, d, id, &sem, reference, &host, progress));
+        futures_util::future::try_join_all(fetches).await?;
+        let rec = ImageRecord {
+            reference: reference.into(),
+            digest,
+            manifest_digest,
+            config_digest: manifest.config.digest.clone(),
+            layers: manifest.layers.iter().map(|l| l.digest.clone()).collect(),
+            size,
+            created: config.created().clone(),
+            pulled_at: crate::model::now(),
+            defaults: Defaults::from(&oci::defaults(&config)),
+        };
+        self.records.save(&rec).map_err(|e| ImageError::Store {
+            reference: reference.into(),
+            path: e.path.clone(),
+            source: e.source,
+        })?;
+        Ok(rec)
+    }
+
+    /// The `[[registry]]` entry of the reference's registry; an unlisted
+    /// one only with `images.allow_unlisted` (then anonymous, HTTPS).
+    fn registry(&self, r: &Reference, reference: &str) -> Result<RegistryConfig, ImageError> {
+        match self.registries.iter().find(|g| g.host == r.registry()) {
+            Some(g) => Ok(g.clone()),
+            None if self.cfg.allow_unlisted => Ok(RegistryConfig { host: r.registry().into(), ..Default::default() }),
+            None => Err(ImageError::Forbidden {
+                reference: reference.into(),
+                message: format!(
+                    "registry {} is not listed in the agent's config ([[registry]]), and images.allow_unlisted is false",
+                    r.registry()
+                ),
+            }),
+        }
+    }
+
+    fn client(
+        &self,
+        reg: &RegistryConfig,
+        reference: &str,
+    ) -> Result<Arc<oci_client::Client>, ImageError> {
+        let mut clients = self.clients.lock().unwrap();
+        if let Some(c) = clients.get(&reg.host) {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(client::client(reg, &self.cfg, reference)?);
+        clients.insert(reg.host.clone(), c.clone());
+        Ok(c)
+    }
+
+    /// The layer `d` in the store: already there, or fetched now (once on
+    /// this host however many pulls want it at the same time).
+    #[allow(clippy::too_many_arguments)]
+    async fn layer(
+        &self,
+        client: &oci_client::Client,
+        r: &Reference,
+        d: &OciDescriptor,
+        diff_id: &str,
+        sem: &tokio::sync::Semaphore,
+        reference: &str,
+        host: &str,
+        progress: &ProgressTx,
+    ) -> Result<(), ImageError> {
+        let hex = sha256_hex(&d.digest).ok_or_else(|| ImageError::Invalid {
+            reference: reference.into(),
+            message: format!(
+                "unsupported or malformed layer digest {:?} (sha256 only)",
+                d.digest
+            ),
+        })?;
+        let size = d.size.max(0) as u64;
+        let cached = Progress {
+            layer: d.digest.clone(),
+            bytes: 0,
+            total: size,
+            done: true,
+            cached: true,
+        };
+        if layer_dir(&self.store, &d.digest).is_dir() {
+            report(progress, cached).await;
+            return Ok(());
+        }
+        let lock = self
+            .inflight
+            .lock()
+            .unwrap()
+            .entry(hex.clone())
+            .or_default()
+            .clone();
+        let res = async {
+            let _one = lock.lock().await;
+            if layer_dir(&self.store, &d.digest).is_dir() {
+                report(progress, cached).await;
+                return Ok(());
+            }
+            let _permit = sem.acquire().await.expect("never closed");
+            let stream = client
+                .pull_blob_stream(r, d)
+                .await
+                .map_err(|e| client::error(reference, host, e))?;
+            let job = layer::Job {
+                reference,
+                desc: d,
+                hex: &hex,
+                diff_id,
+                store: &self.store,
+                timeout: Duration::from_secs(self.cfg.timeout_s),
+                progress,
+            };
+            layer::fetch(job, stream).await
+        }
+        .await;
+        let mut inflight = self.inflight.lock().unwrap();
+        if Arc::strong_count(&lock) == 2 {
+            inflight.remove(&hex);
+        }
+        res
+    }
+
+    /// The layer store.
+    pub fn store(&self) -> &Path {
+        &self.store
+    }
+}
+
+/// A config blob (at most 16 MiB), checked against its digest and size.
+async fn small_blob(
+    client: &oci_client::Client,
+    r: &Reference,
+    d: &OciDescriptor,
+    reference: &str,
+    host: &str,
+) -> Result<Vec<u8>, ImageError> {
+    const MAX: i64 = 16 << 20;
+    let invalid = |message: String| ImageError::Invalid {
+        reference: reference.into(),
+        message: format!("config {}: {message}", d.digest),
+    };
+    if !(0..=MAX).contains(&d.size) {
+        return Err(invalid(format!("size {} is not 0 to {MAX}", d.size)));
+    }
+    let hex = sha256_hex(&d.digest)
+        .ok_or_else(|| invalid("unsupported or malformed digest (sha256 only)".into()))?;
+    let mut s = client
+        .pull_blob_stream(r, d)
+        .await
+        .map_err(|e| client::error(reference, host, e))?;
+    let mut data = Vec::with_capacity(d.size as usize);
+    while let Some(chunk) = s.stream.next().await {
+        match chunk {
+            Ok(b) => {
+                data.extend_from_slice(&b);
+                if data.len() as i64 > d.size {
+                    return Err(invalid(format!(
+                        "the registry sent more than the descriptor's {} bytes",
+                        d.size
+                    )));
+                }
+            }
+            Err(_) if data.len() as i64 == d.size => break,
+            Err(e) => {
+                return Err(ImageError::Unreachable {
+                    reference: reference.into(),
+                    message: format!("config {}: {e}", d.digest),
+                })
+            }
+        }
+    }
+    if data.len() as i64 != d.size || hex::encode(Sha256::digest(&data)) != hex {
+        return Err(invalid(format!(
+            "the registry sent {} bytes that do not match the descriptor",
+            data.len()
+        )));
+    }
+    Ok(data)
+}
+
+/// The hex of a `sha256:` digest, when it is one.
+fn sha256_hex(digest: &str) -> Option<String> {
+    let hex = digest.strip_prefix("sha256:")?;
+    (hex.len() == 64
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+    .then(|| hex.to_string())
+}
