@@ -157,6 +157,8 @@ impl From<SupError> for ApiError {
         let msg = e.to_string();
         match e {
             SupError::NotFound(_) => ApiError::not_found(msg),
+            SupError::ImageNotFound(_) => ApiError::not_found(msg),
+            SupError::ImageInUse { .. } => ApiError::conflict(msg).with_field("image"),
             SupError::Exists(_) | SupError::AlreadyRunning(_) => ApiError::conflict(msg),
             SupError::NotRunning(_) | SupError::Running(_) => ApiError::conflict(msg),
             SupError::Transition(_) => ApiError::conflict(msg),

@@ -16,7 +16,7 @@ pub use request::{parse_signal, parse_spec, Request};
 pub use service::{Handler, Response, Service};
 pub use wire::{
     AllocatedPort, Allowlist, AllowlistEdit, ContainerCounts, ContainerInfo, ExitStatus, HostInfo,
-    PortsInfo, TakenPort,
+    ImageInfo, PortsInfo, PruneReport, PullRequest, TakenPort,
 };
 
 /// Largest request body accepted; bigger ones get 413.

@@ -4,9 +4,10 @@
 //! directions live here, so they cannot drift apart.
 
 use super::error::ApiError;
-use super::wire::{Allowlist, AllowlistEdit};
+use super::wire::{Allowlist, AllowlistEdit, PullRequest};
 use crate::model::spec::validate;
 use crate::model::{Cidr, ContainerSpec};
+use percent_encoding::{percent_decode_str, utf8_percent_encode, NON_ALPHANUMERIC};
 
 /// Every operation of the API.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +50,12 @@ pub enum Request {
         add: Vec<Cidr>,
         remove: Vec<Cidr>,
     },
+    /// `POST /v1/images/pull`: NDJSON progress, the image last.
+    Pull(String),
+    Images,
+    /// `DELETE /v1/images/{ref}` (the reference percent-encoded).
+    RemoveImage(String),
+    PruneImages,
 }
 
 /// Seconds `stop` and `restart` wait before SIGKILL when not given.
@@ -87,6 +94,7 @@ impl Request {
                 | Stats(_)
                 | Ports
                 | GetAllowlist
+                | Images
         )
     }
 
@@ -140,6 +148,18 @@ impl Request {
                     remove: remove.clone(),
                 }),
             ),
+            Pull(r) => http(
+                "POST",
+                "/v1/images/pull".into(),
+                json(&PullRequest { image: r.clone() }),
+            ),
+            Images => http("GET", "/v1/images".into(), None),
+            RemoveImage(r) => http(
+                "DELETE",
+                format!("/v1/images/{}", utf8_percent_encode(r, NON_ALPHANUMERIC)),
+                None,
+            ),
+            PruneImages => http("POST", "/v1/images/prune".into(), None),
         }
     }
 
@@ -174,6 +194,17 @@ impl Request {
                     remove: e.remove,
                 }
             }
+            ("POST", ["v1", "images", "pull"]) => {
+                Request::Pull(parse_body::<PullRequest>(body, "image")?.image)
+            }
+            ("GET", ["v1", "images"]) => Request::Images,
+            ("POST", ["v1", "images", "prune"]) => Request::PruneImages,
+            ("DELETE", ["v1", "images", r]) => Request::RemoveImage(
+                percent_decode_str(r)
+                    .decode_utf8()
+                    .map_err(|_| ApiError::bad("image", "the reference is not UTF-8 once decoded"))?
+                    .into_owned(),
+            ),
             (_, ["v1", "containers", name, rest @ ..]) => {
                 container_route(method, name, rest, &q, no_route)?
             }

@@ -69,6 +69,8 @@ fn to_http(a: Answer) -> Response<Body> {
         Answer::Stats(s) => json(200, &s),
         Answer::Ports(p) => json(200, &p),
         Answer::Allowlist(a) => json(200, &a),
+        Answer::Images(l) => json(200, &l),
+        Answer::Pruned(p) => json(200, &p),
         Answer::Lines(rx) => ndjson(rx),
     }
 }

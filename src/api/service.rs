@@ -5,7 +5,9 @@
 
 use super::error::ApiError;
 use super::request::Request;
-use super::wire::{Allowlist, ContainerInfo, ExitStatus, HostInfo, PortsInfo};
+use super::wire::{
+    Allowlist, ContainerInfo, ExitStatus, HostInfo, ImageInfo, PortsInfo, PruneReport,
+};
 use crate::cgroup::Stats;
 use crate::network::Network;
 use crate::supervisor::Supervisor;
@@ -33,6 +35,8 @@ pub enum Response {
     Stats(Box<Stats>),
     Ports(PortsInfo),
     Allowlist(Allowlist),
+    Images(Vec<ImageInfo>),
+    Pruned(PruneReport),
     /// NDJSON lines as they come (events, logs).
     Lines(mpsc::Receiver<String>),
 }
@@ -97,6 +101,19 @@ impl Handler for Service {
             EditAllowlist { add, remove } => {
                 allowlist(sup, move |n| n.edit_allowlist(&add, &remove)).await?
             }
+            Pull(r) => Response::Lines(pull_lines(sup.pull(&r)?)),
+            Images => Response::Images(sup.images().into_iter().map(Into::into).collect()),
+            RemoveImage(r) => {
+                sup.remove_image(&r)?;
+                Response::Removed
+            }
+            PruneImages => {
+                let p = sup.prune_images().await?;
+                Response::Pruned(PruneReport {
+                    layers_removed: p.layers,
+                    bytes_freed: p.bytes,
+                })
+            }
         })
     }
 
@@ -123,6 +140,31 @@ async fn allowlist(
         .await
         .map_err(|e| ApiError::internal(e.to_string()))??;
     Ok(Response::Allowlist(Allowlist { cidrs }))
+}
+
+/// A pull's lines as NDJSON: progress objects, then the image JSON or an
+/// error object (`{"error": {...}}`, as a refused request's body).
+fn pull_lines(
+    mut rx: mpsc::Receiver<crate::supervisor::images::PullLine>,
+) -> mpsc::Receiver<String> {
+    use crate::supervisor::images::PullLine;
+    let (tx, out) = mpsc::channel(64);
+    tokio::spawn(async move {
+        while let Some(line) = rx.recv().await {
+            let text = match line {
+                PullLine::Progress(p) => serde_json::to_string(&p),
+                PullLine::Done(done) => match *done {
+                    Ok(v) => serde_json::to_string(&ImageInfo::from(v)),
+                    Err(e) => serde_json::to_string(&ApiError::from(e).body()),
+                },
+            }
+            .expect("pull lines serialize");
+            if tx.send(text).await.is_err() {
+                return;
+            }
+        }
+    });
+    out
 }
 
 /// The events stream: every event from now on, one JSON line each.

@@ -199,3 +199,54 @@ pub struct AllowlistEdit {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remove: Vec<Cidr>,
 }
+
+/// An image on this host (`GET /v1/images`, the last line of a pull).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ImageInfo {
+    pub reference: String,
+    /// What the reference resolved to when it was pulled.
+    pub digest: String,
+    /// The platform manifest's digest (differs from `digest` for a
+    /// multi-platform image).
+    pub manifest_digest: String,
+    /// The layers' compressed size (what a pull downloads).
+    pub size: u64,
+    /// Bytes its layers take in the layer store, unpacked.
+    pub disk_bytes: u64,
+    pub layers: Vec<String>,
+    pub created: Option<String>,
+    pub pulled_at: String,
+    /// Containers created from it.
+    pub used_by: Vec<String>,
+}
+
+impl From<crate::supervisor::images::ImageView> for ImageInfo {
+    fn from(v: crate::supervisor::images::ImageView) -> ImageInfo {
+        let r = v.record;
+        ImageInfo {
+            reference: r.reference,
+            digest: r.digest,
+            manifest_digest: r.manifest_digest,
+            size: r.size,
+            disk_bytes: v.disk_bytes,
+            layers: r.layers,
+            created: r.created,
+            pulled_at: r.pulled_at,
+            used_by: v.used_by,
+        }
+    }
+}
+
+/// What `POST /v1/images/prune` freed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PruneReport {
+    pub layers_removed: usize,
+    pub bytes_freed: u64,
+}
+
+/// The body of `POST /v1/images/pull`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PullRequest {
+    pub image: String,
+}

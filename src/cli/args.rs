@@ -93,6 +93,24 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: FirewallCmd,
     },
+    /// Pull an image from a registry (HOST[:PORT]/REPO:TAG, @sha256:HEX or both).
+    Pull { reference: String },
+    /// List pulled images.
+    Images,
+    /// Remove an image's record (refused while a container uses it); its
+    /// layers go at the next `image prune`.
+    Rmi { reference: String },
+    /// Image maintenance.
+    Image {
+        #[command(subcommand)]
+        cmd: ImageCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCmd {
+    /// Delete the layers no image and no container uses.
+    Prune,
 }
 
 #[derive(Subcommand, Debug)]

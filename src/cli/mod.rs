@@ -4,10 +4,11 @@
 //! the API's client.
 
 mod args;
+mod images;
 mod output;
 mod stats;
 
-pub use args::{spec_from, Cli, Cmd, FirewallCmd, RunArgs, UsageError};
+pub use args::{spec_from, Cli, Cmd, FirewallCmd, ImageCmd, RunArgs, UsageError};
 
 use crate::api::client::{Client, ClientError};
 use crate::api::{parse_signal, ContainerInfo, ExitStatus, Request};
@@ -118,6 +119,12 @@ async fn dispatch(c: &Client, cli: &Cli) -> Result<i32, Failure> {
         Cmd::Ports => ports(c, json).await?,
         Cmd::Firewall { cmd } => firewall(c, cmd, json).await?,
         Cmd::Host => host(c, json).await?,
+        Cmd::Pull { reference } => images::pull(c, reference, json).await?,
+        Cmd::Images => images::list(c, json).await?,
+        Cmd::Rmi { reference } => images::remove(c, reference).await?,
+        Cmd::Image {
+            cmd: ImageCmd::Prune,
+        } => images::prune(c, json).await?,
     }
     Ok(0)
 }

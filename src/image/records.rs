@@ -84,6 +84,56 @@ pub fn layer_dir(store: &Path, digest: &str) -> PathBuf {
         .join(digest.trim_start_matches("sha256:"))
 }
 
+/// Deletes every layer directory of `store` not in `keep`; (how many,
+/// bytes they held on disk). Staging directories (a pull under way) stay.
+pub fn prune(
+    store: &Path,
+    keep: &std::collections::HashSet<PathBuf>,
+) -> std::io::Result<(usize, u64)> {
+    let (mut n, mut bytes) = (0, 0);
+    let dir = store.join("sha256");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
+        Err(e) => return Err(e),
+    };
+    for e in entries {
+        let p = e?.path();
+        let staging = p
+            .file_name()
+            .is_some_and(|f| f.to_string_lossy().starts_with('.'));
+        if staging || keep.contains(&p) || !p.is_dir() {
+            continue;
+        }
+        let size = disk_usage(&p, &mut Default::default());
+        std::fs::remove_dir_all(&p)?;
+        n += 1;
+        bytes += size;
+    }
+    Ok((n, bytes))
+}
+
+/// Bytes a directory tree holds on disk (allocated blocks), not
+/// following symlinks; a file with several links counted once (`seen`).
+pub fn disk_usage(p: &Path, seen: &mut std::collections::HashSet<(u64, u64)>) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(m) = std::fs::symlink_metadata(p) else {
+        return 0;
+    };
+    if m.nlink() > 1 && !m.is_dir() && !seen.insert((m.dev(), m.ino())) {
+        return 0;
+    }
+    let own = m.blocks() * 512;
+    if !m.is_dir() {
+        return own;
+    }
+    let mut total = own;
+    for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+        total += disk_usage(&e.path(), seen);
+    }
+    total
+}
+
 /// The records' directory.
 #[derive(Debug, Clone)]
 pub struct Records {

@@ -33,13 +33,27 @@ pub enum Action {
     /// synced (reason `reboot`).
     #[serde(rename = "layer_reset")]
     LayerReset,
+    /// An image was pulled (`image`, `digest`; `reason` when it failed).
+    #[serde(rename = "pull")]
+    Pull,
+    /// An image's record was removed (`image`).
+    #[serde(rename = "image_delete")]
+    ImageDelete,
 }
 
 /// One event.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Event {
     pub ts: String,
+    /// Empty (and left out) for an image's events.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub container: String,
+    /// `pull`, `image_delete`: the image reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// `pull`: the digest it resolved to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
     pub action: Action,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
@@ -59,6 +73,8 @@ impl Event {
         Event {
             ts: super::now(),
             container: container.to_string(),
+            image: None,
+            digest: None,
             action,
             exit_code: None,
             signal: None,

@@ -52,6 +52,13 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("no image {0:?} on this host")]
+    ImageNotFound(String),
+    #[error("image {reference:?} is used by containers {containers:?}")]
+    ImageInUse {
+        reference: String,
+        containers: Vec<String>,
+    },
     #[error("{0} failed unexpectedly (a task panicked)")]
     Panicked(&'static str),
 }

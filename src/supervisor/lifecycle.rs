@@ -27,6 +27,8 @@ impl Supervisor {
     /// when not here yet), then the container.
     async fn create_reserved(self: &Arc<Self>, spec: ContainerSpec) -> Result<ContainerView> {
         let name = spec.name.clone();
+        // no prune between resolving the image and recording its layers
+        let _gc = self.images.hold().await;
         let pulled = match crate::image::parse_reference(&spec.image) {
             Ok(crate::image::Reference::Registry(r)) => match self.images.get_or_pull(&r).await {
                 Ok(img) => Some(img),

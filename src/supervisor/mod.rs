@@ -19,6 +19,7 @@ mod create;
 pub mod error;
 pub mod events;
 mod health;
+pub mod images;
 mod lifecycle;
 pub mod process;
 mod query;
@@ -101,11 +102,6 @@ impl Supervisor {
 
     pub fn events(&self) -> &EventBus {
         &self.events
-    }
-
-    /// Registry pulls and the pulled images.
-    pub fn images(&self) -> &Arc<crate::image::Puller> {
-        &self.images
     }
 
     /// Applies what can change without a restart; returns what changed.

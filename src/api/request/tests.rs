@@ -136,6 +136,10 @@ fn every_request() -> Vec<Request> {
             add: vec![cidr("10.2.0.0/16")],
             remove: vec![cidr("10.1.0.0/24")],
         },
+        Request::Pull("127.0.0.1:5000/shop/cart:v7@sha256:ab".into()),
+        Request::Images,
+        Request::RemoveImage("127.0.0.1:5000/shop/cart:v7@sha256:ab".into()),
+        Request::PruneImages,
     ]
 }
 

@@ -65,9 +65,14 @@ pub struct Puller {
     store: PathBuf,
     pub records: Records,
     clients: Mutex<HashMap<String, Arc<oci_client::Client>>>,
-    /// One lock per layer being fetched: a second pull of it waits for the
-    /// first and then finds it in the store.
+    /// One lock per layer being fetched (by its hex) and per reference
+    /// being resolved by creates (`ref:REFERENCE`): a second pull of it
+    /// waits for the first and then finds it here.
     inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Held (shared) by every create from resolving its image until its
+    /// record names the layers; a prune holds it alone, so it never
+    /// deletes a layer a create is about to use.
+    gc: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl Puller {
@@ -84,7 +89,31 @@ impl Puller {
             records: Records::new(records),
             clients: Mutex::default(),
             inflight: Mutex::default(),
+            gc: Arc::default(),
         }
+    }
+
+    /// Keeps the layer store's layers from a prune while it is held.
+    pub async fn hold(&self) -> tokio::sync::OwnedRwLockReadGuard<()> {
+        self.gc.clone().read_owned().await
+    }
+
+    /// Deletes the layers that no image record and nothing of `in_use`
+    /// (asked once no create is between resolving and recording) names;
+    /// answers how many and the bytes they held on disk.
+    pub async fn prune(
+        &self,
+        in_use: impl FnOnce() -> std::collections::HashSet<PathBuf>,
+    ) -> std::io::Result<(usize, u64)> {
+        let _alone = self.gc.write().await;
+        let mut keep = in_use();
+        for r in self.records.all() {
+            keep.extend(r.layer_dirs(&self.store));
+        }
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || super::records::prune(&store, &keep))
+            .await
+            .map_err(std::io::Error::other)?
     }
 
     /// Removes the staging directories of pulls that an earlier agent did
@@ -107,6 +136,28 @@ impl Puller {
     /// The image `reference` names, from its record when every layer is
     /// here (no registry asked), else pulled.
     pub async fn get_or_pull(&self, reference: &str) -> Result<Image, ImageError> {
+        // creates of one missing image at once make one pull: the others
+        // wait for it and find its record
+        let lock = self
+            .inflight
+            .lock()
+            .unwrap()
+            .entry(format!("ref:{reference}"))
+            .or_default()
+            .clone();
+        let res = async {
+            let _one = lock.lock().await;
+            self.local_or_pull(reference).await
+        }
+        .await;
+        let mut inflight = self.inflight.lock().unwrap();
+        if Arc::strong_count(&lock) == 2 {
+            inflight.remove(&format!("ref:{reference}"));
+        }
+        res
+    }
+
+    async fn local_or_pull(&self, reference: &str) -> Result<Image, ImageError> {
         if let Some(img) = self
             .records
             .get(reference)
