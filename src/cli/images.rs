@@ -1,12 +1,25 @@
 //! `hydractl pull | images | rmi | image prune`.
 
 use super::output::{fmt_bytes, print_json, table};
-use super::Failure;
+use super::{Cmd, Failure, ImageCmd};
 use crate::api::client::{Client, ClientError};
 use crate::api::{ErrorBody, ImageInfo, PruneReport, Request};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::HashMap;
 use std::io::IsTerminal;
+
+/// The image commands.
+pub async fn run(c: &Client, cmd: &Cmd, json: bool) -> Result<(), Failure> {
+    match cmd {
+        Cmd::Pull { reference } => pull(c, reference, json).await,
+        Cmd::Images => list(c, json).await,
+        Cmd::Rmi { reference } => remove(c, reference).await,
+        Cmd::Image {
+            cmd: ImageCmd::Prune,
+        } => prune(c, json).await,
+        _ => unreachable!("not an image command"),
+    }
+}
 
 /// Pulls `reference`: a bar per layer on a terminal (else a line per layer
 /// done); `--json` prints every line as the agent sends it.

@@ -109,24 +109,21 @@ async fn dispatch(c: &Client, cli: &Cli) -> Result<i32, Failure> {
             stats::stats(c, name, json, *watch, every).await?;
         }
         Cmd::Wait { name } => wait(&c.wait(name).await?, json),
-        Cmd::Events => {
-            c.stream(&Request::Events, |line| {
-                println!("{line}");
-                true
-            })
-            .await?
-        }
+        Cmd::Events => c.stream(&Request::Events, print_line).await?,
         Cmd::Ports => ports(c, json).await?,
         Cmd::Firewall { cmd } => firewall(c, cmd, json).await?,
         Cmd::Host => host(c, json).await?,
-        Cmd::Pull { reference } => images::pull(c, reference, json).await?,
-        Cmd::Images => images::list(c, json).await?,
-        Cmd::Rmi { reference } => images::remove(c, reference).await?,
-        Cmd::Image {
-            cmd: ImageCmd::Prune,
-        } => images::prune(c, json).await?,
+        Cmd::Pull { .. } | Cmd::Images | Cmd::Rmi { .. } | Cmd::Image { .. } => {
+            images::run(c, &cli.cmd, json).await?
+        }
     }
     Ok(0)
+}
+
+/// Prints a streamed line as it comes; the stream goes on.
+fn print_line(line: &str) -> bool {
+    println!("{line}");
+    true
 }
 
 async fn show(c: &Client, json: bool, req: Request) -> Result<(), ClientError> {

@@ -56,7 +56,9 @@ pub(super) fn client(
         tls_certs_only: certs,
         platform_resolver: Some(Box::new(oci_client::client::current_platform_resolver)),
         max_concurrent_download: cfg.max_parallel_layers,
-        read_timeout: Some(Duration::from_secs(cfg.timeout_s)),
+        // a blob's stall is the pull's own timeout (layer.rs, which names the
+        // layer and the bytes so far); this one bounds a silent answer
+        read_timeout: Some(Duration::from_secs(cfg.timeout_s * 2)),
         connect_timeout: Some(Duration::from_secs(cfg.timeout_s.min(10))),
         user_agent: concat!("hydra-agent/", env!("CARGO_PKG_VERSION")),
         ..Default::default()

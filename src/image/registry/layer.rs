@@ -131,6 +131,7 @@ async fn download(
     tx: mpsc::Sender<Bytes>,
     size: u64,
 ) -> Result<(), ImageError> {
+    let mut tx = Some(tx);
     let invalid = |message: String| ImageError::Invalid {
         reference: job.reference.into(),
         message: format!("layer {}: {message}", job.desc.digest),
@@ -138,33 +139,7 @@ async fn download(
     let mut hash = Sha256::new();
     let mut got = 0u64;
     let mut reported = 0u64;
-    loop {
-        let next = tokio::time::timeout(job.timeout, stream.stream.next()).await;
-        let chunk = match next {
-            Err(_) => {
-                return Err(ImageError::Unreachable {
-                    reference: job.reference.into(),
-                    message: format!(
-                        "layer {}: no byte from the registry for {} s after {got} of {size} bytes",
-                        job.desc.digest,
-                        job.timeout.as_secs()
-                    ),
-                })
-            }
-            Ok(None) => break,
-            // the client's own digest check fails at the end: ours says more
-            Ok(Some(Err(_))) if got == size => break,
-            Ok(Some(Err(e))) => {
-                return Err(ImageError::Unreachable {
-                    reference: job.reference.into(),
-                    message: format!(
-                        "layer {}: the download failed after {got} of {size} bytes: {e}",
-                        job.desc.digest
-                    ),
-                })
-            }
-            Ok(Some(Ok(b))) => b,
-        };
+    while let Some(chunk) = next_chunk(job, stream, got, size).await? {
         got += chunk.len() as u64;
         if got > size {
             return Err(invalid(format!(
@@ -172,9 +147,13 @@ async fn download(
             )));
         }
         hash.update(&chunk);
-        if tx.send(chunk).await.is_err() {
-            // the unpack stopped: its error says why
-            return Ok(());
+        // an unpack that stopped (a corrupt stream) says why, unless the
+        // blob itself is wrong: the rest is still hashed (bounded by its
+        // size) so that a wrong blob is reported as such
+        if let Some(t) = &tx {
+            if t.send(chunk).await.is_err() {
+                tx = None;
+            }
         }
         if got - reported >= 1 << 20 {
             reported = got;
@@ -203,6 +182,40 @@ async fn download(
     )
     .await;
     Ok(())
+}
+
+/// The blob's next bytes; None at its end.
+async fn next_chunk(
+    job: &Job<'_>,
+    stream: &mut oci_client::client::SizedStream,
+    got: u64,
+    size: u64,
+) -> Result<Option<Bytes>, ImageError> {
+    let unreachable = |message: String| ImageError::Unreachable {
+        reference: job.reference.into(),
+        message: format!("layer {}: {message}", job.desc.digest),
+    };
+    match tokio::time::timeout(job.timeout, stream.stream.next()).await {
+        Err(_) => Err(unreachable(format!(
+            "no byte from the registry for {} s after {got} of {size} bytes",
+            job.timeout.as_secs()
+        ))),
+        Ok(None) => Ok(None),
+        // the client's own digest check fails at the end of the bytes:
+        // ours (in download) says more
+        Ok(Some(Err(e))) if is_digest_error(&e) => Ok(None),
+        Ok(Some(Err(e))) => Err(unreachable(format!(
+            "the download failed after {got} of {size} bytes: {e}"
+        ))),
+        Ok(Some(Ok(b))) => Ok(Some(b)),
+    }
+}
+
+/// The error `oci-client`'s verifying stream ends a blob with when its
+/// bytes do not hash to the digest.
+fn is_digest_error(e: &io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.is::<oci_client::errors::DigestError>())
 }
 
 fn store_err(reference: &str, path: &Path, source: io::Error) -> ImageError {

@@ -235,19 +235,7 @@ impl Puller {
                 )));
             }
         }
-        let mut size = 0u64;
-        for l in &manifest.layers {
-            size = size.saturating_add(
-                u64::try_from(l.size)
-                    .map_err(|_| invalid(format!("layer {} has a negative size", l.digest)))?,
-            );
-        }
-        if size > self.cfg.max_image_size.0 {
-            return Err(invalid(format!(
-                "its layers add up to {size} bytes, over images.max_image_size ({} bytes)",
-                self.cfg.max_image_size.0
-            )));
-        }
+        let size = image_size(&manifest.layers, self.cfg.max_image_size.0).map_err(invalid)?;
         let config_bytes = small_blob(&client, &r, &manifest.config, reference, &host).await?;
         let config = parse_config(&config_bytes)
             .map_err(|e| invalid(format!("config {}: {e}", manifest.config.digest)))?;
@@ -265,7 +253,12 @@ impl Puller {
             .iter()
             .zip(&diff_ids)
             .map(|(d, id)| self.layer(&client, &r, d, id, &sem, reference, &host, progress));
-        futures_util::future::try_join_all(fetches).await?;
+        // every fetch runs to its end (none is dropped mid-unpack, which would
+        // leave its staging behind): a verified layer stays for the next
+        // try, and the first failure is the answer
+        for res in futures_util::future::join_all(fetches).await {
+            res?;
+        }
         let rec = ImageRecord {
             reference: reference.into(),
             digest,
@@ -389,6 +382,22 @@ impl Puller {
     pub fn store(&self) -> &Path {
         &self.store
     }
+}
+
+/// The layers' sizes added up, refused over `cap` (`images.max_image_size`).
+fn image_size(layers: &[OciDescriptor], cap: u64) -> Result<u64, String> {
+    let mut size = 0u64;
+    for l in layers {
+        let n =
+            u64::try_from(l.size).map_err(|_| format!("layer {} has a negative size", l.digest))?;
+        size = size.saturating_add(n);
+    }
+    if size > cap {
+        return Err(format!(
+            "its layers add up to {size} bytes, over images.max_image_size ({cap} bytes)"
+        ));
+    }
+    Ok(size)
 }
 
 /// A config blob (at most 16 MiB), checked against its digest and size.
