@@ -1,6 +1,7 @@
 //! dockerd (docker.io) on a simulated host, for the tests that compare
 //! with Docker or use it as a peer: its own data root, exec root and
 //! socket; dropping it removes what it made.
+#![allow(dead_code)] // each test binary uses a part of it
 
 use crate::common::{Bg, Host};
 use std::path::{Path, PathBuf};

@@ -2,6 +2,7 @@
 //! 2.8) on 127.0.0.1:5000 inside a test host, TLS from a CA the test makes,
 //! htpasswd (bcrypt) auth, its access log kept; images pushed into it with
 //! `skopeo copy`.
+#![allow(dead_code)] // each test binary uses a part of it
 
 use crate::common::{scaled, Bg, Host};
 use std::path::{Path, PathBuf};
