@@ -317,3 +317,56 @@ async fn an_agent_killed_mid_pull_cleans_its_staging_and_pulls_again() {
         vec!["app"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bearer_tokens_are_fetched_and_refreshed_during_a_pull() {
+    require_root!();
+    let dir = tempfile::tempdir().unwrap();
+    let base = repo().join("build/images/busybox");
+    let _ = images();
+    let img = dir.path().join("img");
+    write_layout(&img, &[tar(&[("app.txt", Some("app"))])], &base);
+    let host = Host::new();
+    let stub = Stub::start(&host, 5002, &[("tok/img", &img)]);
+    // each token is good for two requests: the manifest and the config
+    // use the first, each layer needs a fresh one
+    stub.require_tokens("ci", "right", 2);
+    std::fs::write(dir.path().join("right"), "right\n").unwrap();
+    std::fs::write(dir.path().join("wrong"), "wrong\n").unwrap();
+    let cfg = |pw: &str| {
+        format!(
+            "[[registry]]\nhost = \"{STUB}\"\ninsecure = true\nusername = \"ci\"\npassword_file = \"{}\"\n",
+            dir.path().join(pw).display()
+        )
+    };
+    let mut a = Agent::start_on(host, &cfg("wrong")).await;
+    let r = format!("{STUB}/tok/img:v1");
+    let e = a
+        .run(json!({"name": "x", "image": r, "command": ["cat", "/app.txt"]}))
+        .await
+        .unwrap_err();
+    assert_eq!(api_field(&e), (401, Some("image".into())), "{e}");
+    assert!(
+        !e.to_string().contains("wrong"),
+        "the password is not in {e}"
+    );
+    nothing_left(&a, "a wrong password");
+    // the right password, written into the same file: no restart needed
+    std::fs::write(dir.path().join("wrong"), "right\n").unwrap();
+    let c = a
+        .run(json!({"name": "x", "image": r, "command": ["cat", "/app.txt"]}))
+        .await
+        .unwrap();
+    assert!(c.image_digest.is_some());
+    assert!(
+        stub.tokens_issued() >= 2,
+        "a token refreshed mid-pull: {} issued",
+        stub.tokens_issued()
+    );
+    assert_eq!(a.wait("x").await.exit_code, Some(0));
+    assert!(
+        !a.log().contains("right"),
+        "no credential in the agent's log"
+    );
+    a.kill9();
+}

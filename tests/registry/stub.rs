@@ -37,6 +37,19 @@ pub struct Stub {
     layouts: Arc<HashMap<String, PathBuf>>,
     faults: Arc<Mutex<HashMap<String, Fault>>>,
     released: Arc<AtomicBool>,
+    port: u16,
+    tokens: Arc<Mutex<Option<Tokens>>>,
+}
+
+/// Bearer-token auth as a registry's token service does it: `GET /token`
+/// with the right basic credentials answers a token, good for `uses`
+/// requests; anything else without a good token is a 401 with the challenge.
+#[derive(Default)]
+pub struct Tokens {
+    pub basic: String,
+    pub uses: usize,
+    pub issued: usize,
+    left: HashMap<String, usize>,
 }
 
 impl Stub {
@@ -60,6 +73,8 @@ impl Stub {
             ),
             faults: Arc::default(),
             released: Arc::default(),
+            port,
+            tokens: Arc::default(),
         };
         let s = stub.clone();
         std::thread::spawn(move || {
@@ -79,6 +94,23 @@ impl Stub {
         self.faults.lock().unwrap().clear();
     }
 
+    /// From now on, tokens are needed: `user:password` gets one at
+    /// `/token`, good for `uses` requests.
+    pub fn require_tokens(&self, user: &str, password: &str, uses: usize) {
+        use base64::Engine;
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        *self.tokens.lock().unwrap() = Some(Tokens {
+            basic: format!("Basic {basic}"),
+            uses,
+            ..Default::default()
+        });
+    }
+
+    /// How many tokens were handed out.
+    pub fn tokens_issued(&self) -> usize {
+        self.tokens.lock().unwrap().as_ref().map_or(0, |t| t.issued)
+    }
+
     /// Stalled blobs go on.
     pub fn release(&self) {
         self.released.store(true, Ordering::SeqCst);
@@ -96,16 +128,72 @@ impl Stub {
                 parts.first().copied().unwrap_or(""),
                 parts.get(1).copied().unwrap_or(""),
             );
+            let mut authz = String::new();
             loop {
                 let mut h = String::new();
                 if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
                     break;
                 }
+                if let Some((k, v)) = h.split_once(':') {
+                    if k.eq_ignore_ascii_case("authorization") {
+                        authz = v.trim().to_string();
+                    }
+                }
+            }
+            if self.token_gate(&mut conn, path, &authz) {
+                continue;
             }
             if !self.answer(&mut conn, method, path) {
                 return;
             }
         }
+    }
+
+    /// With tokens required: answers `/token` and refuses a request without
+    /// a good token (true: answered); false: the request goes on.
+    fn token_gate(&self, conn: &mut TcpStream, path: &str, authz: &str) -> bool {
+        let mut guard = self.tokens.lock().unwrap();
+        let Some(t) = guard.as_mut() else {
+            return false;
+        };
+        let answer = |c: &mut TcpStream, status: &str, extra: &str, body: &str| {
+            let _ = write!(
+                c,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            true
+        };
+        if path.starts_with("/token") {
+            if authz != t.basic {
+                let body = r#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#;
+                return answer(conn, "401 Unauthorized", "", body);
+            }
+            t.issued += 1;
+            let tok = format!("tok-{}", t.issued);
+            t.left.insert(tok.clone(), t.uses);
+            return answer(
+                conn,
+                "200 OK",
+                "",
+                &format!(r#"{{"token":"{tok}","expires_in":300}}"#),
+            );
+        }
+        if let Some(left) = authz
+            .strip_prefix("Bearer ")
+            .and_then(|k| t.left.get_mut(k))
+        {
+            if *left > 0 {
+                *left -= 1;
+                return false;
+            }
+        }
+        let challenge = format!(
+            "WWW-Authenticate: Bearer realm=\"http://127.0.0.1:{}/token\",service=\"stub\"\r\n",
+            self.port
+        );
+        let body = r#"{"errors":[{"code":"UNAUTHORIZED","message":"token needed"}]}"#;
+        answer(conn, "401 Unauthorized", &challenge, body)
     }
 
     /// Answers one request; false when the connection must end.

@@ -97,6 +97,18 @@ pub(super) fn auth(reg: &RegistryConfig, reference: &str) -> Result<RegistryAuth
     })
 }
 
+/// A digest of the credentials (never the credentials themselves), to
+/// tell when they changed.
+pub(super) fn fingerprint(auth: &RegistryAuth) -> String {
+    use sha2::{Digest as _, Sha256};
+    let text = match auth {
+        RegistryAuth::Anonymous => String::new(),
+        RegistryAuth::Basic(u, p) => format!("basic\0{u}\0{p}"),
+        RegistryAuth::Bearer(t) => format!("bearer\0{t}"),
+    };
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
 /// A registry's error as the API shows it: refused credentials (401),
 /// an unknown repository, tag or blob (404), a registry out of reach
 /// (502), anything else invalid. Credentials never appear in it.

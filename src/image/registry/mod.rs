@@ -7,17 +7,18 @@
 //! recorded only once all its layers are in the store.
 
 mod client;
+mod ctx;
 mod layer;
+
+use ctx::Ctx;
 
 use super::oci::parse_config;
 use super::records::{layer_dir, Defaults, ImageRecord, Records};
 use super::{oci, Image, ImageError};
 use crate::config::{ImagesConfig, RegistryConfig};
-use futures_util::StreamExt;
 use oci_client::manifest::OciDescriptor;
 use oci_client::Reference;
 use serde::Serialize;
-use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -220,8 +221,8 @@ impl Puller {
             .map_err(|e| invalid(format!("not a registry reference: {e}")))?;
         let reg = self.registry(&r, reference)?;
         let host = reg.host.clone();
-        let client = self.client(&reg, reference)?;
         let auth = client::auth(&reg, reference)?;
+        let client = self.client(&reg, &auth, reference)?;
         let oci_err = |e| client::error(reference, &host, e);
         let (manifest, manifest_digest, list) = client
             .pull_image_manifest_and_list_digest(&r, &auth)
@@ -236,7 +237,14 @@ impl Puller {
             }
         }
         let size = image_size(&manifest.layers, self.cfg.max_image_size.0).map_err(invalid)?;
-        let config_bytes = small_blob(&client, &r, &manifest.config, reference, &host).await?;
+        let cx = Ctx {
+            client: &client,
+            r: &r,
+            auth: &auth,
+            reference,
+            host: &host,
+        };
+        let config_bytes = cx.config(&manifest.config).await?;
         let config = parse_config(&config_bytes)
             .map_err(|e| invalid(format!("config {}: {e}", manifest.config.digest)))?;
         let diff_ids = config.rootfs().diff_ids().clone();
@@ -252,7 +260,7 @@ impl Puller {
             .layers
             .iter()
             .zip(&diff_ids)
-            .map(|(d, id)| self.layer(&client, &r, d, id, &sem, reference, &host, progress));
+            .map(|(d, id)| self.layer(&cx, d, id, &sem, progress));
         // every fetch runs to its end (none is dropped mid-unpack, which would
         // leave its staging behind): a verified layer stays for the next
         // try, and the first failure is the answer
@@ -294,34 +302,37 @@ impl Puller {
         }
     }
 
+    /// The registry's client, made again when its credentials changed (the
+    /// client keeps the first credentials it is given, and its tokens).
     fn client(
         &self,
         reg: &RegistryConfig,
+        auth: &oci_client::secrets::RegistryAuth,
         reference: &str,
     ) -> Result<Arc<oci_client::Client>, ImageError> {
+        let key = format!("{}#{}", reg.host, client::fingerprint(auth));
         let mut clients = self.clients.lock().unwrap();
-        if let Some(c) = clients.get(&reg.host) {
+        if let Some(c) = clients.get(&key) {
             return Ok(c.clone());
         }
         let c = Arc::new(client::client(reg, &self.cfg, reference)?);
-        clients.insert(reg.host.clone(), c.clone());
+        let host = format!("{}#", reg.host);
+        clients.retain(|k, _| !k.starts_with(&host));
+        clients.insert(key, c.clone());
         Ok(c)
     }
 
     /// The layer `d` in the store: already there, or fetched now (once on
     /// this host however many pulls want it at the same time).
-    #[allow(clippy::too_many_arguments)]
     async fn layer(
         &self,
-        client: &oci_client::Client,
-        r: &Reference,
+        cx: &Ctx<'_>,
         d: &OciDescriptor,
         diff_id: &str,
         sem: &tokio::sync::Semaphore,
-        reference: &str,
-        host: &str,
         progress: &ProgressTx,
     ) -> Result<(), ImageError> {
+        let reference = cx.reference;
         let hex = sha256_hex(&d.digest).ok_or_else(|| ImageError::Invalid {
             reference: reference.into(),
             message: format!(
@@ -355,10 +366,7 @@ impl Puller {
                 return Ok(());
             }
             let _permit = sem.acquire().await.expect("never closed");
-            let stream = client
-                .pull_blob_stream(r, d)
-                .await
-                .map_err(|e| client::error(reference, host, e))?;
+            let stream = cx.blob(d).await?;
             let job = layer::Job {
                 reference,
                 desc: d,
@@ -398,58 +406,6 @@ fn image_size(layers: &[OciDescriptor], cap: u64) -> Result<u64, String> {
         ));
     }
     Ok(size)
-}
-
-/// A config blob (at most 16 MiB), checked against its digest and size.
-async fn small_blob(
-    client: &oci_client::Client,
-    r: &Reference,
-    d: &OciDescriptor,
-    reference: &str,
-    host: &str,
-) -> Result<Vec<u8>, ImageError> {
-    const MAX: i64 = 16 << 20;
-    let invalid = |message: String| ImageError::Invalid {
-        reference: reference.into(),
-        message: format!("config {}: {message}", d.digest),
-    };
-    if !(0..=MAX).contains(&d.size) {
-        return Err(invalid(format!("size {} is not 0 to {MAX}", d.size)));
-    }
-    let hex = sha256_hex(&d.digest)
-        .ok_or_else(|| invalid("unsupported or malformed digest (sha256 only)".into()))?;
-    let mut s = client
-        .pull_blob_stream(r, d)
-        .await
-        .map_err(|e| client::error(reference, host, e))?;
-    let mut data = Vec::with_capacity(d.size as usize);
-    while let Some(chunk) = s.stream.next().await {
-        match chunk {
-            Ok(b) => {
-                data.extend_from_slice(&b);
-                if data.len() as i64 > d.size {
-                    return Err(invalid(format!(
-                        "the registry sent more than the descriptor's {} bytes",
-                        d.size
-                    )));
-                }
-            }
-            Err(_) if data.len() as i64 == d.size => break,
-            Err(e) => {
-                return Err(ImageError::Unreachable {
-                    reference: reference.into(),
-                    message: format!("config {}: {e}", d.digest),
-                })
-            }
-        }
-    }
-    if data.len() as i64 != d.size || hex::encode(Sha256::digest(&data)) != hex {
-        return Err(invalid(format!(
-            "the registry sent {} bytes that do not match the descriptor",
-            data.len()
-        )));
-    }
-    Ok(data)
 }
 
 /// The hex of a `sha256:` digest, when it is one.
