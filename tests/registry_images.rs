@@ -82,6 +82,9 @@ async fn pulled_images_are_listed_removed_when_unused_and_pruned() {
             .any(|p| p["layer"] == base.as_str() && p["cached"] == true),
         "the shared base is not downloaded again: {progress:?}"
     );
+    let h = a.client.host().await.unwrap();
+    assert_eq!((h.images.count, h.images.layers), (2, 3), "{h:?}");
+    assert!(h.images.disk_bytes > 0);
     let listed: Vec<ImageInfo> = a.client.send(&Request::Images).await.unwrap();
     assert_eq!(
         listed
@@ -146,6 +149,8 @@ async fn pulled_images_are_listed_removed_when_unused_and_pruned() {
     let p: hydra_agent::api::PruneReport = a.client.send(&Request::PruneImages).await.unwrap();
     assert_eq!(p.layers_removed, 2);
     assert!(layer_dirs(&a).is_empty(), "{:?}", layer_dirs(&a));
+    let h = a.client.host().await.unwrap();
+    assert_eq!((h.images.count, h.images.layers), (0, 0), "{h:?}");
     // the events: two pulls and two removals, with the image and digest
     eventually(10, "the image events in the journal", async || {
         let ev: Vec<String> = std::fs::read_dir(a.state().join("events"))

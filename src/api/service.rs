@@ -209,6 +209,14 @@ async fn host(sup: Arc<Supervisor>) -> Result<HostInfo, ApiError> {
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         memory_bytes: <procfs::Meminfo as procfs::Current>::current().map_or(0, |m| m.mem_total),
         containers: sup.counts().into(),
+        images: {
+            let u = sup.image_usage();
+            super::wire::ImageUsage {
+                count: u.0,
+                layers: u.1,
+                disk_bytes: u.2,
+            }
+        },
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))

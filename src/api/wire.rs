@@ -100,6 +100,18 @@ pub struct HostInfo {
     pub cpus: usize,
     pub memory_bytes: u64,
     pub containers: ContainerCounts,
+    pub images: ImageUsage,
+}
+
+/// The images on the host and the disk their layers take.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ImageUsage {
+    /// Pulled images (records).
+    pub count: usize,
+    /// Unpacked layers in the layer store (pulled and OCI-layout images).
+    pub layers: usize,
+    /// Bytes the layer store takes on disk.
+    pub disk_bytes: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

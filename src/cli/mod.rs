@@ -260,6 +260,15 @@ async fn host(c: &Client, json: bool) -> Result<(), ClientError> {
         vec!["cpus".into(), h.cpus.to_string()],
         vec!["memory".into(), fmt_bytes(Some(h.memory_bytes))],
         vec![
+            "images".into(),
+            format!(
+                "{} ({} layers, {} on disk)",
+                h.images.count,
+                h.images.layers,
+                fmt_bytes(Some(h.images.disk_bytes))
+            ),
+        ],
+        vec![
             "containers".into(),
             format!(
                 "{} ({} running, {} exited, {} created)",

@@ -77,6 +77,19 @@ impl Supervisor {
         Ok(rx)
     }
 
+    /// (images, layers in the store, bytes the store takes on disk); blocking.
+    pub fn image_usage(&self) -> (usize, usize, u64) {
+        let store = self.images.store().join("sha256");
+        let layers = std::fs::read_dir(&store)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .count();
+        let bytes = crate::image::records::disk_usage(&store, &mut HashSet::new());
+        (self.images.records.all().len(), layers, bytes)
+    }
+
     /// Every pulled image, by reference.
     pub fn images(&self) -> Vec<ImageView> {
         self.images
