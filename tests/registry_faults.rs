@@ -59,6 +59,27 @@ fn escaping_layer() -> Vec<u8> {
     b.into_inner().unwrap()
 }
 
+/// A layer that plants a symlink to `target` and then writes through it.
+fn through_symlink_layer(target: &Path) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    h.set_mode(0o777);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    b.append_link(&mut h, "lnk", target).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_size(1);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    b.append_data(&mut h, "lnk/pwned", &b"x"[..]).unwrap();
+    b.into_inner().unwrap()
+}
+
 /// A layer of `n` bytes that do not compress.
 fn incompressible(n: usize) -> Vec<u8> {
     let mut data = vec![0u8; n];
@@ -100,11 +121,23 @@ async fn setup() -> Setup {
     write_layout(&img, &[tar(&[("app.txt", Some("app"))])], &base);
     write_layout(&big, &[incompressible(9 << 20)], &base);
     write_layout(&evil, &[escaping_layer()], &base);
+    let canary = dir.path().join("canary");
+    std::fs::create_dir_all(&canary).unwrap();
+    write_layout(
+        &dir.path().join("sym"),
+        &[through_symlink_layer(&canary)],
+        &base,
+    );
     let host = Host::new();
     let stub = Stub::start(
         &host,
         5002,
-        &[("lie/img", &img), ("lie/big", &big), ("lie/evil", &evil)],
+        &[
+            ("lie/img", &img),
+            ("lie/big", &big),
+            ("lie/evil", &evil),
+            ("lie/sym", &dir.path().join("sym")),
+        ],
     );
     let cfg = format!("[[registry]]\nhost = \"{STUB}\"\ninsecure = true\n[images]\ntimeout_s = 3\nmax_image_size = \"8Mi\"\n");
     let a = Agent::start_on(host, &cfg).await;
@@ -222,6 +255,13 @@ async fn a_lying_or_failing_registry_is_refused_and_leaves_nothing() {
             format!("{STUB}/lie/evil:v1"),
             422,
             "escaping the root",
+        ),
+        (
+            "a write through a planted symlink",
+            None,
+            format!("{STUB}/lie/sym:v1"),
+            422,
+            "lnk/pwned",
         ),
     ];
     for (what, fault, r, status, says) in cases {
