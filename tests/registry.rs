@@ -150,3 +150,97 @@ async fn refusals_name_the_image_and_leave_nothing() {
         "a credential in the log"
     );
 }
+
+/// Writes `data` as a blob of the layout `dir`; its descriptor's digest and size.
+fn put_blob(dir: &std::path::Path, data: &[u8]) -> (String, usize) {
+    let hex = sha(data);
+    std::fs::write(dir.join("blobs/sha256").join(&hex), data).unwrap();
+    (format!("sha256:{hex}"), data.len())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_multi_platform_index_resolves_to_this_hosts_platform() {
+    require_root!();
+    let dir = tempfile::tempdir().unwrap();
+    let host = Host::new();
+    let reg = Registry::start(&host, dir.path());
+    // the demo app (linux/amd64) and an arm64 image, under one index
+    let _ = images();
+    let lay = dir.path().join("multi");
+    host.sh(&format!(
+        "cp -a {} {}",
+        repo().join("build/images/demo").display(),
+        lay.display()
+    ));
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(lay.join("index.json")).unwrap()).unwrap();
+    let amd64 = index["manifests"][0].clone();
+    let layer = tar(&[("arm.txt", Some("arm"))]);
+    let (ldig, lsize) = put_blob(&lay, &layer);
+    let config = json!({"architecture": "arm64", "os": "linux", "config": {"Cmd": ["/arm"]},
+        "rootfs": {"type": "layers", "diff_ids": [ldig.clone()]}});
+    let (cdig, csize) = put_blob(&lay, &serde_json::to_vec(&config).unwrap());
+    let arm = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cdig, "size": csize},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ldig, "size": lsize}]});
+    let (adig, asize) = put_blob(&lay, &serde_json::to_vec(&arm).unwrap());
+    let nested = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": adig, "size": asize,
+         "platform": {"architecture": "arm64", "os": "linux"}},
+        {"mediaType": amd64["mediaType"], "digest": amd64["digest"], "size": amd64["size"],
+         "platform": {"architecture": "amd64", "os": "linux"}}]});
+    let (ndig, isize) = put_blob(&lay, &serde_json::to_vec(&nested).unwrap());
+    let top = json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json",
+        "digest": ndig, "size": isize, "annotations": {"org.opencontainers.image.ref.name": "multi"}}]});
+    std::fs::write(lay.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    reg.push(
+        &host,
+        &format!("{}:multi", lay.display()),
+        "shop/multi:v1",
+        "--all",
+    );
+    // what the registry holds under the tag (skopeo writes the index anew)
+    let raw = host.sh(&format!(
+        "skopeo inspect --raw --creds {}:{} --cert-dir {}/certs docker://{ADDR}/shop/multi:v1",
+        peer::USER,
+        peer::PASSWORD,
+        reg.dir.display()
+    ));
+    assert!(
+        raw.contains("image.index") && raw.contains("arm64"),
+        "{raw}"
+    );
+    let idig = format!("sha256:{}", sha(raw.trim_end().as_bytes()));
+    let a = Agent::start_on(
+        host,
+        &format!("{}[network]\nenabled = false\n", reg.config("password")),
+    )
+    .await;
+    let c = a
+        .run(json!({"name": "m", "image": format!("{ADDR}/shop/multi:v1"), "command": ["/bin/demo-app", "--version"]}))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.image_digest.as_deref(),
+        Some(idig.as_str()),
+        "the index's digest is what the tag resolved to"
+    );
+    let listed: Vec<hydra_agent::api::ImageInfo> = a
+        .client
+        .send(&hydra_agent::api::Request::Images)
+        .await
+        .unwrap();
+    let pushed: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    let want = pushed["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["platform"]["architecture"] == "amd64")
+        .map(|m| m["digest"].as_str().unwrap().to_string())
+        .unwrap();
+    assert_eq!(
+        listed[0].manifest_digest, want,
+        "the amd64 manifest was taken"
+    );
+    assert!(!listed[0].layers.contains(&ldig), "no arm64 layer");
+}
