@@ -313,6 +313,11 @@ async fn a_workdir_through_proc_self_fd_is_refused() {
 async fn the_agent_binary_and_socket_are_out_of_reach() {
     require_root!();
     let a = Agent::start("").await;
+    // the state dir (image layers, tenants' writable layers: setuid files
+    // among them) is root's alone
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(a.state()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "state dir mode {mode:o}");
     let agent_bin = Path::new(env!("CARGO_BIN_EXE_hydra-agent"));
     let before = sha(&std::fs::read(agent_bin).unwrap());
     let sock = a.socket();

@@ -36,6 +36,9 @@ pub struct ImagesConfig {
     /// An image whose layers (compressed, as the manifest lists them) add
     /// up to more is refused before anything is downloaded.
     pub max_image_size: Size,
+    /// Bytes one layer may unpack to (its tar stream); a layer that
+    /// expands past it (a decompression bomb) is refused.
+    pub max_layer_unpacked: Size,
     /// Seconds without a byte from the registry before a pull fails.
     pub timeout_s: u64,
 }
@@ -46,6 +49,7 @@ impl Default for ImagesConfig {
             allow_unlisted: false,
             max_parallel_layers: 3,
             max_image_size: Size(8 << 30),
+            max_layer_unpacked: Size(16 << 30),
             timeout_s: 30,
         }
     }

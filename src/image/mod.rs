@@ -5,6 +5,7 @@
 mod oci;
 pub mod records;
 pub mod registry;
+mod targuard;
 mod unpack;
 
 pub use records::ImageRecord;

@@ -206,7 +206,8 @@ fn unpack_layer(
             blob: blob.clone(),
             source,
         })
-        .and_then(|f| unpack::extract(BufReader::new(f), &blob, &tmp))
+        // a layout on the host is the operator's: no cap on what it unpacks to
+        .and_then(|f| unpack::extract(BufReader::new(f), &blob, &tmp, u64::MAX))
         .and_then(|uncompressed| {
             if format!("sha256:{uncompressed}") != diff_id {
                 Err(OciError::DiffId {

@@ -178,6 +178,36 @@ impl Records {
         }
     }
 
+    /// Every record, by reference; an error if one cannot be listed, read or
+    /// parsed (what a prune needs: no layer taken for unused by mistake).
+    pub fn all_strict(&self) -> std::io::Result<Vec<ImageRecord>> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut v = Vec::new();
+        for e in entries {
+            let p = e?.path();
+            let name = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            if name.starts_with('.') || !name.ends_with(".json") {
+                continue;
+            }
+            let data = std::fs::read(&p)?;
+            v.push(serde_json::from_slice(&data).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{}: {e}", p.display()),
+                )
+            })?);
+        }
+        Ok(v)
+    }
+
     /// Every readable record, by reference.
     pub fn all(&self) -> Vec<ImageRecord> {
         let mut v: Vec<ImageRecord> = std::fs::read_dir(&self.dir)

@@ -25,13 +25,19 @@ impl<R: Read> Read for HashingReader<R> {
 /// Extracts the layer stream `r` (gzip, zstd or plain tar; `blob` names it
 /// in errors) into `dest`, turning OCI whiteouts into overlayfs ones;
 /// returns the sha256 of the uncompressed tar.
-pub(super) fn extract(r: impl BufRead, blob: &Path, dest: &Path) -> Result<String, OciError> {
+/// `max`: bytes the uncompressed stream may have (beyond: refused).
+pub(super) fn extract(
+    r: impl BufRead,
+    blob: &Path,
+    dest: &Path,
+    max: u64,
+) -> Result<String, OciError> {
     let corrupt = |source| OciError::Corrupt {
         blob: blob.to_path_buf(),
         source,
     };
     let mut hr = HashingReader {
-        inner: decompress(r).map_err(corrupt)?,
+        inner: super::targuard::TarGuard::new(decompress(r).map_err(corrupt)?, max),
         hash: Sha256::new(),
     };
     {
@@ -59,9 +65,15 @@ pub(super) fn extract(r: impl BufRead, blob: &Path, dest: &Path) -> Result<Strin
 fn decompress<'a>(mut r: impl BufRead + 'a) -> io::Result<Box<dyn Read + 'a>> {
     let head = r.fill_buf()?;
     Ok(if head.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::bufread::GzDecoder::new(r))
+        // several members (eStargz) are one stream
+        Box::new(flate2::bufread::MultiGzDecoder::new(r))
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Box::new(zstd::stream::read::Decoder::with_buffer(r)?)
+        let mut z = zstd::stream::read::Decoder::with_buffer(r)?;
+        // a frame may ask for a window of up to 2 GiB; 32 MiB covers every
+        // level the usual tools write (19 uses 8 MiB), so one layer cannot
+        // take the agent's memory
+        z.window_log_max(25)?;
+        Box::new(z)
     } else {
         Box::new(r)
     })

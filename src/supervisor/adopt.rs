@@ -24,6 +24,7 @@ impl Supervisor {
         metrics: AgentMetrics,
     ) -> Result<(Arc<Supervisor>, usize)> {
         let store = Store::new(&paths)?;
+        private(&paths.state)?;
         for d in [paths.layers(), paths.events()] {
             std::fs::create_dir_all(&d).map_err(|source| Error::Prepare { path: d, source })?;
         }
@@ -303,4 +304,17 @@ fn puller(cfg: &Config, paths: &Paths) -> Arc<crate::image::Puller> {
         paths.layers(),
         paths.images(),
     ))
+}
+
+/// The state dir is root's alone (0700): image layers and containers'
+/// writable layers hold whatever tenants put there (setuid-root files
+/// among them), which no other user of the host may reach and run.
+fn private(state: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o700)).map_err(|source| {
+        Error::Prepare {
+            path: state.to_path_buf(),
+            source,
+        }
+    })
 }

@@ -27,17 +27,12 @@ impl Supervisor {
     /// when not here yet), then the container.
     async fn create_reserved(self: &Arc<Self>, spec: ContainerSpec) -> Result<ContainerView> {
         let name = spec.name.clone();
-        // no prune between resolving the image and recording its layers
-        let _gc = self.images.hold().await;
-        let pulled = match crate::image::parse_reference(&spec.image) {
-            Ok(crate::image::Reference::Registry(r)) => match self.images.get_or_pull(&r).await {
-                Ok(img) => Some(img),
-                Err(e) => {
-                    self.registry.settle(&name, None);
-                    return Err(e.into());
-                }
-            },
-            _ => None,
+        let (pulled, _gc) = match self.image_held(&spec.image).await {
+            Ok(x) => x,
+            Err(e) => {
+                self.registry.settle(&name, None);
+                return Err(e.into());
+            }
         };
         let me = self.clone();
         let entry = blocking("create", move || {
@@ -54,6 +49,31 @@ impl Supervisor {
         .await?;
         self.watch(entry.clone());
         Ok(self.view(&entry))
+    }
+
+    /// A registry image, pulled when not here (no lock held while it
+    /// downloads), and the hold that keeps prunes off from now until the
+    /// container's record names the layers (re-pulled if a prune took them
+    /// in between); other images are resolved by the create, under the hold.
+    async fn image_held(
+        &self,
+        image: &str,
+    ) -> std::result::Result<
+        (
+            Option<crate::image::Image>,
+            tokio::sync::OwnedRwLockReadGuard<()>,
+        ),
+        crate::image::ImageError,
+    > {
+        let crate::image::Reference::Registry(r) = crate::image::parse_reference(image)? else {
+            return Ok((None, self.images.hold().await));
+        };
+        let img = self.images.get_or_pull(&r).await?;
+        let gc = self.images.hold().await;
+        if img.layers.iter().all(|l| l.is_dir()) {
+            return Ok((Some(img), gc));
+        }
+        Ok((Some(self.images.get_or_pull(&r).await?), gc))
     }
 
     /// Starts a created or exited container again.

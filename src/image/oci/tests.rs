@@ -13,7 +13,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 /// The layer file `blob` unpacked into `dest` (what a create does).
 fn extract(blob: &Path, dest: &Path) -> Result<String, OciError> {
     let f = File::open(blob).unwrap();
-    unpack::extract(BufReader::new(f), blob, dest)
+    unpack::extract(BufReader::new(f), blob, dest, u64::MAX)
 }
 
 /// One tar entry as generated: names and link targets may hold `@ROOT`,

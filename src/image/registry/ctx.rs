@@ -26,6 +26,12 @@ impl Ctx<'_> {
     /// pull) gets a new token from the registry's realm and one more try.
     pub(super) async fn blob(&self, d: &OciDescriptor) -> Result<SizedStream, ImageError> {
         let err = |e| client::error(self.reference, self.host, e);
+        // never the descriptor's `urls`: the client would fetch them from
+        // any host (plain HTTP too), around the registry allowlist
+        let d = &OciDescriptor {
+            urls: None,
+            ..d.clone()
+        };
         match self.client.pull_blob_stream(self.r, d).await {
             Err(OciDistributionError::UnauthorizedError { .. }) => {
                 self.client

@@ -54,6 +54,8 @@ pub(super) struct Job<'a> {
     pub diff_id: &'a str,
     pub store: &'a Path,
     pub timeout: Duration,
+    /// Bytes the layer may unpack to (`images.max_layer_unpacked`).
+    pub max_unpacked: u64,
     pub progress: &'a super::ProgressTx,
 }
 
@@ -85,7 +87,7 @@ pub(super) async fn fetch(
     ));
     std::fs::create_dir(&tmp).map_err(|source| store_err(job.reference, &tmp, source))?;
     let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL);
-    let (t2, l2) = (tmp.clone(), label.clone());
+    let (t2, l2, max) = (tmp.clone(), label.clone(), job.max_unpacked);
     let unpacker = tokio::task::spawn_blocking(move || {
         let r = BufReader::with_capacity(
             64 << 10,
@@ -94,13 +96,13 @@ pub(super) async fn fetch(
                 cur: Bytes::new(),
             },
         );
-        unpack::extract(r, &l2, &t2)
+        unpack::extract(r, &l2, &t2, max)
     });
     let downloaded = download(&job, &mut stream, tx, size).await;
     let unpacked = unpacker
         .await
         .map_err(|e| invalid(format!("the unpack of {} panicked: {e}", job.desc.digest)));
-    let res = downloaded.and_then(|()| {
+    let verified = downloaded.and_then(|()| {
         let uncompressed = unpacked?.map_err(|e| e.image(job.reference))?;
         if format!("sha256:{uncompressed}") != job.diff_id {
             return Err(OciError::DiffId {
@@ -110,17 +112,40 @@ pub(super) async fn fetch(
             }
             .image(job.reference));
         }
-        let dest = dir.join(job.hex);
-        match std::fs::rename(&tmp, &dest) {
-            Ok(()) => Ok(()),
-            Err(_) if dest.is_dir() => Ok(()),
-            Err(e) => Err(store_err(job.reference, &dest, e)),
-        }
+        Ok(())
     });
-    if tmp.exists() {
-        let _ = std::fs::remove_dir_all(&tmp);
+    let (dest, ok) = (dir.join(job.hex), verified.is_ok());
+    let (d2, t2) = (dest.clone(), tmp.clone());
+    let placed = tokio::task::spawn_blocking(move || place(&t2, &d2, ok))
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
+    verified?;
+    placed.map_err(|e| store_err(job.reference, &dest, e))
+}
+
+/// A verified layer (`ok`) made durable and renamed into place; else its
+/// staging deleted (either can be long: off the reactor).
+fn place(tmp: &Path, dest: &Path, ok: bool) -> io::Result<()> {
+    if ok {
+        // its files on disk before the name that makes it trusted
+        rustix::fs::syncfs(std::fs::File::open(tmp)?)?;
+        match std::fs::rename(tmp, dest) {
+            Ok(()) => {}
+            // another pull placed it first
+            Err(_) if dest.is_dir() => {}
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(tmp);
+                return Err(e);
+            }
+        }
+        if let Some(dir) = dest.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
     }
-    res
+    if tmp.exists() {
+        let _ = std::fs::remove_dir_all(tmp);
+    }
+    Ok(())
 }
 
 /// Sends the blob's bytes down the channel, counting and hashing them;
@@ -160,8 +185,7 @@ async fn download(
             super::report(
                 job.progress,
                 Progress::layer(&job.desc.digest, got, size, false),
-            )
-            .await;
+            );
         }
     }
     drop(tx);
@@ -179,8 +203,7 @@ async fn download(
     super::report(
         job.progress,
         Progress::layer(&job.desc.digest, got, size, true),
-    )
-    .await;
+    );
     Ok(())
 }
 

@@ -52,9 +52,12 @@ impl Progress {
 /// Where a pull reports its progress, if anyone listens.
 pub type ProgressTx = Option<mpsc::Sender<Progress>>;
 
-async fn report(tx: &ProgressTx, p: Progress) {
+/// Sends a progress line if there is room: a pull never waits for a
+/// client that reads slowly (it holds a layer's lock, which other pulls
+/// and creates wait for); a line that does not fit is dropped.
+fn report(tx: &ProgressTx, p: Progress) {
     if let Some(tx) = tx {
-        let _ = tx.send(p).await;
+        let _ = tx.try_send(p);
     }
 }
 
@@ -74,6 +77,32 @@ pub struct Puller {
     /// record names the layers; a prune holds it alone, so it never
     /// deletes a layer a create is about to use.
     gc: Arc<tokio::sync::RwLock<()>>,
+    /// Layers a pull is making or about to record (by directory): a prune
+    /// keeps them without waiting for the pull.
+    pins: Mutex<HashMap<PathBuf, usize>>,
+    /// Layers downloaded at once on this host (`images.max_parallel_layers`),
+    /// whatever the number of pulls: what bounds a pull's memory.
+    at_once: tokio::sync::Semaphore,
+}
+
+/// Layers pinned by a pull until it ends.
+struct Pinned<'a> {
+    puller: &'a Puller,
+    dirs: Vec<PathBuf>,
+}
+
+impl Drop for Pinned<'_> {
+    fn drop(&mut self) {
+        let mut pins = self.puller.pins.lock().unwrap();
+        for d in &self.dirs {
+            if let Some(n) = pins.get_mut(d) {
+                *n -= 1;
+                if *n == 0 {
+                    pins.remove(d);
+                }
+            }
+        }
+    }
 }
 
 impl Puller {
@@ -85,13 +114,23 @@ impl Puller {
     ) -> Puller {
         Puller {
             registries,
-            cfg,
             store,
             records: Records::new(records),
             clients: Mutex::default(),
             inflight: Mutex::default(),
             gc: Arc::default(),
+            pins: Mutex::default(),
+            at_once: tokio::sync::Semaphore::new(cfg.max_parallel_layers),
+            cfg,
         }
+    }
+
+    fn pin(&self, dirs: Vec<PathBuf>) -> Pinned<'_> {
+        let mut pins = self.pins.lock().unwrap();
+        for d in &dirs {
+            *pins.entry(d.clone()).or_default() += 1;
+        }
+        Pinned { puller: self, dirs }
     }
 
     /// Keeps the layer store's layers from a prune while it is held.
@@ -108,7 +147,10 @@ impl Puller {
     ) -> std::io::Result<(usize, u64)> {
         let _alone = self.gc.write().await;
         let mut keep = in_use();
-        for r in self.records.all() {
+        keep.extend(self.pins.lock().unwrap().keys().cloned());
+        // a record that cannot be read stops the prune: its layers may be
+        // all that is left of an image the registry no longer has
+        for r in self.records.all_strict()? {
             keep.extend(r.layer_dirs(&self.store));
         }
         let store = self.store.clone();
@@ -229,13 +271,7 @@ impl Puller {
             .await
             .map_err(oci_err)?;
         let digest = list.unwrap_or_else(|| manifest_digest.clone());
-        if let Some(want) = r.digest() {
-            if want != digest && want != manifest_digest {
-                return Err(invalid(format!(
-                    "the registry's manifest has digest {digest}, the reference asks for {want}"
-                )));
-            }
-        }
+        check_digest(&r, &digest, &manifest_digest).map_err(invalid)?;
         let size = image_size(&manifest.layers, self.cfg.max_image_size.0).map_err(invalid)?;
         let cx = Ctx {
             client: &client,
@@ -255,12 +291,16 @@ impl Puller {
                 diff_ids.len()
             )));
         }
-        let sem = tokio::sync::Semaphore::new(self.cfg.max_parallel_layers);
+        let dirs = manifest
+            .layers
+            .iter()
+            .map(|l| layer_dir(&self.store, &l.digest));
+        let _pinned = self.pin(dirs.collect());
         let fetches = manifest
             .layers
             .iter()
             .zip(&diff_ids)
-            .map(|(d, id)| self.layer(&cx, d, id, &sem, progress));
+            .map(|(d, id)| self.layer(&cx, d, id, progress));
         // every fetch runs to its end (none is dropped mid-unpack, which would
         // leave its staging behind): a verified layer stays for the next
         // try, and the first failure is the answer
@@ -280,7 +320,7 @@ impl Puller {
         };
         self.records.save(&rec).map_err(|e| ImageError::Store {
             reference: reference.into(),
-            path: e.path.clone(),
+            path: e.path,
             source: e.source,
         })?;
         Ok(rec)
@@ -329,7 +369,6 @@ impl Puller {
         cx: &Ctx<'_>,
         d: &OciDescriptor,
         diff_id: &str,
-        sem: &tokio::sync::Semaphore,
         progress: &ProgressTx,
     ) -> Result<(), ImageError> {
         let reference = cx.reference;
@@ -349,7 +388,7 @@ impl Puller {
             cached: true,
         };
         if layer_dir(&self.store, &d.digest).is_dir() {
-            report(progress, cached).await;
+            report(progress, cached);
             return Ok(());
         }
         let lock = self
@@ -362,10 +401,10 @@ impl Puller {
         let res = async {
             let _one = lock.lock().await;
             if layer_dir(&self.store, &d.digest).is_dir() {
-                report(progress, cached).await;
+                report(progress, cached);
                 return Ok(());
             }
-            let _permit = sem.acquire().await.expect("never closed");
+            let _permit = self.at_once.acquire().await.expect("never closed");
             let stream = cx.blob(d).await?;
             let job = layer::Job {
                 reference,
@@ -374,6 +413,7 @@ impl Puller {
                 diff_id,
                 store: &self.store,
                 timeout: Duration::from_secs(self.cfg.timeout_s),
+                max_unpacked: self.cfg.max_layer_unpacked.0,
                 progress,
             };
             layer::fetch(job, stream).await
@@ -389,6 +429,17 @@ impl Puller {
     /// The layer store.
     pub fn store(&self) -> &Path {
         &self.store
+    }
+}
+
+/// What the registry answered must be what a reference by digest names
+/// (the index's digest, or the platform manifest's).
+fn check_digest(r: &Reference, digest: &str, manifest_digest: &str) -> Result<(), String> {
+    match r.digest() {
+        Some(want) if want != digest && want != manifest_digest => Err(format!(
+            "the registry's manifest has digest {digest}, the reference asks for {want}"
+        )),
+        _ => Ok(()),
     }
 }
 
