@@ -30,6 +30,17 @@ fn push_two(host: &Host, reg: &Registry, dir: &std::path::Path) {
     }
 }
 
+/// A registry holding `shop/one:v1` and `shop/two:v1`, and an agent
+/// configured for it (the directory holds the registry's files).
+async fn two_images() -> (Agent, Registry, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let host = Host::new();
+    let reg = Registry::start(&host, dir.path());
+    push_two(&host, &reg, dir.path());
+    let a = Agent::start_on(host, &reg.config("password")).await;
+    (a, reg, dir)
+}
+
 fn layer_dirs(a: &Agent) -> BTreeSet<String> {
     std::fs::read_dir(a.state().join("layers/sha256"))
         .into_iter()
@@ -56,11 +67,7 @@ async fn pull(a: &Agent, r: &str) -> (Vec<serde_json::Value>, serde_json::Value)
 #[tokio::test(flavor = "multi_thread")]
 async fn pulled_images_are_listed_removed_when_unused_and_pruned() {
     require_root!();
-    let dir = tempfile::tempdir().unwrap();
-    let host = Host::new();
-    let reg = Registry::start(&host, dir.path());
-    push_two(&host, &reg, dir.path());
-    let a = Agent::start_on(host, &reg.config("password")).await;
+    let (a, _reg, _dir) = two_images().await;
     let (one, two) = (format!("{ADDR}/shop/one:v1"), format!("{ADDR}/shop/two:v1"));
     let (progress, last) = pull(&a, &one).await;
     let info: ImageInfo =
@@ -178,11 +185,7 @@ async fn pulled_images_are_listed_removed_when_unused_and_pruned() {
 #[tokio::test(flavor = "multi_thread")]
 async fn ten_creates_of_a_new_image_download_each_blob_once() {
     require_root!();
-    let dir = tempfile::tempdir().unwrap();
-    let host = Host::new();
-    let reg = Registry::start(&host, dir.path());
-    push_two(&host, &reg, dir.path());
-    let a = Agent::start_on(host, &reg.config("password")).await;
+    let (a, reg, _dir) = two_images().await;
     let one = format!("{ADDR}/shop/one:v1");
     let runs = (0..10).map(|i| {
         a.run(json!({"name": format!("c{i}"), "image": one, "command": ["cat", "/a.txt"]}))
@@ -206,11 +209,7 @@ async fn ten_creates_of_a_new_image_download_each_blob_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn hydractl_pulls_lists_removes_and_prunes() {
     require_root!();
-    let dir = tempfile::tempdir().unwrap();
-    let host = Host::new();
-    let reg = Registry::start(&host, dir.path());
-    push_two(&host, &reg, dir.path());
-    let a = Agent::start_on(host, &reg.config("password")).await;
+    let (a, _reg, _dir) = two_images().await;
     let one = format!("{ADDR}/shop/one:v1");
     let ctl = |args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_hydractl"))
