@@ -143,6 +143,16 @@ async fn refusals_name_the_image_and_leave_nothing() {
             "{r}: no container dir"
         );
     }
+    // a pull from an unlisted registry is refused before any line
+    let e = a
+        .client
+        .stream(
+            &hydra_agent::api::Request::Pull("127.0.0.2:5000/shop/demo:v1".into()),
+            |_| true,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(api_field(&e), (403, Some("image".into())), "{e}");
     // no credential in the agent's log either
     let log = a.log();
     assert!(

@@ -37,7 +37,8 @@ pub struct Pruned {
 
 impl Supervisor {
     /// Starts a pull of `reference` and answers its lines. A reference
-    /// that is not a registry one is refused here, before any line.
+    /// that is not a registry one, or names a registry the config does not
+    /// allow, is refused here, before any line.
     pub fn pull(self: &Arc<Self>, reference: &str) -> Result<mpsc::Receiver<PullLine>> {
         match crate::image::parse_reference(reference)? {
             crate::image::Reference::Registry(_) => {}
@@ -51,6 +52,7 @@ impl Supervisor {
                 .into())
             }
         }
+        self.images.check(reference)?;
         let (tx, rx) = mpsc::channel(64);
         let (me, reference) = (self.clone(), reference.to_string());
         // its own task: a client that goes away does not cut the pull short

@@ -326,6 +326,16 @@ impl Puller {
         Ok(rec)
     }
 
+    /// Whether `reference` may be pulled at all: a registry reference, to
+    /// a registry the config allows (checked before a pull's answer starts).
+    pub fn check(&self, reference: &str) -> Result<(), ImageError> {
+        let r: Reference = reference.parse().map_err(|e| ImageError::Invalid {
+            reference: reference.into(),
+            message: format!("not a registry reference: {e}"),
+        })?;
+        self.registry(&r, reference).map(|_| ())
+    }
+
     /// The `[[registry]]` entry of the reference's registry; an unlisted
     /// one only with `images.allow_unlisted` (then anonymous, HTTPS).
     fn registry(&self, r: &Reference, reference: &str) -> Result<RegistryConfig, ImageError> {
