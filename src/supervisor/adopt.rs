@@ -24,7 +24,7 @@ impl Supervisor {
         metrics: AgentMetrics,
     ) -> Result<(Arc<Supervisor>, usize)> {
         let store = Store::new(&paths)?;
-        private(&paths.state)?;
+        private(&paths.state);
         for d in [paths.layers(), paths.events()] {
             std::fs::create_dir_all(&d).map_err(|source| Error::Prepare { path: d, source })?;
         }
@@ -308,13 +308,17 @@ fn puller(cfg: &Config, paths: &Paths) -> Arc<crate::image::Puller> {
 
 /// The state dir is root's alone (0700): image layers and containers'
 /// writable layers hold whatever tenants put there (setuid-root files
-/// among them), which no other user of the host may reach and run.
-fn private(state: &std::path::Path) -> Result<()> {
+/// among them), which no other user of the host may reach and run. A state
+/// dir that cannot be changed (read-only: the agent still serves) is
+/// warned about, not fatal.
+fn private(state: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o700)).map_err(|source| {
-        Error::Prepare {
-            path: state.to_path_buf(),
-            source,
-        }
-    })
+    let mode = std::fs::metadata(state).map(|m| m.permissions().mode() & 0o7777);
+    if mode.as_ref().is_ok_and(|m| *m == 0o700) {
+        return;
+    }
+    if let Err(e) = std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o700)) {
+        tracing::warn!(path = %state.display(), error = %e, mode = ?mode.map(|m| format!("{m:o}")).ok(),
+            "cannot make the state dir 0700: other users may reach image and container files");
+    }
 }
