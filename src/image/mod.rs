@@ -39,8 +39,9 @@ pub enum ImageError {
     },
 }
 
-/// Defaults from the image config that a spec may override.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Defaults from the image config that a spec may override (also kept in
+/// a pulled image's record).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ImageDefaults {
     pub entrypoint: Vec<String>,
     pub cmd: Vec<String>,

@@ -25,29 +25,7 @@ pub struct ImageRecord {
     /// The image config's `created`.
     pub created: Option<String>,
     pub pulled_at: String,
-    pub defaults: Defaults,
-}
-
-/// [`ImageDefaults`] as stored.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct Defaults {
-    pub entrypoint: Vec<String>,
-    pub cmd: Vec<String>,
-    pub env: Vec<String>,
-    pub workdir: Option<String>,
-    pub user: Option<String>,
-}
-
-impl From<&ImageDefaults> for Defaults {
-    fn from(d: &ImageDefaults) -> Defaults {
-        Defaults {
-            entrypoint: d.entrypoint.clone(),
-            cmd: d.cmd.clone(),
-            env: d.env.clone(),
-            workdir: d.workdir.clone(),
-            user: d.user.clone(),
-        }
-    }
+    pub defaults: ImageDefaults,
 }
 
 impl ImageRecord {
@@ -65,13 +43,7 @@ impl ImageRecord {
         let layers = self.layer_dirs(store);
         layers.iter().all(|l| l.is_dir()).then(|| Image {
             layers,
-            defaults: ImageDefaults {
-                entrypoint: self.defaults.entrypoint.clone(),
-                cmd: self.defaults.cmd.clone(),
-                env: self.defaults.env.clone(),
-                workdir: self.defaults.workdir.clone(),
-                user: self.defaults.user.clone(),
-            },
+            defaults: self.defaults.clone(),
             digest: Some(self.digest.clone()),
         })
     }
@@ -240,7 +212,7 @@ mod tests {
             size: 3,
             created: None,
             pulled_at: "now".into(),
-            defaults: Defaults::default(),
+            defaults: ImageDefaults::default(),
         };
         assert!(recs.get(&r.reference).is_none());
         recs.save(&r).unwrap();

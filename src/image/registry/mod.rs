@@ -13,7 +13,7 @@ mod layer;
 use ctx::Ctx;
 
 use super::oci::parse_config;
-use super::records::{layer_dir, Defaults, ImageRecord, Records};
+use super::records::{layer_dir, ImageRecord, Records};
 use super::{oci, Image, ImageError};
 use crate::config::{ImagesConfig, RegistryConfig};
 use oci_client::manifest::OciDescriptor;
@@ -316,7 +316,7 @@ impl Puller {
             size,
             created: config.created().clone(),
             pulled_at: crate::model::now(),
-            defaults: Defaults::from(&oci::defaults(&config)),
+            defaults: oci::defaults(&config),
         };
         self.records.save(&rec).map_err(|e| ImageError::Store {
             reference: reference.into(),
