@@ -12,15 +12,22 @@ use crate::supervisor::{Error as SupError, StateFault};
 use serde::{Deserialize, Serialize};
 
 /// The JSON error body.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ErrorDetail {
+    /// What went wrong, for programs: `invalid` (400), `registry_unauthorized`
+    /// (401), `forbidden` (403), `not_found`, `image_not_found` (404),
+    /// `conflict`, `exhausted` (409), `too_large` (413), `unprocessable`
+    /// (422), `internal` (500), `registry_unreachable` (502), `read_only`,
+    /// `state_gone` (503), `no_space` (507).
     pub code: String,
+    /// What went wrong, for people.
     pub message: String,
+    /// The JSON path of the field or the parameter at fault, when one is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
 }
@@ -44,7 +51,7 @@ impl ApiError {
             field: None,
         }
     }
-    fn with_field(mut self, field: impl Into<String>) -> Self {
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());
         self
     }
@@ -56,6 +63,9 @@ impl ApiError {
     }
     pub fn not_found(what: impl Into<String>) -> Self {
         ApiError::new(404, "not_found", what)
+    }
+    pub fn forbidden(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::new(403, "forbidden", message).with_field(field)
     }
     pub fn conflict(message: impl Into<String>) -> Self {
         ApiError::new(409, "conflict", message)

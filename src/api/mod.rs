@@ -4,11 +4,17 @@
 //! ([`wire`]) and the errors with their statuses, chosen here from the
 //! modules' own error types ([`error`]).
 
+pub mod auth;
 pub mod client;
 pub mod error;
+pub mod openapi;
 pub mod request;
+pub mod routes;
 pub mod server;
 pub mod service;
+mod stall;
+pub mod tcp;
+pub mod tls;
 pub mod wire;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};

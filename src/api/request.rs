@@ -14,10 +14,15 @@ use percent_encoding::{percent_decode_str, utf8_percent_encode, NON_ALPHANUMERIC
 pub enum Request {
     Healthz,
     Metrics,
+    /// `GET /v1/openapi.json`.
+    OpenApi,
     Host,
     Events,
     List,
     Create(Box<ContainerSpec>),
+    /// `PUT /v1/containers/{name}`: create, or the existing one if its spec
+    /// is identical.
+    Put(Box<ContainerSpec>),
     Inspect(String),
     Start(String),
     Stop {
@@ -60,6 +65,10 @@ pub enum Request {
 
 /// Seconds `stop` and `restart` wait before SIGKILL when not given.
 pub const DEFAULT_STOP_TIMEOUT_S: u64 = 10;
+/// The longest stop timeout accepted (a day); more is a 400 naming `timeout`.
+pub const MAX_STOP_TIMEOUT_S: u64 = 86_400;
+/// The largest `tail` accepted (what the description's int64 holds).
+pub const MAX_TAIL: u64 = i64::MAX as u64;
 
 /// An HTTP request as the client sends it: method, path with query, body.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,26 +87,6 @@ fn json<T: serde::Serialize>(v: &T) -> Option<Vec<u8>> {
 }
 
 impl Request {
-    /// Whether it only reads (the observer role's routes, on the TCP API).
-    pub fn is_read_only(&self) -> bool {
-        use Request::*;
-        matches!(
-            self,
-            Healthz
-                | Metrics
-                | Host
-                | Events
-                | List
-                | Inspect(_)
-                | Wait(_)
-                | Logs { .. }
-                | Stats(_)
-                | Ports
-                | GetAllowlist
-                | Images
-        )
-    }
-
     /// The request as the client sends it.
     pub fn to_http(&self) -> HttpRequest {
         use Request::*;
@@ -105,10 +94,12 @@ impl Request {
         match self {
             Healthz => http("GET", "/healthz".into(), None),
             Metrics => http("GET", "/metrics".into(), None),
+            OpenApi => http("GET", "/v1/openapi.json".into(), None),
             Host => http("GET", "/v1/host".into(), None),
             Events => http("GET", "/v1/events".into(), None),
             List => http("GET", "/v1/containers".into(), None),
             Create(spec) => http("POST", "/v1/containers".into(), json(spec)),
+            Put(spec) => http("PUT", c(&spec.name, ""), json(spec)),
             Inspect(n) => http("GET", c(n, ""), None),
             Start(n) => http("POST", c(n, "/start"), None),
             Stop { name, timeout_s } => {
@@ -178,6 +169,7 @@ impl Request {
         Ok(match (method, segs.as_slice()) {
             ("GET", ["healthz"]) => Request::Healthz,
             ("GET", ["metrics"]) => Request::Metrics,
+            ("GET", ["v1", "openapi.json"]) => Request::OpenApi,
             ("GET", ["v1", "host"]) => Request::Host,
             ("GET", ["v1", "events"]) => Request::Events,
             ("GET", ["v1", "containers"]) => Request::List,
@@ -206,7 +198,7 @@ impl Request {
                     .into_owned(),
             ),
             (_, ["v1", "containers", name, rest @ ..]) => {
-                container_route(method, name, rest, &q, no_route)?
+                container_route(method, name, rest, &q, body, no_route)?
             }
             _ => return Err(no_route()),
         })
@@ -219,12 +211,19 @@ fn container_route(
     name: &str,
     rest: &[&str],
     q: &Query,
+    body: &[u8],
     no_route: impl FnOnce() -> ApiError,
 ) -> Result<Request, ApiError> {
     let name = name.to_string();
-    let timeout = || Ok::<_, ApiError>(q.num("timeout")?.unwrap_or(DEFAULT_STOP_TIMEOUT_S));
+    let timeout = || {
+        Ok::<_, ApiError>(
+            q.num("timeout", MAX_STOP_TIMEOUT_S)?
+                .unwrap_or(DEFAULT_STOP_TIMEOUT_S),
+        )
+    };
     Ok(match (method, rest) {
         ("GET", []) => Request::Inspect(name),
+        ("PUT", []) => Request::Put(Box::new(parse_put_spec(&name, body)?)),
         ("DELETE", []) => Request::Remove {
             name,
             force: q.flag("force")?,
@@ -247,7 +246,7 @@ fn container_route(
         ("GET", ["logs"]) => Request::Logs {
             name,
             follow: q.flag("follow")?,
-            tail: q.num("tail")?.map(|t| t as usize),
+            tail: q.num("tail", MAX_TAIL)?.map(|t| t as usize),
         },
         _ => return Err(no_route()),
     })
@@ -272,11 +271,15 @@ impl Query<'_> {
         }
     }
 
-    fn num(&self, key: &str) -> Result<Option<u64>, ApiError> {
+    fn num(&self, key: &str, max: u64) -> Result<Option<u64>, ApiError> {
         self.get(key)
-            .map(|v| {
-                v.parse::<u64>()
-                    .map_err(|_| ApiError::bad(key, format!("{v:?} is not a non-negative integer")))
+            .map(|v| match v.parse::<u64>() {
+                Ok(n) if n <= max => Ok(n),
+                Ok(_) => Err(ApiError::bad(key, format!("{v} is more than {max}"))),
+                Err(_) => Err(ApiError::bad(
+                    key,
+                    format!("{v:?} is not a non-negative integer"),
+                )),
             })
             .transpose()
     }
@@ -319,6 +322,31 @@ pub fn parse_spec(body: &[u8]) -> Result<ContainerSpec, ApiError> {
     })?;
     validate(&spec)?;
     Ok(spec)
+}
+
+/// The spec of `PUT /v1/containers/{name}`: its `name` may be left out
+/// (the path's is taken), and must be the path's when given.
+fn parse_put_spec(name: &str, body: &[u8]) -> Result<ContainerSpec, ApiError> {
+    let mut v: serde_json::Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => return Err(ApiError::bad("body", format!("malformed JSON: {e}"))),
+    };
+    let Some(obj) = v.as_object_mut() else {
+        return Err(ApiError::bad("body", "a container spec is a JSON object"));
+    };
+    match obj.get("name") {
+        None => {
+            obj.insert("name".into(), name.into());
+        }
+        Some(serde_json::Value::String(n)) if n == name => {}
+        Some(other) => {
+            return Err(ApiError::bad(
+                "name",
+                format!("the body names {other}, the path {name:?}: they must be the same"),
+            ))
+        }
+    }
+    parse_spec(&serde_json::to_vec(&v).expect("a JSON value serializes"))
 }
 
 /// `TERM`, `SIGTERM` or `15`.

@@ -1,10 +1,13 @@
 //! HTTP/1.1 front ends: hyper reads a request, [`Request::from_http`] parses
 //! it, a [`Handler`] answers, the answer becomes JSON. The Unix socket
 //! serves every route; the metrics listener only `/metrics` and `/healthz`.
-//! A TCP + mTLS listener reuses [`answer`] unchanged.
+//! The TCP + mTLS listener ([`super::tcp`]) reuses [`answer`] unchanged,
+//! with the caller its certificate names.
 
+use super::auth::Caller;
 use super::error::ApiError;
 use super::request::Request;
+use super::routes::{self, Route};
 use super::service::{Handler, Response as Answer};
 use super::MAX_BODY;
 use bytes::Bytes;
@@ -38,6 +41,28 @@ fn error(e: &ApiError) -> Response<Body> {
     json(e.status, &e.body())
 }
 
+/// 405 with `Allow` when `path` has routes, none for `method`.
+fn not_allowed(method: &str, path: &str) -> Option<Response<Body>> {
+    let allow = routes::methods(path);
+    if allow.is_empty() {
+        return None;
+    }
+    let e = ApiError::new(
+        405,
+        "method_not_allowed",
+        format!("{path} answers {}, not {method}", allow.join(", ")),
+    );
+    let mut resp = error(&e);
+    resp.headers_mut().insert(
+        "allow",
+        allow
+            .join(", ")
+            .parse()
+            .expect("method names are a valid header"),
+    );
+    Some(resp)
+}
+
 /// An NDJSON body fed by a channel of lines.
 fn ndjson(rx: tokio::sync::mpsc::Receiver<String>) -> Response<Body> {
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
@@ -53,7 +78,7 @@ fn ndjson(rx: tokio::sync::mpsc::Receiver<String>) -> Response<Body> {
         .expect("valid response")
 }
 
-fn to_http(a: Answer) -> Response<Body> {
+pub(super) fn to_http(a: Answer) -> Response<Body> {
     match a {
         Answer::Alive => json(200, &serde_json::json!({"status": "ok"})),
         Answer::Metrics(text) => full(200, crate::telemetry::metrics::CONTENT_TYPE, text),
@@ -71,6 +96,7 @@ fn to_http(a: Answer) -> Response<Body> {
         Answer::Allowlist(a) => json(200, &a),
         Answer::Images(l) => json(200, &l),
         Answer::Pruned(p) => json(200, &p),
+        Answer::OpenApi(text) => full(200, "application/json", text),
         Answer::Lines(rx) => ndjson(rx),
     }
 }
@@ -108,26 +134,125 @@ pub async fn parse(req: HttpRequest<Incoming>) -> Result<Request, ApiError> {
     Request::from_http(&method, &path, query.as_deref(), &body)
 }
 
-/// Answers one HTTP request with `h`, for any front end; `allow` filters
-/// the routes this listener serves. Never fails: errors become JSON.
-pub async fn answer<H: Handler>(
-    h: &H,
+/// What a front end asks of [`answer`] besides the handler.
+pub struct Gate<A> {
+    /// The caller, for the audit line; none: no audit (the metrics listener).
+    pub caller: Option<Arc<Caller>>,
+    /// The routes this listener serves or this caller may call: checked on
+    /// the route before the body is read, and again on what the request
+    /// parsed to.
+    pub allow: A,
+    /// Time to read the body; past it 408.
+    pub body_timeout: Option<Duration>,
+    /// The peer's address (TCP), for the audit line.
+    pub peer: Option<std::net::SocketAddr>,
+}
+
+/// Answers one HTTP request with `h`, for any front end. Never fails:
+/// errors become JSON. Once a request is allowed and parsed, its handler
+/// runs in a task of its own, so a client that goes away cannot cut a change
+/// short; with a caller, every request that may change something (any
+/// method but GET and HEAD) and every refusal (403) is logged once as an
+/// audit line (target `hydra_agent::audit`), also when the client went away.
+pub async fn answer<H: Handler, A>(
+    h: Arc<H>,
     req: HttpRequest<Incoming>,
-    allow: impl FnOnce(&Request) -> Result<(), ApiError>,
-) -> Response<Body> {
+    gate: Gate<A>,
+) -> Response<Body>
+where
+    A: Fn(Option<&'static Route>) -> Result<(), ApiError>,
+{
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let res = match parse(req).await {
-        Ok(r) => match allow(&r) {
-            Ok(()) => h.handle(r).await,
-            Err(e) => Err(e),
+    let query = req.uri().query().unwrap_or("").to_string();
+    // decided on the route, before the request's body is read
+    let route = routes::find(method.as_str(), &path);
+    let parsed = match (gate.allow)(route) {
+        Ok(()) => match gate.body_timeout {
+            Some(t) => tokio::time::timeout(t, parse(req))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ApiError::new(
+                        408,
+                        "timeout",
+                        "the request's body did not arrive in time (api.idle_timeout_s)",
+                    ))
+                }),
+            None => parse(req).await,
         },
         Err(e) => Err(e),
     };
-    let resp = res.map_or_else(|e| error(&e), to_http);
-    h.answered(method.as_str(), resp.status().as_u16());
-    tracing::debug!(%method, %path, status = resp.status().as_u16(), "api");
-    resp
+    // and on what it parsed to (the same route, unless the two parsers
+    // disagree on an odd path)
+    let parsed = parsed.and_then(|r| (gate.allow)(Some(r.route())).map(|()| r));
+    let audit = Audit {
+        caller: gate.caller,
+        peer: gate.peer,
+        method: method.clone(),
+        path: path.clone(),
+        query,
+    };
+    let r = match parsed {
+        Ok(r) => r,
+        Err(e) => {
+            let resp = match e.status {
+                404 if route.is_none() => {
+                    not_allowed(method.as_str(), &path).unwrap_or_else(|| error(&e))
+                }
+                _ => error(&e),
+            };
+            h.answered(method.as_str(), resp.status().as_u16());
+            audit.log(route, resp.status().as_u16());
+            return resp;
+        }
+    };
+    let route = r.route();
+    let h2 = h.clone();
+    let task = tokio::spawn(async move {
+        let resp = h2.handle(r).await.map_or_else(|e| error(&e), to_http);
+        let status = resp.status().as_u16();
+        h2.answered(audit.method.as_str(), status);
+        audit.log(Some(route), status);
+        resp
+    });
+    task.await.unwrap_or_else(|_| {
+        // the handler panicked: its audit line was not written
+        h.answered(method.as_str(), 500);
+        error(&ApiError::internal(format!(
+            "{method} {path}: the handler failed"
+        )))
+    })
+}
+
+/// One request's audit line, written once its answer is known.
+struct Audit {
+    caller: Option<Arc<Caller>>,
+    peer: Option<std::net::SocketAddr>,
+    method: hyper::Method,
+    path: String,
+    query: String,
+}
+
+impl Audit {
+    fn log(&self, route: Option<&Route>, status: u16) {
+        tracing::debug!(method = %self.method, path = %self.path, status, "api");
+        let Some(c) = &self.caller else { return };
+        if matches!(self.method, hyper::Method::GET | hyper::Method::HEAD) && status != 403 {
+            return;
+        }
+        tracing::info!(
+            target: "hydra_agent::audit",
+            subject = %c.subject(),
+            role = c.role_name(),
+            peer = self.peer.map_or("local".into(), |p| p.to_string()),
+            route = route.map_or("-", |r| r.path),
+            method = %self.method,
+            path = %self.path,
+            query = %self.query,
+            status,
+            "audit"
+        );
+    }
 }
 
 /// Serves `/metrics` and `/healthz` (nothing else) over plain HTTP on a TCP
@@ -150,11 +275,12 @@ pub async fn serve_metrics<H: Handler>(
                     let svc = hyper::service::service_fn(move |req| {
                         let h = h.clone();
                         async move {
-                            let only = |r: &Request| match r {
-                                Request::Metrics | Request::Healthz => Ok(()),
+                            let only = |r: Option<&Route>| match r {
+                                Some(r) if [routes::METRICS.id, routes::HEALTHZ.id].contains(&r.id) => Ok(()),
                                 _ => Err(ApiError::not_found("only /metrics and /healthz are served here")),
                             };
-                            Ok::<_, Infallible>(answer(&*h, req, only).await)
+                            let gate = Gate { caller: None, allow: only, body_timeout: Some(Duration::from_secs(10)), peer: None };
+                            Ok::<_, Infallible>(answer(h, req, gate).await)
                         }
                     });
                     // a client that never finishes its request is dropped
@@ -198,10 +324,17 @@ pub async fn serve_unix<H: Handler>(
                     }
                 };
                 let h = h.clone();
+                let caller = Arc::new(Caller::Local {
+                    uid: stream.peer_cred().ok().map(|c| c.uid()),
+                    pid: stream.peer_cred().ok().and_then(|c| c.pid()),
+                });
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
-                        let h = h.clone();
-                        async move { Ok::<_, Infallible>(answer(&*h, req, |_| Ok(())).await) }
+                        let (h, caller) = (h.clone(), caller.clone());
+                        async move {
+                            let gate = Gate { caller: Some(caller), allow: |_: Option<&Route>| Ok(()), body_timeout: None, peer: None };
+                            Ok::<_, Infallible>(answer(h, req, gate).await)
+                        }
                     });
                     let conn = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);

@@ -9,6 +9,7 @@ use super::wire::{
     Allowlist, ContainerInfo, ExitStatus, HostInfo, ImageInfo, PortsInfo, PruneReport,
 };
 use crate::cgroup::Stats;
+use crate::model::ContainerSpec;
 use crate::network::Network;
 use crate::supervisor::Supervisor;
 use prometheus_client::registry::Registry;
@@ -37,6 +38,8 @@ pub enum Response {
     Allowlist(Allowlist),
     Images(Vec<ImageInfo>),
     Pruned(PruneReport),
+    /// The OpenAPI description (JSON text).
+    OpenApi(&'static str),
     /// NDJSON lines as they come (events, logs).
     Lines(mpsc::Receiver<String>),
 }
@@ -53,6 +56,73 @@ pub struct Service {
     pub sup: Arc<Supervisor>,
     /// The metrics every part registered.
     pub registry: Arc<Registry>,
+    /// One lock per name with a PUT in progress.
+    puts: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Service {
+    pub fn new(sup: Arc<Supervisor>, registry: Arc<Registry>) -> Service {
+        Service {
+            sup,
+            registry,
+            puts: Default::default(),
+        }
+    }
+
+    /// `PUT /v1/containers/{name}`: PUTs of one name take turns, so of
+    /// concurrent identical ones the first creates and the others find it.
+    async fn put(&self, spec: ContainerSpec) -> Result<Response, ApiError> {
+        let name = spec.name.clone();
+        let lock = {
+            let mut puts = self.puts.lock().unwrap_or_else(|e| e.into_inner());
+            puts.entry(name.clone()).or_default().clone()
+        };
+        let res = {
+            let _turn = lock.lock().await;
+            self.put_locked(spec).await
+        };
+        drop(lock);
+        let mut puts = self.puts.lock().unwrap_or_else(|e| e.into_inner());
+        if puts.get(&name).is_some_and(|l| Arc::strong_count(l) == 1) {
+            puts.remove(&name);
+        }
+        res
+    }
+
+    async fn put_locked(&self, spec: ContainerSpec) -> Result<Response, ApiError> {
+        loop {
+            if let Ok(v) = self.sup.inspect(&spec.name) {
+                return same_spec(v, &spec);
+            }
+            // a create of that name in progress (a POST's, or a PUT's whose
+            // client went away): its outcome decides
+            if self.sup.creating(&spec.name) {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+            match self.sup.create(spec.clone()).await {
+                Ok(v) => return Ok(Response::Created(v.into())),
+                // reserved meanwhile by a POST: look again
+                Err(crate::supervisor::Error::Exists(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+/// The existing container when its spec is `spec`, else 409.
+fn same_spec(
+    v: crate::supervisor::ContainerView,
+    spec: &ContainerSpec,
+) -> Result<Response, ApiError> {
+    if v.record.spec() == spec {
+        return Ok(Response::Container(v.into()));
+    }
+    Err(ApiError::conflict(format!(
+        "container {:?} exists with a different spec; remove it first, or PUT its spec unchanged",
+        spec.name
+    ))
+    .with_field("spec"))
 }
 
 impl Handler for Service {
@@ -66,7 +136,9 @@ impl Handler for Service {
             Host => Response::Host(host(sup.clone()).await?),
             Events => Response::Lines(events(sup)),
             List => Response::Containers(sup.list().into_iter().map(Into::into).collect()),
+            OpenApi => Response::OpenApi(super::openapi::json()),
             Create(spec) => Response::Created(sup.create(*spec).await?.into()),
+            Put(spec) => self.put(*spec).await?,
             Inspect(n) => info(sup.inspect(&n)?),
             Start(n) => info(sup.start(&n).await?),
             Stop { name, timeout_s } => {

@@ -8,30 +8,41 @@ use crate::supervisor::{ContainerView, Counts, ExitView};
 use serde::{Deserialize, Serialize};
 
 /// Container JSON, as inspect and list answer it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ContainerInfo {
     pub name: String,
+    #[schema(required)]
     pub app: Option<String>,
+    #[schema(required)]
     pub version: Option<String>,
     pub image: String,
     /// The digest the image reference resolved to when the container was
     /// created (registry and OCI-layout images; `null` for `rootfs:`).
+    #[schema(required)]
     pub image_digest: Option<String>,
+    /// `created`, `running` or `exited`.
     pub state: String,
+    #[schema(required)]
     pub pid: Option<i32>,
+    #[schema(required)]
     pub exit_code: Option<i32>,
+    #[schema(required)]
     pub signal: Option<i32>,
     pub oom_killed: bool,
     pub created_at: String,
+    #[schema(required)]
     pub started_at: Option<String>,
+    #[schema(required)]
     pub finished_at: Option<String>,
     pub restart_count: u32,
     pub command: Vec<String>,
     pub limits: AppliedLimits,
     pub cgroup: String,
+    #[schema(required)]
     pub ip: Option<String>,
     pub ports: Vec<PortMapping>,
     pub health: Health,
+    #[schema(required)]
     pub selinux_label: Option<String>,
 }
 
@@ -67,12 +78,15 @@ impl From<ContainerView> for ContainerInfo {
 }
 
 /// Answer of `GET /v1/containers/{name}/wait`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ExitStatus {
     pub name: String,
+    #[schema(required)]
     pub exit_code: Option<i32>,
+    #[schema(required)]
     pub signal: Option<i32>,
     pub oom_killed: bool,
+    #[schema(required)]
     pub finished_at: Option<String>,
 }
 
@@ -89,11 +103,12 @@ impl From<ExitView> for ExitStatus {
 }
 
 /// Answer of `GET /v1/host`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct HostInfo {
     pub hostname: String,
     pub agent_version: String,
     pub kernel: String,
+    /// `v2` or `hybrid`.
     pub cgroup_mode: String,
     /// How containers' writable layers are limited: `image`, `none`.
     pub storage_limits: String,
@@ -104,7 +119,7 @@ pub struct HostInfo {
 }
 
 /// The images on the host and the disk their layers take.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ImageUsage {
     /// Pulled images (records).
     pub count: usize,
@@ -114,7 +129,7 @@ pub struct ImageUsage {
     pub disk_bytes: u64,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ContainerCounts {
     pub total: usize,
     pub running: usize,
@@ -134,7 +149,7 @@ impl From<Counts> for ContainerCounts {
 }
 
 /// `GET /v1/ports`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct PortsInfo {
     pub range: PortRange,
     pub free: usize,
@@ -142,13 +157,13 @@ pub struct PortsInfo {
     pub taken_by_others: Vec<TakenPort>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct PortRange {
     pub start: u16,
     pub end: u16,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct AllocatedPort {
     pub host_port: u16,
     pub container_port: u16,
@@ -156,10 +171,12 @@ pub struct AllocatedPort {
     pub ip: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct TakenPort {
     pub port: u16,
+    #[schema(required)]
     pub pid: Option<i32>,
+    #[schema(required)]
     pub process: Option<String>,
 }
 
@@ -195,7 +212,7 @@ impl From<Inventory> for PortsInfo {
 }
 
 /// `GET/PUT /v1/firewall/allowlist`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Allowlist {
     pub cidrs: Vec<Cidr>,
@@ -203,7 +220,7 @@ pub struct Allowlist {
 
 /// `PATCH /v1/firewall/allowlist`: one server-side change (what `hydractl
 /// firewall allow/deny` sends), so two operators never race a read-edit-write.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AllowlistEdit {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -213,7 +230,7 @@ pub struct AllowlistEdit {
 }
 
 /// An image on this host (`GET /v1/images`, the last line of a pull).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ImageInfo {
     pub reference: String,
     /// What the reference resolved to when it was pulled.
@@ -226,6 +243,7 @@ pub struct ImageInfo {
     /// Bytes its layers take in the layer store, unpacked.
     pub disk_bytes: u64,
     pub layers: Vec<String>,
+    #[schema(required)]
     pub created: Option<String>,
     pub pulled_at: String,
     /// Containers created from it.
@@ -250,14 +268,14 @@ impl From<crate::supervisor::images::ImageView> for ImageInfo {
 }
 
 /// What `POST /v1/images/prune` freed.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct PruneReport {
     pub layers_removed: usize,
     pub bytes_freed: u64,
 }
 
 /// The body of `POST /v1/images/pull`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PullRequest {
     pub image: String,

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Stats {
     pub cpu: CpuStats,
     pub memory: MemoryStats,
@@ -16,6 +16,7 @@ pub struct Stats {
     /// Per block device (`major:minor`).
     pub io: Vec<IoStats>,
     /// PSI per resource on v2; null on v1.
+    #[schema(required)]
     pub pressure: Option<Pressure>,
     /// The writable layer (not a cgroup counter: filled in by the
     /// supervisor from the layer's statfs); absent when it is not limited.
@@ -23,7 +24,7 @@ pub struct Stats {
     pub disk: Option<crate::model::DiskStats>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct CpuStats {
     pub usage_usec: u64,
     pub user_usec: u64,
@@ -33,10 +34,12 @@ pub struct CpuStats {
     pub throttled_usec: u64,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct MemoryStats {
     pub current: u64,
+    #[schema(required)]
     pub peak: Option<u64>,
+    #[schema(required)]
     pub max: Option<u64>,
     pub oom_kill: u64,
     /// v2 `memory.events` high (times memory.high was hit); v1: failcnt.
@@ -46,15 +49,16 @@ pub struct MemoryStats {
     pub stat: BTreeMap<String, u64>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct PidsStats {
     pub current: u64,
+    #[schema(required)]
     pub max: Option<u64>,
     /// Forks refused because of `max` (pids.events "max").
     pub limit_hits: u64,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct IoStats {
     pub device: String,
     pub rbytes: u64,
@@ -63,21 +67,25 @@ pub struct IoStats {
     pub wios: u64,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Pressure {
+    #[schema(required)]
     pub cpu: Option<Psi>,
+    #[schema(required)]
     pub memory: Option<Psi>,
+    #[schema(required)]
     pub io: Option<Psi>,
 }
 
 /// One `*.pressure` file: the `some` line and, where the kernel has it, `full`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Psi {
     pub some: PsiLine,
+    #[schema(required)]
     pub full: Option<PsiLine>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct PsiLine {
     pub avg10: f64,
     pub avg60: f64,

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 #[command(
     name = "hydractl",
     version,
-    about = "Operate a hydra-agent over its local socket"
+    about = "Operate a hydra-agent over its local socket, or a remote one over mutual TLS"
 )]
 pub struct Cli {
     /// Agent socket.
@@ -21,6 +21,20 @@ pub struct Cli {
         global = true
     )]
     pub socket: PathBuf,
+    /// A remote agent's TCP API, `https://HOST:PORT` (instead of the
+    /// socket); needs --cert, --key and --cacert.
+    #[arg(long, env = "HYDRA_HOST", global = true)]
+    pub host: Option<String>,
+    /// The client certificate (PEM) for --host; its role (a URI SAN
+    /// hydra://role/admin, operator or observer) decides what it may do.
+    #[arg(long, env = "HYDRA_CERT", global = true)]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "HYDRA_KEY", global = true)]
+    pub key: Option<PathBuf>,
+    /// The CA (PEM) that issued the agent's server certificate.
+    #[arg(long, env = "HYDRA_CACERT", global = true)]
+    pub cacert: Option<PathBuf>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,

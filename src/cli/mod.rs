@@ -30,7 +30,13 @@ impl From<ClientError> for Failure {
 
 /// Runs the CLI; returns the process exit code.
 pub async fn run(cli: Cli) -> i32 {
-    let c = Client::new(&cli.socket);
+    let c = match client(&cli) {
+        Ok(c) => c,
+        Err(m) => {
+            eprintln!("hydractl: {m}");
+            return 2;
+        }
+    };
     match dispatch(&c, &cli).await {
         Ok(code) => code,
         Err(Failure::Usage(m)) => {
@@ -42,6 +48,38 @@ pub async fn run(cli: Cli) -> i32 {
             1
         }
     }
+}
+
+/// The socket's client, or with --host the remote agent's over mutual TLS.
+fn client(cli: &Cli) -> Result<Client, String> {
+    let Some(host) = &cli.host else {
+        if let Some(flag) = [
+            ("--cert", &cli.cert),
+            ("--key", &cli.key),
+            ("--cacert", &cli.cacert),
+        ]
+        .into_iter()
+        .find_map(|(f, v)| v.is_some().then_some(f))
+        {
+            return Err(format!("{flag} is only used with --host"));
+        }
+        return Ok(Client::new(&cli.socket));
+    };
+    let need = |flag: &str, v: &Option<std::path::PathBuf>| {
+        v.clone().ok_or_else(|| {
+            format!(
+                "--host needs {flag} (or HYDRA_{})",
+                flag[2..].to_uppercase()
+            )
+        })
+    };
+    let (cert, key, ca) = (
+        need("--cert", &cli.cert)?,
+        need("--key", &cli.key)?,
+        need("--cacert", &cli.cacert)?,
+    );
+    let cfg = crate::api::tls::client_config(&ca, &cert, &key).map_err(|e| e.to_string())?;
+    Client::tls(host, cfg).map_err(|e| e.to_string())
 }
 
 async fn dispatch(c: &Client, cli: &Cli) -> Result<i32, Failure> {

@@ -2,11 +2,13 @@
 //! values typed when the file is read (addresses, CIDRs, ranges, sizes), and
 //! validation a pure function whose error names the key.
 
+mod api;
 mod images;
 mod paths;
 mod storage;
 mod types;
 
+pub use api::ApiConfig;
 pub use images::{ImagesConfig, RegistryConfig};
 pub use paths::Paths;
 pub use storage::{Mechanism as StorageMechanism, StorageConfig};
@@ -15,7 +17,7 @@ pub use types::{Endpoint, HttpUrl, IdRange, PortRange};
 use crate::model::caps::canonical_cap;
 use crate::model::{Cidr, Size, USERNS_SIZE};
 use serde::{Deserialize, Serialize};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -75,20 +77,6 @@ impl Default for AgentConfig {
             netns_pool: 4,
         }
     }
-}
-
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct ApiConfig {
-    /// Unix socket path; default `/run/hydra-agent/agent.sock` (under `--root`).
-    pub socket: Option<PathBuf>,
-    pub tcp: Option<SocketAddr>,
-    /// A plain-HTTP listener serving only `/metrics` and `/healthz` (for
-    /// Prometheus); none by default.
-    pub metrics: Option<SocketAddr>,
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-    pub client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -308,6 +296,7 @@ impl Config {
         self.network.validate()?;
         self.storage.validate()?;
         self.collector.validate()?;
+        self.api.validate()?;
         images::validate(&self.registry, &self.images)?;
         self.security.validate()
     }

@@ -79,7 +79,22 @@ pub fn load_config(args: &Args) -> Result<Config, ConfigError> {
             }
         })?;
     }
+    if cfg.api.tcp.is_some() {
+        crate::api::tls::server_config(&cfg.api).map_err(tls_invalid)?;
+    }
     Ok(cfg)
+}
+
+fn tls_invalid(e: crate::api::tls::TlsError) -> ConfigError {
+    use crate::api::tls::TlsError;
+    let (key, message) = match e {
+        TlsError::File { key, path, reason } => (key, format!("{}: {reason}", path.display())),
+        TlsError::Config { key, reason } => (key, reason),
+    };
+    ConfigError::Invalid {
+        key: key.into(),
+        message,
+    }
 }
 
 /// The real adapters of this host.
@@ -116,6 +131,8 @@ pub async fn run(args: Args, cfg: Config) -> Result<(), DaemonError> {
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
+                // colours only on a terminal, not in journald or a log file
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .with_target(false),
         )
         .init();
@@ -151,10 +168,7 @@ pub async fn run(args: Args, cfg: Config) -> Result<(), DaemonError> {
         adopt_ms = t0.elapsed().as_millis() as u64,
         "hydra-agent ready"
     );
-    let service = Arc::new(Service {
-        sup: sup.clone(),
-        registry: Arc::new(registry),
-    });
+    let service = Arc::new(Service::new(sup.clone(), Arc::new(registry)));
     serve(&cfg, &paths, service, &args, &handle, &sup, &sampler).await?;
     tracing::info!("shutting down; containers keep running");
     sup.remove_empty_parent();
@@ -178,9 +192,37 @@ async fn serve(
             .map_err(io(format!("listen on api.metrics {addr}")))?;
         tokio::spawn(server::serve_metrics(service.clone(), l, stop_rx.clone()));
     }
+    let tls = match cfg.api.tcp {
+        Some(addr) => {
+            let tls = Arc::new(
+                crate::api::tls::Reloadable::new(&cfg.api)
+                    .map_err(|e| DaemonError::Config(tls_invalid(e)))?,
+            );
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(io(format!("listen on api.tcp {addr}")))?;
+            let limits = crate::api::tcp::Limits::from_config(&cfg.api);
+            tracing::info!(%addr, "api.tcp: serving the API over mutual TLS");
+            tokio::spawn(crate::api::tcp::serve_tls(
+                service.clone(),
+                l,
+                tls.clone(),
+                limits,
+                stop_rx.clone(),
+            ));
+            Some(tls)
+        }
+        None => None,
+    };
     let sock = paths.socket.clone();
     let unix = tokio::spawn(async move { server::serve_unix(service, &sock, stop_rx).await });
-    reload::until_stopped(args, cfg.clone(), filter, sup, sampler).await?;
+    let reload = reload::Reloaders {
+        filter,
+        sup,
+        sampler,
+        tls: tls.as_deref(),
+    };
+    reload::until_stopped(args, cfg.clone(), &reload).await?;
     let _ = stop_tx.send(true);
     let _ = unix.await;
     Ok(())

@@ -14,12 +14,19 @@ use tracing_subscriber::{reload, EnvFilter, Registry};
 
 pub type FilterHandle = reload::Handle<EnvFilter, Registry>;
 
+/// What SIGHUP changes.
+pub(super) struct Reloaders<'a> {
+    pub filter: &'a FilterHandle,
+    pub sup: &'a Arc<Supervisor>,
+    pub sampler: &'a Arc<Sampler>,
+    /// The TCP API's TLS configuration, when it is served.
+    pub tls: Option<&'a crate::api::tls::Reloadable>,
+}
+
 pub(super) async fn until_stopped(
     args: &Args,
     mut current: Config,
-    filter: &FilterHandle,
-    sup: &Arc<Supervisor>,
-    sampler: &Arc<Sampler>,
+    r: &Reloaders<'_>,
 ) -> Result<(), DaemonError> {
     let sig = |k| signal(k).map_err(super::io("install signal handlers"));
     let (mut term, mut int, mut hup) = (
@@ -33,7 +40,7 @@ pub(super) async fn until_stopped(
             _ = int.recv() => return Ok(()),
             _ = hup.recv() => match load_config(args) {
                 Ok(new) => {
-                    apply(&current, &new, filter, sup, sampler).await;
+                    apply(&current, &new, r).await;
                     current = new;
                 }
                 Err(e) => tracing::error!(error = %e, "SIGHUP: the new configuration is invalid; keeping the old one"),
@@ -42,14 +49,23 @@ pub(super) async fn until_stopped(
     }
 }
 
-async fn apply(
-    current: &Config,
-    new: &Config,
-    filter: &FilterHandle,
-    sup: &Arc<Supervisor>,
-    sampler: &Arc<Sampler>,
-) {
+async fn apply(current: &Config, new: &Config, r: &Reloaders<'_>) {
+    let Reloaders {
+        filter,
+        sup,
+        sampler,
+        tls,
+    } = r;
     let mut changed = sup.reload(new);
+    let mut needs_restart = Vec::new();
+    if let Some(tls) = tls {
+        match tls.reload(&new.api) {
+            Ok(()) => changed.push("api TLS files (tls_cert, tls_key, client_ca, crl)".into()),
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: the TCP API's TLS files cannot be used; keeping the old ones")
+            }
+        }
+    }
     if new.agent.log_level != current.agent.log_level
         && filter.reload(filter_for(&new.agent.log_level)).is_ok()
     {
@@ -77,9 +93,15 @@ async fn apply(
             }
         }
     }
-    let mut needs_restart = Vec::new();
-    if new.api != current.api {
-        needs_restart.push("api");
+    let api_rest = crate::config::ApiConfig {
+        tls_cert: current.api.tls_cert.clone(),
+        tls_key: current.api.tls_key.clone(),
+        client_ca: current.api.client_ca.clone(),
+        crl: current.api.crl.clone(),
+        ..new.api.clone()
+    };
+    if api_rest != current.api {
+        needs_restart.push("api (except the TLS files)");
     }
     if new.cgroup != current.cgroup {
         needs_restart.push("cgroup");

@@ -74,6 +74,28 @@ impl Serialize for Cidr {
     }
 }
 
+/// An IPv4 octet as `Ipv4Addr` parses it (no leading zeros).
+const OCTET: &str = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
+
+/// By hand: a string `a.b.c.d/len` (serde goes through [`Cidr::parse`]).
+impl utoipa::PartialSchema for Cidr {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(format!(
+                r"^{OCTET}(\.{OCTET}){{3}}/\+?0*([0-9]|[12][0-9]|3[0-2])$"
+            )))
+            .description(Some(
+                "An IPv4 subnet `a.b.c.d/len` (len 0 to 32); answers write it masked to its network.",
+            ))
+            .examples(["10.0.0.0/8"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Cidr {}
+
 impl<'de> Deserialize<'de> for Cidr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;

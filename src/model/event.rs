@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// What happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum Action {
     #[serde(rename = "create")]
     Create,
@@ -42,7 +42,7 @@ pub enum Action {
 }
 
 /// One event.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Event {
     pub ts: String,
     /// Empty (and left out) for an image's events.

@@ -26,7 +26,7 @@ pub struct ProcessConfig {
 }
 
 /// A host port mapped to a container port.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct PortMapping {
     pub host_ip: String,
     pub host_port: u16,

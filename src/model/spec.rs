@@ -25,9 +25,10 @@ impl SpecError {
 }
 
 /// What a container runs and with which limits; the body of `POST /v1/containers`.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContainerSpec {
+    #[schema(pattern = "^[a-z0-9][a-z0-9_.-]{0,62}$")]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app: Option<String>,
@@ -36,6 +37,7 @@ pub struct ContainerSpec {
     pub image: String,
     /// The whole argv; when given it replaces the image's Entrypoint and Cmd.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_items = 1)]
     pub command: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
@@ -61,7 +63,7 @@ pub struct ContainerSpec {
     pub userns: bool,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CapabilitiesSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -77,7 +79,7 @@ impl CapabilitiesSpec {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -88,10 +90,13 @@ pub struct Limits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_swap: Option<Size>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0.01, maximum = 1024)]
     pub cpus: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 10000)]
     pub cpu_weight: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 4194304)]
     pub pids: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub io: Option<IoLimits>,
@@ -100,10 +105,11 @@ pub struct Limits {
     pub disk: Option<Size>,
     /// Files (inodes) the writable layer may hold; default `[storage] default_inodes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 16, maximum = 4294967295_u64)]
     pub inodes: Option<u64>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IoLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -112,15 +118,17 @@ pub struct IoLimits {
     pub write_bps: Option<Size>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PortSpec {
+    #[schema(minimum = 1, maximum = 65535)]
     pub container_port: u16,
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 65535)]
     pub host_port: Option<u16>,
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum RestartPolicy {
     #[default]
@@ -129,7 +137,7 @@ pub enum RestartPolicy {
     Always,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RestartSpec {
     #[serde(default)]
@@ -139,17 +147,21 @@ pub struct RestartSpec {
     pub max_retries: Option<u32>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthSpec {
     pub http_path: String,
     #[serde(default = "default_health_port")]
+    #[schema(minimum = 1, maximum = 65535, default = 8080)]
     pub port: u16,
     #[serde(default = "default_interval")]
+    #[schema(minimum = 1, default = 10)]
     pub interval_s: u64,
     #[serde(default = "default_timeout")]
+    #[schema(minimum = 1, default = 2)]
     pub timeout_s: u64,
     #[serde(default = "default_retries")]
+    #[schema(minimum = 1, default = 3)]
     pub retries: u32,
 }
 

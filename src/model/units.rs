@@ -85,6 +85,37 @@ impl Serialize for Size {
     }
 }
 
+/// What [`parse_size`] trims: Rust's `char::is_whitespace` (Unicode
+/// White_Space), spelled out, since a regex's `\s` differs from it.
+const WS: &str = r"[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*";
+
+/// By hand: serde reads a number or a string with a suffix, writes a number.
+impl utoipa::PartialSchema for Size {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{
+            KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type,
+        };
+        let int = ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+            .minimum(Some(0))
+            .maximum(Some(u64::MAX));
+        let text = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(format!("^{WS}[0-9]+(Ki|Mi|Gi|Ti)?{WS}$")));
+        OneOfBuilder::new()
+            .item(int)
+            .item(text)
+            .description(Some(
+                "A byte count: an integer, or a string of digits with an optional Ki, Mi, Gi or Ti \
+                 suffix (\"64Mi\"); at most 2^64-1 bytes. Answers write it as an integer.",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Size {}
+
 /// Container names: `[a-z0-9][a-z0-9_.-]{0,62}`. Safe as a path component and
 /// a cgroup name (no `/`, never `.` or `..`).
 pub fn validate_name(name: &str) -> Result<(), ValueError> {

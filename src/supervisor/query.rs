@@ -57,6 +57,11 @@ impl Supervisor {
         Ok(self.view(&*self.registry.get(name)?))
     }
 
+    /// Whether a create of `name` is in progress (its name reserved).
+    pub fn creating(&self, name: &str) -> bool {
+        self.registry.is_reserved(name)
+    }
+
     pub fn counts(&self) -> Counts {
         let mut c = Counts::default();
         for e in self.registry.all() {

@@ -92,6 +92,11 @@ impl Registry {
         Ok(())
     }
 
+    /// Whether a create of `name` is in progress.
+    pub fn is_reserved(&self, name: &str) -> bool {
+        self.inner.lock().unwrap().reserved.contains(name)
+    }
+
     /// Ends a reservation: with the entry the create made, or none.
     pub fn settle(&self, name: &str, entry: Option<Arc<Entry>>) {
         let mut n = self.inner.lock().unwrap();

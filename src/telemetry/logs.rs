@@ -24,7 +24,8 @@ use std::path::{Path, PathBuf};
 /// Longest line stored as one record.
 pub const MAX_LINE: usize = 16 * 1024;
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[schema(as = LogRecord)]
 pub struct Record {
     pub ts: String,
     pub stream: String,
@@ -33,6 +34,7 @@ pub struct Record {
     pub partial: bool,
     /// 0 in records written before numbering existed.
     #[serde(default)]
+    #[schema(required)]
     pub seq: u64,
     /// On a note of the writer (stream `hydra`): how many records just
     /// before it could not be stored (the disk was full); their numbers are

@@ -26,7 +26,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// One line of a pull's progress (`POST /v1/images/pull`).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[schema(as = PullProgress)]
 pub struct Progress {
     pub layer: String,
     /// Bytes of the (compressed) blob downloaded so far.
