@@ -271,6 +271,15 @@ async fn rejected_requests_name_the_field_and_leave_nothing() {
         assert_eq!(st, 404, "{m} {p}");
         serde_json::from_slice::<hydra_agent::api::ErrorBody>(&resp).unwrap();
     }
+    // a route's path with a method it has not: 405, naming the ones it has
+    let (st, resp) = a
+        .client
+        .raw("PATCH", "/v1/containers/ghost", None)
+        .await
+        .unwrap();
+    assert_eq!(st, 405);
+    let e: hydra_agent::api::ErrorBody = serde_json::from_slice(&resp).unwrap();
+    assert!(e.error.message.contains("PUT, GET, DELETE"), "{e:?}");
     let (st, resp) = a
         .client
         .raw("POST", "/v1/containers/dup/kill?signal=NOPE", None)
@@ -372,6 +381,12 @@ fn bad_config_exits_2_naming_the_key() {
         ("[network]\nport_range = \"9-1\"\n", "network.port_range"),
         ("[cgroup]\nparent = \"../escape\"\n", "cgroup.parent"),
         ("[logs]\nmax_file_size = \"lots\"\n", "lots"),
+        // the TCP API: its files are read before anything starts
+        (
+            "[api]\ntcp = \"127.0.0.1:7443\"\ntls_cert = \"/nonexistent.pem\"\ntls_key = \"/nonexistent.key\"\nclient_ca = \"/nonexistent-ca.pem\"\n",
+            "api.client_ca",
+        ),
+        ("[api]\ntcp = \"127.0.0.1:7443\"\n", "api.tls_cert"),
     ] {
         let cfg = tmp.path().join("agent.toml");
         std::fs::write(&cfg, text).unwrap();
