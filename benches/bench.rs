@@ -5,8 +5,11 @@
 //!   scale  AGENT_SOCKET AGENT_PID IMAGE SIZES PROBES -> create and API latency, RSS, as the host fills
 //!   ready  AGENT_SOCKET N                          -> returns once the agent lists N running
 //!   layers STATE N                                 -> the storage mechanisms' part of a create
+//!   pki DIR; api SOCKET URL PKI IMAGE AGENT_PID ROUNDS -> the TCP API against the socket (bench/api.rs)
 //! Prints a Markdown table.
 
+#[path = "bench/api.rs"]
+mod api;
 #[path = "bench/layers.rs"]
 mod layers;
 #[path = "bench/scale.rs"]
@@ -389,6 +392,18 @@ async fn main() {
                 &a[4],
                 &sizes,
                 a[6].parse().unwrap(),
+            )
+            .await
+        }
+        Some("pki") => api::make_pki(std::path::Path::new(&a[2])),
+        Some("api") => {
+            api::api(
+                &a[2],
+                &a[3],
+                std::path::Path::new(&a[4]),
+                &a[5],
+                a[6].parse().unwrap(),
+                a[7].parse().unwrap(),
             )
             .await
         }
