@@ -296,12 +296,12 @@ pub async fn serve_metrics<H: Handler>(
     }
 }
 
-/// Serves the API on a Unix socket (mode 0660) until `shutdown` fires.
-pub async fn serve_unix<H: Handler>(
-    h: Arc<H>,
+/// Binds the API's Unix socket (mode 0660, group `group` if given),
+/// replacing one left by a killed agent.
+pub fn bind_unix(
     path: &std::path::Path,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) -> std::io::Result<()> {
+    group: Option<nix::unistd::Gid>,
+) -> std::io::Result<tokio::net::UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -311,7 +311,21 @@ pub async fn serve_unix<H: Handler>(
         let _ = std::fs::remove_file(path);
     }
     let listener = tokio::net::UnixListener::bind(path)?;
+    if group.is_some() {
+        nix::unistd::chown(path, None, group)?;
+    }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
+}
+
+/// Serves the API on a bound Unix socket until `shutdown` fires, then
+/// removes the socket.
+pub async fn serve_unix<H: Handler>(
+    h: Arc<H>,
+    listener: tokio::net::UnixListener,
+    path: &std::path::Path,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
     loop {
         tokio::select! {
             acc = listener.accept() => {

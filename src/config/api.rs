@@ -11,6 +11,10 @@ use std::path::PathBuf;
 pub struct ApiConfig {
     /// Unix socket path; default `/run/hydra-agent/agent.sock` (under `--root`).
     pub socket: Option<PathBuf>,
+    /// Group owning the socket (mode 0660): its members may use hydractl.
+    /// Default: `hydra` if that group exists (the packages create it), else
+    /// the agent's own group. A group named here must exist.
+    pub socket_group: Option<String>,
     /// The central API: HTTPS with client certificates on this address
     /// (e.g. `0.0.0.0:7443`); none by default. Needs `tls_cert`, `tls_key`
     /// and `client_ca`.
@@ -45,6 +49,7 @@ impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             socket: None,
+            socket_group: None,
             tcp: None,
             metrics: None,
             tls_cert: None,
@@ -81,6 +86,13 @@ impl ApiConfig {
         .find(|(_, v)| v.is_some())
         {
             return invalid(key, "set without api.tcp (it is used by the TCP API only)");
+        }
+        if let Some(g) = &self.socket_group {
+            match nix::unistd::Group::from_name(g) {
+                Ok(Some(_)) => {}
+                Ok(None) => return invalid("api.socket_group", format!("no group {g:?} on this host")),
+                Err(e) => return invalid("api.socket_group", format!("cannot look up {g:?}: {e}")),
+            }
         }
         if self.max_connections == 0 {
             return invalid("api.max_connections", "must be at least 1");

@@ -3,6 +3,7 @@
 //! SIGINT stop the agent and leave containers running; SIGHUP reloads the
 //! config file and says what changed.
 
+mod notify;
 mod reload;
 mod telemetry;
 
@@ -215,7 +216,13 @@ async fn serve(
         None => None,
     };
     let sock = paths.socket.clone();
-    let unix = tokio::spawn(async move { server::serve_unix(service, &sock, stop_rx).await });
+    let listener = server::bind_unix(&sock, socket_group(cfg))
+        .map_err(io(format!("listen on the API socket {}", sock.display())))?;
+    let unix =
+        tokio::spawn(async move { server::serve_unix(service, listener, &sock, stop_rx).await });
+    // records re-adopted, firewall in place, listeners bound
+    notify::ready(sup);
+    notify::health_loop(sup.clone());
     let reload = reload::Reloaders {
         filter,
         sup,
@@ -223,9 +230,16 @@ async fn serve(
         tls: tls.as_deref(),
     };
     reload::until_stopped(args, cfg.clone(), &reload).await?;
+    notify::stopping();
     let _ = stop_tx.send(true);
     let _ = unix.await;
     Ok(())
+}
+
+/// `api.socket_group`, else `hydra` if that group exists.
+fn socket_group(cfg: &Config) -> Option<nix::unistd::Gid> {
+    let name = cfg.api.socket_group.as_deref().unwrap_or("hydra");
+    nix::unistd::Group::from_name(name).ok().flatten().map(|g| g.gid)
 }
 
 /// Checks the firewall every `secs` and restores it if someone changed it.

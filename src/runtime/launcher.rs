@@ -83,6 +83,38 @@ impl Launcher {
         })
     }
 
+    /// Whether the helper can take a request: its lock is free within the
+    /// start deadline (a start in progress is waited for) and the helper, if
+    /// spawned, is alive or can be respawned on the next request.
+    pub fn responsive(&self) -> bool {
+        let deadline = std::time::Instant::now() + self.deadline;
+        loop {
+            match self.proc.try_lock() {
+                Ok(mut g) => {
+                    return match g.as_mut() {
+                        Some(p) => match p.child.try_wait() {
+                            Ok(None) => true,
+                            // ended: the next request spawns another one
+                            Ok(Some(_)) => {
+                                *g = None;
+                                true
+                            }
+                            Err(_) => false,
+                        },
+                        None => true,
+                    }
+                }
+                Err(std::sync::TryLockError::Poisoned(_)) => return false,
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    if std::time::Instant::now() > deadline {
+                        return false;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            }
+        }
+    }
+
     /// Starts a shim for `plan` and blocks until the container has exec'd.
     /// Call from a blocking thread.
     pub fn start(&self, plan: &Launch) -> Result<Ready, RuntimeError> {

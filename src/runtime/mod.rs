@@ -149,6 +149,11 @@ pub trait Runtime: Send + Sync {
         path: &str,
         timeout: Duration,
     ) -> Result<(), ProbeError>;
+    /// Whether the runtime can take a start request now (the watchdog's
+    /// health check; blocking for at most the start deadline).
+    fn responsive(&self) -> bool {
+        true
+    }
 }
 
 /// Start time (clock ticks after boot) of `pid`, to recognise it later.
@@ -172,6 +177,10 @@ impl ShimRuntime {
 }
 
 impl Runtime for ShimRuntime {
+    fn responsive(&self) -> bool {
+        self.launcher.responsive()
+    }
+
     fn start(&self, plan: &Launch) -> Result<Started, RuntimeError> {
         match self.launcher.start(plan)? {
             Ready::Ok {

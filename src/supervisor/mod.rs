@@ -140,6 +140,17 @@ impl Supervisor {
         }
     }
 
+    /// The watchdog's health check (blocking): the directory of records is
+    /// still the one opened and the launcher can take a request. Err names
+    /// what did not answer.
+    pub fn health(&self) -> std::result::Result<(), String> {
+        self.store.check().map_err(|e| e.to_string())?;
+        if !self.runtime.responsive() {
+            return Err("the launcher helper is not answering".into());
+        }
+        Ok(())
+    }
+
     /// Writes the records that could not be written (blocking); true when
     /// none is left.
     pub fn retry_unsaved(&self) -> bool {
