@@ -100,7 +100,10 @@ async fn ready_status_and_a_watchdog_tied_to_health() {
     n.take();
     let failures = |a: &Agent| a.log().matches("health check failed").count();
     let seen = failures(&a);
-    eventually(10, "two more failed checks", async || failures(&a) >= seen + 2).await;
+    eventually(10, "two more failed checks", async || {
+        failures(&a) >= seen + 2
+    })
+    .await;
     let during = n.take();
     assert!(
         !during.iter().any(|m| m.contains("WATCHDOG=1")),

@@ -90,7 +90,9 @@ impl ApiConfig {
         if let Some(g) = &self.socket_group {
             match nix::unistd::Group::from_name(g) {
                 Ok(Some(_)) => {}
-                Ok(None) => return invalid("api.socket_group", format!("no group {g:?} on this host")),
+                Ok(None) => {
+                    return invalid("api.socket_group", format!("no group {g:?} on this host"))
+                }
                 Err(e) => return invalid("api.socket_group", format!("cannot look up {g:?}: {e}")),
             }
         }

@@ -63,3 +63,42 @@ mod tests {
         assert_eq!(p.state, Path::new("/tmp/r/var/lib/hydra-agent"));
     }
 }
+
+/// The packages' commented config (`packaging/agent.toml`, installed as
+/// /etc/hydra-agent/agent.toml) shows every default as it is: uncommenting
+/// all its default lines gives the built-in config.
+#[cfg(test)]
+mod packaged {
+    #[test]
+    fn the_packaged_config_shows_the_defaults() {
+        let text = include_str!("../../packaging/agent.toml");
+        let keys = uncommented(text);
+        let cfg = crate::config::Config::parse(&keys).unwrap();
+        assert_eq!(cfg, crate::config::Config::default(), "{keys}");
+        // and every section of the config appears in it
+        let default = toml::to_string(&crate::config::Config::default()).unwrap();
+        for section in default.lines().filter(|l| l.starts_with('[')) {
+            assert!(
+                keys.contains(section),
+                "{section} missing from packaging/agent.toml"
+            );
+        }
+    }
+
+    /// `# [section]` and `# key = value` lines, uncommented, unless marked
+    /// "unset by default".
+    fn uncommented(text: &str) -> String {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| !l.contains("unset by default"))
+            .filter(|l| {
+                let l = l.trim_end();
+                (l.starts_with('[') && l.ends_with(']'))
+                    || l.split_once(" = ").is_some_and(|(k, _)| {
+                        !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                    })
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}

@@ -239,7 +239,10 @@ async fn serve(
 /// `api.socket_group`, else `hydra` if that group exists.
 fn socket_group(cfg: &Config) -> Option<nix::unistd::Gid> {
     let name = cfg.api.socket_group.as_deref().unwrap_or("hydra");
-    nix::unistd::Group::from_name(name).ok().flatten().map(|g| g.gid)
+    nix::unistd::Group::from_name(name)
+        .ok()
+        .flatten()
+        .map(|g| g.gid)
 }
 
 /// Checks the firewall every `secs` and restores it if someone changed it.

@@ -102,7 +102,7 @@ impl Launcher {
                             Err(_) => false,
                         },
                         None => true,
-                    }
+                    };
                 }
                 Err(std::sync::TryLockError::Poisoned(_)) => return false,
                 Err(std::sync::TryLockError::WouldBlock) => {
